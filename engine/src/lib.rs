@@ -1,0 +1,1 @@
+//! Veetance engine.

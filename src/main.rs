@@ -1,0 +1,2 @@
+//! The `veetance` command line.
+fn main() {}
