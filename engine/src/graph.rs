@@ -8,7 +8,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use petgraph::algo::{tarjan_scc, toposort};
+use petgraph::Direction;
+use petgraph::algo::kosaraju_scc;
 use petgraph::graph::{DiGraph, NodeIndex};
 
 use crate::diagnostic::{Code, Diagnostic, Span};
@@ -248,21 +249,27 @@ pub fn validate(workflow: &Workflow, registry: &Registry, source: Option<&str>) 
         structure.add_edge(NodeIndex::new(*from), NodeIndex::new(*to), ());
     }
     let ids: Vec<&String> = nodes.keys().collect();
-    let mut cycles: Vec<Vec<usize>> = tarjan_scc(&structure)
-        .into_iter()
-        .filter(|component| {
-            component.len() > 1
-                || component
-                    .first()
-                    .is_some_and(|n| structure.contains_edge(*n, *n))
-        })
-        .map(|component| {
-            let mut members: Vec<usize> = component.iter().map(|n| n.index()).collect();
-            members.sort_unstable();
-            members
-        })
-        .collect();
-    cycles.sort();
+    let order = kahn_order(&structure);
+    let mut cycles: Vec<Vec<usize>> = Vec::new();
+    if order.len() < nodes.len() {
+        // Only when something is cyclic: name the strongly connected components. Kosaraju in
+        // petgraph is iterative, so long chains cannot overflow the stack.
+        cycles = kosaraju_scc(&structure)
+            .into_iter()
+            .filter(|component| {
+                component.len() > 1
+                    || component
+                        .first()
+                        .is_some_and(|n| structure.contains_edge(*n, *n))
+            })
+            .map(|component| {
+                let mut members: Vec<usize> = component.iter().map(|n| n.index()).collect();
+                members.sort_unstable();
+                members
+            })
+            .collect();
+        cycles.sort();
+    }
     for members in cycles {
         let names: Vec<String> = members
             .iter()
@@ -294,18 +301,6 @@ pub fn validate(workflow: &Workflow, registry: &Registry, source: Option<&str>) 
             diagnostics,
         };
     }
-    let order = match toposort(&structure, None) {
-        Ok(order) => order.into_iter().map(|n| n.index()).collect(),
-        Err(_) => {
-            // Unreachable in practice: cycles were reported above. Kept as a diagnostic rather
-            // than a panic so a bug here cannot take the process down.
-            let diagnostic = Diagnostic::error(Code::Cycle, "links form a cycle");
-            return Validation {
-                graph: None,
-                diagnostics: vec![diagnostic],
-            };
-        }
-    };
     let mut graph_nodes = Vec::with_capacity(nodes.len());
     let mut graph_index = HashMap::with_capacity(nodes.len());
     for (((id, entry), node), inputs) in nodes.iter().zip(implementations).zip(slots) {
@@ -354,7 +349,8 @@ fn missing_input(id: &str, input: &InputSpec, registry: &Registry) -> Diagnostic
     } else {
         let producers = producers_of(registry, input.data_type);
         diagnostic.help(format!(
-            "link it to a {} output, e.g. `\"{}\": Link(\"node_id\", \"output\")`{}",
+            "link it to {} {} output, e.g. `\"{}\": Link(\"node_id\", \"output\")`{}",
+            article(input.data_type),
             input.data_type,
             input.name,
             if producers.is_empty() {
@@ -450,7 +446,11 @@ fn check_link(
                 "{} here, {} expected",
                 output_spec.data_type, input.data_type
             ))
-            .help(format!("link a {} output instead", input.data_type)),
+            .help(format!(
+                "link {} {} output instead",
+                article(input.data_type),
+                input.data_type
+            )),
         )));
     }
     Ok((from, output))
@@ -471,17 +471,18 @@ fn check_literal(
             Diagnostic::error(
                 Code::WrongLiteralType,
                 format!(
-                    "input `{}` takes a {}, which only a link can provide, not a {} literal",
+                    "input `{}` takes {} {}, which only a link can provide, not a literal",
                     input.name,
-                    input.data_type,
-                    value.variant_name()
+                    article(input.data_type),
+                    input.data_type
                 ),
             )
             .node(id)
             .input(&input.name)
             .label(format!("{} literal here", value.variant_name()))
             .help(format!(
-                "link it: `Link(\"node_id\", \"output\")` to a {} output",
+                "link it: `Link(\"node_id\", \"output\")` to {} {} output",
+                article(input.data_type),
                 input.data_type
             )),
         ));
@@ -492,7 +493,11 @@ fn check_literal(
             (Literal::Float(v), DataType::Int) if v.fract() == 0.0 => {
                 format!("write `Int({})`", *v as i64)
             }
-            _ => format!("write a {}(...) value", input.data_type),
+            _ => format!(
+                "write {} {}(...) value",
+                article(input.data_type),
+                input.data_type
+            ),
         };
         return Err(Box::new(
             Diagnostic::error(
@@ -594,4 +599,44 @@ fn attach_spans(found: Vec<(Diagnostic, Place)>, source: Option<&str>) -> Vec<Di
             diagnostic.span(span)
         })
         .collect()
+}
+
+fn article(data_type: DataType) -> &'static str {
+    if data_type.name().starts_with(['A', 'E', 'I', 'O', 'U']) {
+        "an"
+    } else {
+        "a"
+    }
+}
+
+/// Kahn's algorithm, taking ready nodes in document order so the order is deterministic.
+/// Returns fewer than all nodes when there is a cycle.
+fn kahn_order(structure: &DiGraph<(), ()>) -> Vec<usize> {
+    let n_nodes = structure.node_count();
+    let mut waiting_on: Vec<usize> = (0..n_nodes)
+        .map(|idx| {
+            structure
+                .neighbors_directed(NodeIndex::new(idx), Direction::Incoming)
+                .count()
+        })
+        .collect();
+    let mut ready: std::collections::BinaryHeap<std::cmp::Reverse<usize>> = waiting_on
+        .iter()
+        .enumerate()
+        .filter(|(_, count)| **count == 0)
+        .map(|(idx, _)| std::cmp::Reverse(idx))
+        .collect();
+    let mut order = Vec::with_capacity(n_nodes);
+    while let Some(std::cmp::Reverse(idx)) = ready.pop() {
+        order.push(idx);
+        for next in structure.neighbors_directed(NodeIndex::new(idx), Direction::Outgoing) {
+            if let Some(count) = waiting_on.get_mut(next.index()) {
+                *count -= 1;
+                if *count == 0 {
+                    ready.push(std::cmp::Reverse(next.index()));
+                }
+            }
+        }
+    }
+    order
 }

@@ -106,7 +106,11 @@ pub fn registry() -> Registry {
                     .default_value(Literal::Text("plain".into()))
                     .choices(&["plain", "shout"]),
             )
-            .output(OutputSpec::new("text", DataType::Text, "The formatted text.")),
+            .output(OutputSpec::new(
+                "text",
+                DataType::Text,
+                "The formatted text.",
+            )),
         |inputs, _| {
             let text = inputs.text("text")?;
             let out = if inputs.text("style")? == "shout" {
@@ -120,12 +124,18 @@ pub fn registry() -> Registry {
     registry.register(FnNode::new(
         NodeSpec::new("MakeBlob", "data", "Makes a latent-like blob from a seed.")
             .input(InputSpec::new("seed", DataType::Int))
-            .input(InputSpec::new("len", DataType::Int).default_value(Literal::Int(16)).range(0.0, 1e6))
+            .input(
+                InputSpec::new("len", DataType::Int)
+                    .default_value(Literal::Int(16))
+                    .range(0.0, 1e6),
+            )
             .output(OutputSpec::new("blob", DataType::Latent, "Bytes.")),
         |inputs, _| {
             let seed = inputs.int("seed")?;
             let len = inputs.int("len")? as usize;
-            let bytes = (0..len).map(|i| (seed as usize).wrapping_add(i) as u8).collect();
+            let bytes = (0..len)
+                .map(|i| (seed as usize).wrapping_add(i) as u8)
+                .collect();
             Ok(Outputs::new().with_object("blob", DataType::Latent, Blob(bytes)))
         },
     ));
@@ -160,10 +170,14 @@ pub fn registry() -> Registry {
         |_, _| Err(NodeError::msg("the disk is full")),
     ));
     registry.register(FnNode::new(
-        NodeSpec::new("Slow", "test", "Counts steps slowly, checking for cancellation.")
-            .input(InputSpec::new("x", DataType::Int))
-            .input(InputSpec::new("steps", DataType::Int).default_value(Literal::Int(5)))
-            .output(OutputSpec::new("y", DataType::Int, "x")),
+        NodeSpec::new(
+            "Slow",
+            "test",
+            "Counts steps slowly, checking for cancellation.",
+        )
+        .input(InputSpec::new("x", DataType::Int))
+        .input(InputSpec::new("steps", DataType::Int).default_value(Literal::Int(5)))
+        .output(OutputSpec::new("y", DataType::Int, "x")),
         |inputs, ctx| {
             let steps = inputs.int("steps")? as u64;
             for step in 0..steps {
@@ -213,7 +227,9 @@ impl Trace {
                 Event::NodeStarted { node, .. } => format!("ran {node}"),
                 Event::Cached { node, .. } => format!("cached {node}"),
                 Event::NodeFailed { node, error, .. } => format!("failed {node}: {error}"),
-                Event::Cancelled { node } => format!("cancelled {}", node.as_deref().unwrap_or("-")),
+                Event::Cancelled { node } => {
+                    format!("cancelled {}", node.as_deref().unwrap_or("-"))
+                }
                 _ => return,
             };
             lines.lock().unwrap().push(line);
@@ -245,7 +261,13 @@ pub fn run_trace(session: &Session, source: &str) -> String {
     let trace = Trace::default();
     let sink = trace.sink();
     let report = session
-        .run(&graph(source), &RunEnv::new("out"), &RunOptions::default(), &sink, &CancelToken::new())
+        .run(
+            &graph(source),
+            &RunEnv::new("out"),
+            &RunOptions::default(),
+            &sink,
+            &CancelToken::new(),
+        )
         .unwrap();
     let _ = report;
     trace.take_sorted()
