@@ -1,5 +1,7 @@
 //! Salsa-style cache tests: run, change one input, run again, and check exactly which nodes ran.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
+
 mod common;
 
 use common::{run_trace, session};

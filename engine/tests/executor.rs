@@ -1,5 +1,7 @@
 //! Executor behaviour: failures, panics, cancellation, budgets, parallel branches, deep chains.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
+
 mod common;
 
 use std::sync::{Arc, Mutex};

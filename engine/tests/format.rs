@@ -1,5 +1,7 @@
 //! The workflow file format: saving is deterministic and parsing a saved workflow gives it back.
 
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
+
 use veetance_engine::{InputValue, Workflow, WorkflowNode};
 
 const SAMPLE: &str = r#"// A comment is fine.

@@ -1,5 +1,5 @@
 //! Test nodes and helpers shared by the engine's integration tests.
-#![allow(dead_code)]
+#![allow(dead_code, clippy::unwrap_used, clippy::panic, clippy::expect_used)]
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
