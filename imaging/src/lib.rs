@@ -1,1 +1,47 @@
 //! Images, layers and their file formats. Knows no engine, no model and no UI.
+//!
+//! This crate is the edge of Veetance where pixels become files and files become pixels.
+//! It speaks in plain 8-bit sRGB images (`image`'s [`RgbImage`] and [`RgbaImage`], re-exported
+//! here so that callers need no direct dependency on `image`) and in [`Layers`], an ordered stack
+//! of named RGBA layers, bottom to top.
+//!
+//! What lives where:
+//! - [`pixels`]: the image and layer types, conversion from the float CHW tensors a VAE decoder
+//!   produces, and alpha-over compositing.
+//! - [`split`]: `LayerSplit`, which turns one picture into a background plus object layers whose
+//!   composite reproduces the picture within 1/255 per channel.
+//! - [`png_meta`]: PNG writing with UTF-8 text metadata (iTXt), and reading that text back.
+//!   The workflow that made a picture travels inside the picture this way.
+//! - [`layered_psd`]: our own layered PSD writer; no crate we trust writes PSDs.
+//! - [`codecs`]: decoding PNG, JPEG and WebP, and encoding JPEG and lossless WebP.
+//! - [`output`]: atomic, never-overwriting file creation with numbered suffixes.
+//!
+//! Architecture invariants:
+//! - No engine, model, tensor library or UI types appear here; tensors arrive as `&[f32]`.
+//! - Encoders write into any [`std::io::Write`]; only [`output`] touches the file system, so
+//!   every format gets the same atomic, no-clobber guarantee by composing the two.
+//! - Everything is deterministic: the same input gives the same bytes, which is what lets the
+//!   engine cache outputs and lets a workflow embedded in a PNG replay bit for bit.
+//! - Library code never panics on bad input: errors are [`ImagingError`] values.
+
+#![warn(clippy::indexing_slicing)]
+
+pub mod codecs;
+mod error;
+pub mod layered_psd;
+pub mod output;
+pub mod pixels;
+pub mod png_meta;
+pub mod split;
+
+pub use codecs::{load_image, load_image_rgba, write_jpeg, write_webp_lossless};
+pub use error::ImagingError;
+pub use image::{Rgb, RgbImage, Rgba, RgbaImage};
+pub use layered_psd::write_psd;
+pub use output::{write_new_file, write_new_file_bytes};
+pub use pixels::{ImageRef, Layer, Layers, chw_f32_from_rgb8, composite, rgb8_from_chw_f32};
+pub use png_meta::{KEY_PARAMETERS, KEY_WORKFLOW, read_png_rgba, read_png_text, write_png};
+pub use split::layer_split;
+
+/// Shorthand for results whose error is [`ImagingError`].
+pub type Result<T, E = ImagingError> = std::result::Result<T, E>;

@@ -1,0 +1,144 @@
+//! PNG writing with UTF-8 text metadata, and reading that metadata back.
+//!
+//! `image`'s PNG encoder cannot write text chunks, so pictures are written with the `png` crate
+//! directly. Text goes into iTXt chunks because only iTXt holds UTF-8 (tEXt is Latin-1), and
+//! workflows contain whatever the user typed into a prompt.
+//! Veetance uses its own keys ([`KEY_WORKFLOW`], [`KEY_PARAMETERS`]); `prompt`, `workflow` and
+//! `parameters` already belong to ComfyUI and A1111.
+
+use std::io::{Cursor, Write};
+
+use image::RgbaImage;
+
+use crate::pixels::ImageRef;
+use crate::{ImagingError, Result};
+
+/// Key of the iTXt chunk holding the workflow as it was run (RON).
+pub const KEY_WORKFLOW: &str = "veetance:workflow";
+/// Key of the iTXt chunk holding the generation parameters.
+pub const KEY_PARAMETERS: &str = "veetance:parameters";
+
+/// Texts longer than this are deflate-compressed; short ones stay greppable.
+const COMPRESS_TEXT_ABOVE_BYTES: usize = 4096;
+/// Largest decompressed text accepted when reading; a bound so a hostile file cannot make us
+/// allocate without limit. Far above any real workflow.
+const MAX_TEXT_BYTES: usize = 64 * 1024 * 1024;
+/// PNG keywords are 1 to 79 Latin-1 bytes (PNG spec, 11.3.4.1).
+const MAX_KEY_BYTES: usize = 79;
+
+/// Writes an 8-bit RGB or RGBA PNG with one iTXt chunk per `(key, text)` pair, in order.
+///
+/// Keys must be 1 to 79 printable Latin-1 characters without leading, trailing or double spaces
+/// (the PNG rules); text is any UTF-8. Long texts are compressed.
+pub fn write_png<'a, K, V>(
+    writer: impl Write,
+    image: impl Into<ImageRef<'a>>,
+    texts: &[(K, V)],
+) -> Result<()>
+where
+    K: AsRef<str>,
+    V: AsRef<str>,
+{
+    let image = image.into();
+    if image.width_px() == 0 || image.height_px() == 0 {
+        return Err(ImagingError::EmptyImage {
+            width_px: image.width_px(),
+            height_px: image.height_px(),
+        });
+    }
+    let mut encoder = png::Encoder::new(writer, image.width_px(), image.height_px());
+    encoder.set_color(match image {
+        ImageRef::Rgb(_) => png::ColorType::Rgb,
+        ImageRef::Rgba(_) => png::ColorType::Rgba,
+    });
+    encoder.set_depth(png::BitDepth::Eight);
+    // Validate every key before writing a byte, so a bad key leaves no half-written file.
+    let mut chunks = Vec::with_capacity(texts.len());
+    for (key, text) in texts {
+        let key = key.as_ref();
+        let text = text.as_ref();
+        check_key(key)?;
+        let mut chunk = png::text_metadata::ITXtChunk::new(key, text);
+        chunk.compressed = text.len() > COMPRESS_TEXT_ABOVE_BYTES;
+        chunks.push(chunk);
+    }
+    let mut png_writer = encoder.write_header()?;
+    // Text goes before the image data, where readers that stop at IDAT still find it.
+    for chunk in &chunks {
+        png_writer.write_text_chunk(chunk)?;
+    }
+    png_writer.write_image_data(image.samples())?;
+    png_writer.finish()?;
+    Ok(())
+}
+
+/// Reads every text chunk (iTXt, tEXt and zTXt) of a PNG as `(key, text)` pairs.
+///
+/// iTXt chunks come first, then tEXt, then zTXt, each group in file order; within Veetance's own
+/// files only iTXt occurs. Text chunks after the image data are included.
+pub fn read_png_text(png_bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    let mut decoder = png::Decoder::new(Cursor::new(png_bytes));
+    decoder.set_ignore_text_chunk(false);
+    let mut reader = decoder.read_info()?;
+    // `finish` skips the pixels and walks on to IEND, so text after the image data is seen too.
+    reader.finish()?;
+    collect_texts(reader.info())
+}
+
+/// Decodes a PNG to RGBA8 and reads its text chunks, in one pass.
+pub fn read_png_rgba(png_bytes: &[u8]) -> Result<(RgbaImage, Vec<(String, String)>)> {
+    let image = image::load_from_memory_with_format(png_bytes, image::ImageFormat::Png)?;
+    let texts = read_png_text(png_bytes)?;
+    Ok((image.to_rgba8(), texts))
+}
+
+fn collect_texts(info: &png::Info<'_>) -> Result<Vec<(String, String)>> {
+    let mut texts = Vec::new();
+    for chunk in &info.utf8_text {
+        let mut chunk = chunk.clone();
+        let text = chunk
+            .decompress_text_with_limit(MAX_TEXT_BYTES)
+            .and_then(|()| chunk.get_text())
+            .map_err(|err| unreadable(&chunk.keyword, &err))?;
+        texts.push((chunk.keyword, text));
+    }
+    for chunk in &info.uncompressed_latin1_text {
+        texts.push((chunk.keyword.clone(), chunk.text.clone()));
+    }
+    for chunk in &info.compressed_latin1_text {
+        let mut chunk = chunk.clone();
+        let text = chunk
+            .decompress_text_with_limit(MAX_TEXT_BYTES)
+            .and_then(|()| chunk.get_text())
+            .map_err(|err| unreadable(&chunk.keyword, &err))?;
+        texts.push((chunk.keyword, text));
+    }
+    Ok(texts)
+}
+
+fn unreadable(key: &str, err: &png::DecodingError) -> ImagingError {
+    ImagingError::UnreadableText {
+        key: key.to_owned(),
+        reason: err.to_string(),
+    }
+}
+
+fn check_key(key: &str) -> Result<()> {
+    let invalid = |reason| ImagingError::InvalidTextKey {
+        key: key.to_owned(),
+        reason,
+    };
+    if key.is_empty() || key.len() > MAX_KEY_BYTES {
+        return Err(invalid("keys are 1 to 79 bytes"));
+    }
+    // Printable Latin-1 only; our keys are ASCII, so ASCII is all we accept.
+    if !key.bytes().all(|b| (0x20..=0x7e).contains(&b)) {
+        return Err(invalid("keys are printable ASCII"));
+    }
+    if key.starts_with(' ') || key.ends_with(' ') || key.contains("  ") {
+        return Err(invalid(
+            "keys have no leading, trailing or consecutive spaces",
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,987 @@
+//! LayerSplit: one picture into a background plus object layers whose composite is the picture.
+//!
+//! The split works in five steps, each a plain function below:
+//!
+//! 1. **Colour clusters.** Pixels are clustered in OKLab (a perceptual colour space: equal
+//!    distances look about equally different) with weighted k-means over a 32k-bin colour
+//!    histogram. Initialisation is greedy k-means++ without randomness: the heaviest colour first,
+//!    then always the colour with the largest weight × squared distance to the chosen centres, and
+//!    no new centre once every colour is close to one. So the result is deterministic and a
+//!    two-colour picture gets two clusters however many layers are asked for.
+//! 2. **Regions.** Connected components of equal cluster label (4-connectivity) form a region
+//!    adjacency graph. Regions that are tiny or thin (mostly boundary, such as the one-pixel ring
+//!    of antialiased pixels around a shape) merge into their most similar neighbour; then the
+//!    smallest merge on until at most [`MAX_REGIONS`] remain.
+//! 3. **Background.** The region touching the image border most is the background.
+//! 4. **Layers.** The other regions are grouped into `n_layers - 1` object layers by Ward's
+//!    agglomerative criterion (cheapest merge = small and similar), where merging into the
+//!    background is one of the options. Same-coloured objects thus share a layer only when there
+//!    are fewer layers than objects. Larger groups go lower in the stack. If the picture has fewer
+//!    regions than layers were asked for, the top layers are left empty rather than inventing
+//!    splits.
+//! 5. **Soft edges.** Antialiased edges are mixtures of an object and what is behind it, and
+//!    a hard label would leave a fringe of mixed colour on one layer or the other. Within
+//!    [`EDGE_BAND_RADIUS_PX`] of a label boundary, the background colour behind the object `B`
+//!    is extrapolated from sure background pixels and the object colour `K` from sure object
+//!    pixels; the pixel's coverage is its projection on the segment from `B` to `K`.
+//!
+//! **Why the composite is exact.** The background layer is opaque. It holds the picture where no
+//! object owns the pixel, and the extrapolated background `B` (rounded to 8 bits) under object
+//! pixels. Every pixel is owned by at most one object layer, so alpha-over at a pixel is
+//! `F·a + B·(1 - a)` with one `(F, a)`. [`unmix`] picks the 8-bit alpha first (at least the
+//! coverage estimate, and at least the smallest alpha for which an in-gamut `F` exists) and then
+//! `F = B + (I - B) / a` rounded, so `F·a + B·(1 - a)` is within `a/2 ≤ 1/2` level of the
+//! picture `I`, which rounds back to `I`. Interior pixels get `a = 1, F = I`. The tests check
+//! this on antialiased shapes, gradients and noise.
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+
+use image::{RgbImage, Rgba, RgbaImage};
+
+use crate::pixels::Layers;
+use crate::{ImagingError, Result};
+
+/// Most layers LayerSplit makes; the node's input range is `2..=MAX_LAYERS`.
+pub const MAX_LAYERS: usize = 8;
+/// Fewest layers: a background and one object layer.
+pub const MIN_LAYERS: usize = 2;
+
+/// Colour histogram resolution: 5 bits per sRGB channel. Colours within 8 levels share a bin,
+/// far below what k-means needs to tell apart, and the histogram stays at 32k entries.
+const HISTOGRAM_BITS: u32 = 5;
+/// No new cluster centre once every colour is this close (OKLab distance) to one; about twice
+/// OKLab's just-noticeable difference.
+const MIN_CLUSTER_SEPARATION: f32 = 0.04;
+/// Lloyd iterations cap; on a histogram this converges in a handful.
+const MAX_KMEANS_ITERATIONS: usize = 20;
+/// Regions smaller than this fraction of the picture are merged into a neighbour.
+const MIN_REGION_FRACTION: f64 = 1.0 / 400.0;
+/// Absolute floor of the region size, for tiny pictures.
+const MIN_REGION_PX: u64 = 6;
+/// Adjacent regions whose border has a mean colour step (OKLab distance between the pixel pairs
+/// across it) below this are one surface cut by clustering: a gradient or texture, not an
+/// outline. Pixel noise of a few levels gives about 0.02; a hard outline between clearly
+/// different colours gives 0.1 and more.
+const WEAK_BORDER_STRENGTH: f64 = 0.05;
+/// The grouping step is cubic in the region count, so regions are merged down to this first.
+const MAX_REGIONS: usize = 64;
+/// Pixels this close (Chebyshev) to a layer boundary get a soft coverage instead of a hard one.
+/// Two pixels covers a box-filtered antialiased edge and most of a VAE's softer ones.
+const EDGE_BAND_RADIUS_PX: usize = 2;
+/// Edge pixels whose estimated coverage is below this stay on the background: at lower coverage
+/// the un-premultiplied colour is mostly noise, and leaving the pixel on the opaque background
+/// is exact too.
+const MIN_EDGE_ALPHA: f32 = 0.05;
+/// Below this squared sRGB distance between object and background colour, coverage cannot be
+/// measured, so edge pixels keep their hard label.
+const MIN_CONTRAST_SQ: f32 = 6.0 * 6.0;
+
+/// Splits `image` into `n_layers` (2..=8) RGBA layers, background first, whose alpha-over
+/// composite reproduces `image` within 1/255 per channel (in practice exactly).
+///
+/// Deterministic: the same picture and count always give the same layers.
+pub fn layer_split(image: &RgbImage, n_layers: usize) -> Result<Layers> {
+    if !(MIN_LAYERS..=MAX_LAYERS).contains(&n_layers) {
+        return Err(ImagingError::LayerCountOutOfRange { n_layers });
+    }
+    let (width_px, height_px) = image.dimensions();
+    if width_px == 0 || height_px == 0 {
+        return Err(ImagingError::EmptyImage {
+            width_px,
+            height_px,
+        });
+    }
+    let grid = Grid {
+        width: width_px as usize,
+        height: height_px as usize,
+    };
+    let srgb: Vec<[u8; 3]> = image.pixels().map(|pixel| pixel.0).collect();
+    let lab = oklab_pixels(&srgb);
+
+    let cluster_of_pixel = cluster_colours(&srgb, &lab, n_layers + 2);
+    let (region_of_pixel, mut graph) = build_regions(&grid, &cluster_of_pixel, &lab);
+    let min_area_px = ((grid.len() as f64 * MIN_REGION_FRACTION) as u64).max(MIN_REGION_PX);
+    graph.merge_while(|region, _| region.is_insignificant(min_area_px));
+    graph.merge_weak_borders(WEAK_BORDER_STRENGTH);
+    graph.merge_while(|_, n_alive| n_alive > MAX_REGIONS);
+    let owner = assign_layers(&graph, &region_of_pixel, n_layers - 1);
+    let n_objects = owner.iter().copied().max().unwrap_or(0);
+    build_layers(&grid, &srgb, &owner, n_objects, n_layers)
+}
+
+/// Row-major pixel indexing with bounds-checked neighbourhoods.
+#[derive(Clone, Copy)]
+struct Grid {
+    width: usize,
+    height: usize,
+}
+
+impl Grid {
+    fn len(&self) -> usize {
+        self.width * self.height
+    }
+
+    /// Indices of the pixels within Chebyshev distance `radius` of `idx`, itself excluded.
+    fn neighbours(&self, idx: usize, radius: usize) -> impl Iterator<Item = usize> + use<> {
+        let (width, height) = (self.width, self.height);
+        let (x, y) = (idx % width, idx / width);
+        let (x_lo, x_hi) = (x.saturating_sub(radius), (x + radius).min(width - 1));
+        let (y_lo, y_hi) = (y.saturating_sub(radius), (y + radius).min(height - 1));
+        (y_lo..=y_hi)
+            .flat_map(move |ny| (x_lo..=x_hi).map(move |nx| ny * width + nx))
+            .filter(move |&n_idx| n_idx != idx)
+    }
+
+    /// The right and lower neighbours, so that each 4-adjacent pair is visited once.
+    fn forward_neighbours(&self, idx: usize) -> impl Iterator<Item = usize> + use<> {
+        let (x, y) = (idx % self.width, idx / self.width);
+        let right = (x + 1 < self.width).then_some(idx + 1);
+        let down = (y + 1 < self.height).then_some(idx + self.width);
+        right.into_iter().chain(down)
+    }
+
+    fn neighbours4(&self, idx: usize) -> impl Iterator<Item = usize> + use<> {
+        let (x, y) = (idx % self.width, idx / self.width);
+        let left = (x > 0).then(|| idx - 1);
+        let right = (x + 1 < self.width).then_some(idx + 1);
+        let up = (y > 0).then(|| idx - self.width);
+        let down = (y + 1 < self.height).then_some(idx + self.width);
+        [left, right, up, down].into_iter().flatten()
+    }
+
+    fn is_on_border(&self, idx: usize) -> bool {
+        let (x, y) = (idx % self.width, idx / self.width);
+        x == 0 || y == 0 || x + 1 == self.width || y + 1 == self.height
+    }
+}
+
+fn at<T: Copy + Default>(values: &[T], idx: usize) -> T {
+    values.get(idx).copied().unwrap_or_default()
+}
+
+fn set<T>(values: &mut [T], idx: usize, value: T) {
+    if let Some(slot) = values.get_mut(idx) {
+        *slot = value;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 1: colour clusters.
+
+fn oklab_pixels(srgb: &[[u8; 3]]) -> Vec<[f32; 3]> {
+    let linear_from_srgb: Vec<f32> = (0..=255_u8)
+        .map(|level| {
+            let c = f32::from(level) / 255.0;
+            if c <= 0.04045 {
+                c / 12.92
+            } else {
+                ((c + 0.055) / 1.055).powf(2.4)
+            }
+        })
+        .collect();
+    srgb.iter()
+        .map(|&[r, g, b]| {
+            let (r, g, b) = (
+                at(&linear_from_srgb, r.into()),
+                at(&linear_from_srgb, g.into()),
+                at(&linear_from_srgb, b.into()),
+            );
+            // Björn Ottosson's OKLab matrices.
+            let l = (0.412_221_46 * r + 0.536_332_55 * g + 0.051_445_995 * b).cbrt();
+            let m = (0.211_903_5 * r + 0.680_699_5 * g + 0.107_396_96 * b).cbrt();
+            let s = (0.088_302_46 * r + 0.281_718_85 * g + 0.629_978_7 * b).cbrt();
+            [
+                0.210_454_26 * l + 0.793_617_8 * m - 0.004_072_047 * s,
+                1.977_998_5 * l - 2.428_592_2 * m + 0.450_593_7 * s,
+                0.025_904_037 * l + 0.782_771_77 * m - 0.808_675_77 * s,
+            ]
+        })
+        .collect()
+}
+
+fn distance_sq(a: [f32; 3], b: [f32; 3]) -> f32 {
+    a.iter().zip(b).map(|(x, y)| (x - y) * (x - y)).sum()
+}
+
+fn histogram_bin([r, g, b]: [u8; 3]) -> usize {
+    let shift = 8 - HISTOGRAM_BITS;
+    (usize::from(r >> shift) << (2 * HISTOGRAM_BITS))
+        | (usize::from(g >> shift) << HISTOGRAM_BITS)
+        | usize::from(b >> shift)
+}
+
+/// Weighted k-means over the colour histogram; returns each pixel's cluster index.
+fn cluster_colours(srgb: &[[u8; 3]], lab: &[[f32; 3]], max_clusters: usize) -> Vec<u8> {
+    let n_bins = 1 << (3 * HISTOGRAM_BITS);
+    let mut bin_weight = vec![0_u32; n_bins];
+    let mut bin_sum = vec![[0.0_f64; 3]; n_bins];
+    for (&colour, &colour_lab) in srgb.iter().zip(lab) {
+        let bin = histogram_bin(colour);
+        if let (Some(weight), Some(sum)) = (bin_weight.get_mut(bin), bin_sum.get_mut(bin)) {
+            *weight += 1;
+            for (acc, value) in sum.iter_mut().zip(colour_lab) {
+                *acc += f64::from(value);
+            }
+        }
+    }
+    // (bin, weight, mean colour) of every occupied bin, in bin order.
+    let points: Vec<(usize, f32, [f32; 3])> = bin_weight
+        .iter()
+        .zip(&bin_sum)
+        .enumerate()
+        .filter(|(_, (weight, _))| **weight > 0)
+        .map(|(bin, (&weight, sum))| {
+            let mean = sum.map(|acc| (acc / f64::from(weight)) as f32);
+            (bin, weight as f32, mean)
+        })
+        .collect();
+
+    let centres = kmeans(&points, max_clusters);
+    let mut cluster_of_bin = vec![0_u8; n_bins];
+    for (bin, _, colour) in &points {
+        set(&mut cluster_of_bin, *bin, nearest(&centres, *colour) as u8);
+    }
+    srgb.iter()
+        .map(|&colour| at(&cluster_of_bin, histogram_bin(colour)))
+        .collect()
+}
+
+fn nearest(centres: &[[f32; 3]], colour: [f32; 3]) -> usize {
+    let mut best = (0, f32::INFINITY);
+    for (idx, &centre) in centres.iter().enumerate() {
+        let dist_sq = distance_sq(centre, colour);
+        if dist_sq < best.1 {
+            best = (idx, dist_sq);
+        }
+    }
+    best.0
+}
+
+/// Greedy k-means++ initialisation, then Lloyd iterations. Ties go to the lower index.
+fn kmeans(points: &[(usize, f32, [f32; 3])], max_clusters: usize) -> Vec<[f32; 3]> {
+    let mut centres: Vec<[f32; 3]> = Vec::new();
+    let heaviest =
+        points.iter().fold(
+            None::<(f32, [f32; 3])>,
+            |best, &(_, weight, colour)| match best {
+                Some((best_weight, _)) if best_weight >= weight => best,
+                _ => Some((weight, colour)),
+            },
+        );
+    let Some((_, first)) = heaviest else {
+        return centres;
+    };
+    centres.push(first);
+    let mut dist_sq: Vec<f32> = points.iter().map(|p| distance_sq(p.2, first)).collect();
+    while centres.len() < max_clusters {
+        let max_dist_sq = dist_sq.iter().copied().fold(0.0_f32, f32::max);
+        if max_dist_sq < MIN_CLUSTER_SEPARATION * MIN_CLUSTER_SEPARATION {
+            break;
+        }
+        let mut best = (None, 0.0_f32);
+        for (point, &point_dist_sq) in points.iter().zip(&dist_sq) {
+            let score = point.1 * point_dist_sq;
+            if score > best.1 {
+                best = (Some(point.2), score);
+            }
+        }
+        let Some(centre) = best.0 else { break };
+        centres.push(centre);
+        for (point, point_dist_sq) in points.iter().zip(dist_sq.iter_mut()) {
+            *point_dist_sq = point_dist_sq.min(distance_sq(point.2, centre));
+        }
+    }
+
+    let mut assignment: Vec<usize> = vec![usize::MAX; points.len()];
+    for _ in 0..MAX_KMEANS_ITERATIONS {
+        let mut changed = false;
+        for (point, slot) in points.iter().zip(assignment.iter_mut()) {
+            let cluster = nearest(&centres, point.2);
+            changed |= *slot != cluster;
+            *slot = cluster;
+        }
+        if !changed {
+            break;
+        }
+        let mut sums = vec![([0.0_f64; 3], 0.0_f64); centres.len()];
+        for (point, &cluster) in points.iter().zip(&assignment) {
+            if let Some((sum, weight)) = sums.get_mut(cluster) {
+                for (acc, value) in sum.iter_mut().zip(point.2) {
+                    *acc += f64::from(point.1) * f64::from(value);
+                }
+                *weight += f64::from(point.1);
+            }
+        }
+        for (centre, (sum, weight)) in centres.iter_mut().zip(sums) {
+            // An emptied cluster keeps its centre; it simply owns no colour.
+            if weight > 0.0 {
+                *centre = sum.map(|acc| (acc / weight) as f32);
+            }
+        }
+    }
+    centres
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 2: regions and their adjacency graph.
+
+#[derive(Clone, Debug, Default)]
+struct Region {
+    alive: bool,
+    area_px: u64,
+    lab_sum: [f64; 3],
+    /// Pixels on the image border.
+    border_px: u64,
+    /// Pixels whose four neighbours are all in the region; grows approximately on merges.
+    interior_px: u64,
+    /// Neighbour region → the border they share.
+    neighbours: BTreeMap<usize, Border>,
+}
+
+/// The border between two regions: its 4-adjacent pixel pairs across it.
+#[derive(Clone, Copy, Debug, Default)]
+struct Border {
+    n_pairs: u64,
+    /// Sum over the pairs of the OKLab distance between the two pixels.
+    lab_distance_sum: f64,
+}
+
+impl Border {
+    /// Mean colour step across the border: small for a cut through a gradient or a noisy
+    /// surface, large for an object's outline.
+    fn strength(&self) -> f64 {
+        self.lab_distance_sum / self.n_pairs.max(1) as f64
+    }
+
+    fn add(&mut self, other: Border) {
+        self.n_pairs += other.n_pairs;
+        self.lab_distance_sum += other.lab_distance_sum;
+    }
+}
+
+impl Region {
+    fn mean_lab(&self) -> [f32; 3] {
+        let area = self.area_px.max(1) as f64;
+        self.lab_sum.map(|sum| (sum / area) as f32)
+    }
+
+    /// Too small to be an object, or so thin that it is mostly boundary (an antialiased fringe).
+    fn is_insignificant(&self, min_area_px: u64) -> bool {
+        self.area_px < min_area_px || self.interior_px * 4 < self.area_px
+    }
+}
+
+struct RegionGraph {
+    regions: Vec<Region>,
+    /// Where each original region went; follow until a root.
+    merged_into: Vec<usize>,
+    n_alive: usize,
+}
+
+fn build_regions(
+    grid: &Grid,
+    cluster_of_pixel: &[u8],
+    lab: &[[f32; 3]],
+) -> (Vec<usize>, RegionGraph) {
+    let mut region_of_pixel = vec![usize::MAX; grid.len()];
+    let mut regions: Vec<Region> = Vec::new();
+    let mut stack = Vec::new();
+    for seed in 0..grid.len() {
+        if at(&region_of_pixel, seed) != usize::MAX {
+            continue;
+        }
+        let region_idx = regions.len();
+        let cluster = at(cluster_of_pixel, seed);
+        let mut region = Region {
+            alive: true,
+            ..Region::default()
+        };
+        set(&mut region_of_pixel, seed, region_idx);
+        stack.push(seed);
+        while let Some(idx) = stack.pop() {
+            region.area_px += 1;
+            for (acc, value) in region.lab_sum.iter_mut().zip(at(lab, idx)) {
+                *acc += f64::from(value);
+            }
+            region.border_px += u64::from(grid.is_on_border(idx));
+            let mut all_same = true;
+            for n_idx in grid.neighbours4(idx) {
+                if at(cluster_of_pixel, n_idx) != cluster {
+                    all_same = false;
+                } else if at(&region_of_pixel, n_idx) == usize::MAX {
+                    set(&mut region_of_pixel, n_idx, region_idx);
+                    stack.push(n_idx);
+                }
+            }
+            region.interior_px += u64::from(all_same);
+        }
+        regions.push(region);
+    }
+    let mut shared: HashMap<(usize, usize), Border> = HashMap::new();
+    for idx in 0..grid.len() {
+        let region_a = at(&region_of_pixel, idx);
+        for n_idx in grid.forward_neighbours(idx) {
+            let region_b = at(&region_of_pixel, n_idx);
+            if region_a != region_b {
+                let step = f64::from(distance_sq(at(lab, idx), at(lab, n_idx)).sqrt());
+                let border = shared.entry((region_a.min(region_b), region_a.max(region_b)));
+                border.or_default().add(Border {
+                    n_pairs: 1,
+                    lab_distance_sum: step,
+                });
+            }
+        }
+    }
+    // The HashMap's order does not matter: each entry goes to its own two keys of BTreeMaps.
+    for ((region_a, region_b), border) in shared {
+        if let Some(region) = regions.get_mut(region_a) {
+            region.neighbours.insert(region_b, border);
+        }
+        if let Some(region) = regions.get_mut(region_b) {
+            region.neighbours.insert(region_a, border);
+        }
+    }
+    let n_alive = regions.len();
+    let merged_into = (0..regions.len()).collect();
+    (
+        region_of_pixel,
+        RegionGraph {
+            regions,
+            merged_into,
+            n_alive,
+        },
+    )
+}
+
+impl RegionGraph {
+    fn root(&self, mut region_idx: usize) -> usize {
+        // Merges always go into a live region, so chains are short; the bound guards a cycle.
+        for _ in 0..self.merged_into.len() {
+            let next = self
+                .merged_into
+                .get(region_idx)
+                .copied()
+                .unwrap_or(region_idx);
+            if next == region_idx {
+                break;
+            }
+            region_idx = next;
+        }
+        region_idx
+    }
+
+    /// Repeatedly merges the smallest live region for which `should_merge` holds into its most
+    /// similar neighbour, until none is left (or it has no neighbour).
+    fn merge_while(&mut self, should_merge: impl Fn(&Region, usize) -> bool) {
+        let mut heap: BinaryHeap<Reverse<(u64, usize)>> = self
+            .regions
+            .iter()
+            .enumerate()
+            .filter(|(_, region)| region.alive)
+            .map(|(idx, region)| Reverse((region.area_px, idx)))
+            .collect();
+        while let Some(Reverse((area_px, region_idx))) = heap.pop() {
+            let Some(region) = self.regions.get(region_idx) else {
+                continue;
+            };
+            // Skip entries made stale by an earlier merge.
+            if !region.alive || region.area_px != area_px || !should_merge(region, self.n_alive) {
+                continue;
+            }
+            let Some(target_idx) = self.most_similar_neighbour(region_idx) else {
+                continue;
+            };
+            self.merge(region_idx, target_idx);
+            if let Some(target) = self.regions.get(target_idx) {
+                heap.push(Reverse((target.area_px, target_idx)));
+            }
+        }
+    }
+
+    /// Merges regions across borders whose mean colour step is below `max_strength`, weakest
+    /// border first, the smaller region into the larger. This joins the bands k-means cuts a
+    /// gradient or a noisy surface into, while object outlines (strong steps) stay.
+    fn merge_weak_borders(&mut self, max_strength: f64) {
+        let mut heap: BinaryHeap<Reverse<(u64, usize, usize)>> = BinaryHeap::new();
+        for (region_idx, region) in self.regions.iter().enumerate() {
+            for (&neighbour_idx, border) in region.neighbours.range(region_idx + 1..) {
+                heap.push(Reverse((
+                    border.strength().to_bits(),
+                    region_idx,
+                    neighbour_idx,
+                )));
+            }
+        }
+        while let Some(Reverse((strength_bits, a_idx, b_idx))) = heap.pop() {
+            let strength = f64::from_bits(strength_bits);
+            if strength >= max_strength {
+                break;
+            }
+            let (Some(a), Some(b)) = (self.regions.get(a_idx), self.regions.get(b_idx)) else {
+                continue;
+            };
+            // Stale entries: a side merged away, or the border changed since it was pushed.
+            let current = a.neighbours.get(&b_idx).map(Border::strength);
+            if !a.alive || !b.alive || current.map(f64::to_bits) != Some(strength_bits) {
+                continue;
+            }
+            let (source_idx, target_idx) =
+                if (a.area_px, Reverse(a_idx)) < (b.area_px, Reverse(b_idx)) {
+                    (a_idx, b_idx)
+                } else {
+                    (b_idx, a_idx)
+                };
+            self.merge(source_idx, target_idx);
+            if let Some(target) = self.regions.get(target_idx) {
+                for (&neighbour_idx, border) in &target.neighbours {
+                    let (lo, hi) = (target_idx.min(neighbour_idx), target_idx.max(neighbour_idx));
+                    heap.push(Reverse((border.strength().to_bits(), lo, hi)));
+                }
+            }
+        }
+    }
+
+    fn most_similar_neighbour(&self, region_idx: usize) -> Option<usize> {
+        let region = self.regions.get(region_idx)?;
+        let colour = region.mean_lab();
+        let mut best: Option<(f32, Reverse<u64>, usize)> = None;
+        for (&neighbour_idx, border) in &region.neighbours {
+            let Some(neighbour) = self.regions.get(neighbour_idx) else {
+                continue;
+            };
+            let colour_distance_sq = distance_sq(colour, neighbour.mean_lab());
+            let key = (colour_distance_sq, Reverse(border.n_pairs), neighbour_idx);
+            if best.is_none_or(|best| key < best) {
+                best = Some(key);
+            }
+        }
+        best.map(|(_, _, idx)| idx)
+    }
+
+    fn merge(&mut self, source_idx: usize, target_idx: usize) {
+        let Some(source) = self.regions.get_mut(source_idx) else {
+            return;
+        };
+        let source = std::mem::take(source);
+        let shared_pairs = source
+            .neighbours
+            .get(&target_idx)
+            .map_or(0, |border| border.n_pairs);
+        for (&neighbour_idx, &border) in &source.neighbours {
+            if neighbour_idx == target_idx {
+                continue;
+            }
+            if let Some(neighbour) = self.regions.get_mut(neighbour_idx) {
+                neighbour.neighbours.remove(&source_idx);
+                neighbour
+                    .neighbours
+                    .entry(target_idx)
+                    .or_default()
+                    .add(border);
+            }
+        }
+        if let Some(target) = self.regions.get_mut(target_idx) {
+            target.area_px += source.area_px;
+            for (acc, value) in target.lab_sum.iter_mut().zip(source.lab_sum) {
+                *acc += value;
+            }
+            target.border_px += source.border_px;
+            // Pixels along the former shared boundary become (roughly) interior.
+            target.interior_px += source.interior_px + shared_pairs;
+            target.neighbours.remove(&source_idx);
+            for (neighbour_idx, border) in source.neighbours {
+                if neighbour_idx != target_idx {
+                    target
+                        .neighbours
+                        .entry(neighbour_idx)
+                        .or_default()
+                        .add(border);
+                }
+            }
+        }
+        set(&mut self.merged_into, source_idx, target_idx);
+        self.n_alive -= 1;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Steps 3 and 4: background and layer groups.
+
+struct Group {
+    regions: Vec<usize>,
+    area_px: u64,
+    lab_sum: [f64; 3],
+}
+
+impl Group {
+    fn mean_lab(&self) -> [f32; 3] {
+        let area = self.area_px.max(1) as f64;
+        self.lab_sum.map(|sum| (sum / area) as f32)
+    }
+
+    /// Ward's criterion: the increase in total squared error if the two groups were one.
+    fn ward_cost(&self, other: &Group) -> f64 {
+        let (n_a, n_b) = (self.area_px as f64, other.area_px as f64);
+        n_a * n_b / (n_a + n_b).max(1.0) * f64::from(distance_sq(self.mean_lab(), other.mean_lab()))
+    }
+
+    fn absorb(&mut self, other: Group) {
+        self.regions.extend(other.regions);
+        self.area_px += other.area_px;
+        for (acc, value) in self.lab_sum.iter_mut().zip(other.lab_sum) {
+            *acc += value;
+        }
+    }
+}
+
+/// Returns each pixel's owner: 0 for the background, 1..=n for object layers, bottom to top.
+fn assign_layers(graph: &RegionGraph, region_of_pixel: &[usize], max_objects: usize) -> Vec<u8> {
+    let live: Vec<(usize, &Region)> = graph
+        .regions
+        .iter()
+        .enumerate()
+        .filter(|(_, region)| region.alive)
+        .collect();
+    // Most border contact, then largest, then lowest index.
+    let background_idx = live
+        .iter()
+        .max_by_key(|(idx, region)| (region.border_px, region.area_px, Reverse(*idx)))
+        .map(|(idx, _)| *idx)
+        .unwrap_or(0);
+    let group_of = |(idx, region): &(usize, &Region)| Group {
+        regions: vec![*idx],
+        area_px: region.area_px,
+        lab_sum: region.lab_sum,
+    };
+    let mut background = live
+        .iter()
+        .find(|(idx, _)| *idx == background_idx)
+        .map(group_of)
+        .unwrap_or(Group {
+            regions: Vec::new(),
+            area_px: 0,
+            lab_sum: [0.0; 3],
+        });
+    let mut objects: Vec<Group> = live
+        .iter()
+        .filter(|(idx, _)| *idx != background_idx)
+        .map(group_of)
+        .collect();
+
+    while objects.len() > max_objects {
+        // (cost, a, b): b == None merges a into the background.
+        let mut best: Option<(f64, usize, Option<usize>)> = None;
+        for (a_idx, a) in objects.iter().enumerate() {
+            let mut consider = |cost: f64, b_idx: Option<usize>| {
+                if best.is_none_or(|(best_cost, _, _)| cost < best_cost) {
+                    best = Some((cost, a_idx, b_idx));
+                }
+            };
+            consider(a.ward_cost(&background), None);
+            for (b_idx, b) in objects.iter().enumerate().skip(a_idx + 1) {
+                consider(a.ward_cost(b), Some(b_idx));
+            }
+        }
+        let Some((_, a_idx, b_idx)) = best else { break };
+        match b_idx {
+            None => {
+                let group = objects.remove(a_idx);
+                background.absorb(group);
+            }
+            Some(b_idx) => {
+                let group = objects.remove(b_idx);
+                if let Some(a) = objects.get_mut(a_idx) {
+                    a.absorb(group);
+                }
+            }
+        }
+    }
+    // Bigger groups lower: an object enclosed by another is smaller and ends up above it.
+    objects.sort_by_key(|group| (Reverse(group.area_px), group.regions.iter().min().copied()));
+
+    let mut owner_of_region = vec![0_u8; graph.regions.len()];
+    for (layer_idx, group) in objects.iter().enumerate() {
+        for &region_idx in &group.regions {
+            set(&mut owner_of_region, region_idx, (layer_idx + 1) as u8);
+        }
+    }
+    region_of_pixel
+        .iter()
+        .map(|&region_idx| at(&owner_of_region, graph.root(region_idx)))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Step 5: soft edges and the layer images.
+
+fn build_layers(
+    grid: &Grid,
+    srgb: &[[u8; 3]],
+    owner: &[u8],
+    n_objects: u8,
+    n_layers: usize,
+) -> Result<Layers> {
+    let n_pixels = grid.len();
+    // Pixels next to a different owner, then grown to the band radius.
+    let on_boundary: Vec<bool> = (0..n_pixels)
+        .map(|idx| {
+            grid.neighbours(idx, 1)
+                .any(|n_idx| at(owner, n_idx) != at(owner, idx))
+        })
+        .collect();
+    let in_band: Vec<bool> = (0..n_pixels)
+        .map(|idx| {
+            at(&on_boundary, idx)
+                || grid
+                    .neighbours(idx, EDGE_BAND_RADIUS_PX - 1)
+                    .any(|n| at(&on_boundary, n))
+        })
+        .collect();
+    let colours: Vec<[f32; 3]> = srgb.iter().map(|c| c.map(f32::from)).collect();
+
+    // The background behind everything, extrapolated from sure background pixels.
+    let background_seed = |idx: usize| at(owner, idx) == 0;
+    let behind = propagate(grid, &colours, &in_band, background_seed, |_| true);
+    let behind: Vec<[u8; 3]> = behind
+        .iter()
+        .zip(srgb)
+        .map(|(value, &picture)| value.map_or(picture, |value| value.map(round_level)))
+        .collect();
+
+    // Which object a background-owned edge pixel might partly belong to: the most frequent
+    // object owner nearby, ties to the lower layer.
+    let candidate: Vec<u8> = (0..n_pixels)
+        .map(|idx| {
+            if at(owner, idx) != 0 || !at(&in_band, idx) {
+                return at(owner, idx);
+            }
+            let mut counts = [0_u32; MAX_LAYERS];
+            for n_idx in grid.neighbours(idx, EDGE_BAND_RADIUS_PX) {
+                if let Some(count) = counts.get_mut(usize::from(at(owner, n_idx))) {
+                    *count += 1;
+                }
+            }
+            let best = counts
+                .iter()
+                .enumerate()
+                .skip(1)
+                .max_by_key(|(i, c)| (**c, Reverse(*i)));
+            match best {
+                Some((layer, &count)) if count > 0 => layer as u8,
+                _ => 0,
+            }
+        })
+        .collect();
+
+    // Final (colour, alpha) per object layer, and the background layer.
+    let mut background = RgbaImage::new(grid.width as u32, grid.height as u32);
+    let mut objects: Vec<RgbaImage> = (0..n_objects)
+        .map(|_| RgbaImage::new(grid.width as u32, grid.height as u32))
+        .collect();
+    let mut owned_colour_sums = vec![([0_u64; 3], 0_u64); usize::from(n_objects)];
+    for layer in 1..=n_objects {
+        let domain = |idx: usize| at(&candidate, idx) == layer;
+        let object_colour = propagate(
+            grid,
+            &colours,
+            &in_band,
+            |idx| at(owner, idx) == layer,
+            domain,
+        );
+        let Some(object) = objects.get_mut(usize::from(layer - 1)) else {
+            continue;
+        };
+        for idx in (0..n_pixels).filter(|&idx| domain(idx)) {
+            let picture = at(srgb, idx);
+            let under = at(&behind, idx);
+            let estimate = if at(&in_band, idx) {
+                coverage(picture, under, object_colour.get(idx).copied().flatten())
+            } else {
+                Some(1.0)
+            };
+            let estimate = estimate.unwrap_or(if at(owner, idx) == layer { 1.0 } else { 0.0 });
+            if estimate < MIN_EDGE_ALPHA {
+                continue;
+            }
+            let (colour, alpha) = unmix(picture, under, estimate);
+            put_pixel(
+                object,
+                grid,
+                idx,
+                Rgba([colour[0], colour[1], colour[2], alpha]),
+            );
+            put_pixel(
+                &mut background,
+                grid,
+                idx,
+                Rgba([under[0], under[1], under[2], 255]),
+            );
+            if let Some((sum, count)) = owned_colour_sums.get_mut(usize::from(layer - 1)) {
+                for (acc, level) in sum.iter_mut().zip(picture) {
+                    *acc += u64::from(level);
+                }
+                *count += 1;
+            }
+        }
+    }
+    // Every pixel no object took shows the picture itself on the opaque background.
+    for idx in 0..n_pixels {
+        let taken = objects
+            .iter()
+            .any(|object| pixel_alpha(object, grid, idx) > 0);
+        if !taken {
+            let [r, g, b] = at(srgb, idx);
+            put_pixel(&mut background, grid, idx, Rgba([r, g, b, 255]));
+        }
+    }
+
+    let mut layers = Layers::new(grid.width as u32, grid.height as u32);
+    layers.push("background", background)?;
+    for (layer_idx, (object, (sum, count))) in
+        objects.into_iter().zip(owned_colour_sums).enumerate()
+    {
+        let mean = sum.map(|acc| (acc / count.max(1)) as u8);
+        let name = format!(
+            "region {} #{:02x}{:02x}{:02x}",
+            layer_idx + 1,
+            mean[0],
+            mean[1],
+            mean[2]
+        );
+        layers.push(name, object)?;
+    }
+    for layer_idx in layers.len()..n_layers {
+        layers.push(
+            format!("empty {layer_idx}"),
+            RgbaImage::new(grid.width as u32, grid.height as u32),
+        )?;
+    }
+    Ok(layers)
+}
+
+fn put_pixel(image: &mut RgbaImage, grid: &Grid, idx: usize, pixel: Rgba<u8>) {
+    let (x, y) = ((idx % grid.width) as u32, (idx / grid.width) as u32);
+    if let Some(slot) = image.get_pixel_mut_checked(x, y) {
+        *slot = pixel;
+    }
+}
+
+fn pixel_alpha(image: &RgbaImage, grid: &Grid, idx: usize) -> u8 {
+    let (x, y) = ((idx % grid.width) as u32, (idx / grid.width) as u32);
+    image.get_pixel_checked(x, y).map_or(0, |pixel| pixel.0[3])
+}
+
+fn round_level(value: f32) -> u8 {
+    value.round().clamp(0.0, 255.0) as u8
+}
+
+/// Fills colours outward from seed pixels (those not in the band for which `is_seed` holds, or
+/// all of them if none is), breadth first: each new pixel takes the mean of its already-filled
+/// 8-neighbours. Only pixels in `domain` are filled. Deterministic, since a pixel only reads
+/// pixels filled in earlier rounds.
+fn propagate(
+    grid: &Grid,
+    colours: &[[f32; 3]],
+    in_band: &[bool],
+    is_seed: impl Fn(usize) -> bool,
+    domain: impl Fn(usize) -> bool,
+) -> Vec<Option<[f32; 3]>> {
+    let mut filled: Vec<Option<[f32; 3]>> = vec![None; grid.len()];
+    let mut frontier: Vec<usize> = (0..grid.len())
+        .filter(|&idx| is_seed(idx) && !at(in_band, idx))
+        .collect();
+    if frontier.is_empty() {
+        // A thin object or background has no pixel clear of the edge band: use all of it.
+        frontier = (0..grid.len()).filter(|&idx| is_seed(idx)).collect();
+    }
+    for &idx in &frontier {
+        set(&mut filled, idx, colours.get(idx).copied());
+    }
+    let mut queued = vec![false; grid.len()];
+    while !frontier.is_empty() {
+        let mut next = Vec::new();
+        for &idx in &frontier {
+            for n_idx in grid.neighbours(idx, 1) {
+                if domain(n_idx)
+                    && filled.get(n_idx).is_some_and(Option::is_none)
+                    && !at(&queued, n_idx)
+                {
+                    set(&mut queued, n_idx, true);
+                    next.push(n_idx);
+                }
+            }
+        }
+        let values: Vec<Option<[f32; 3]>> = next
+            .iter()
+            .map(|&idx| {
+                let mut sum = [0.0_f32; 3];
+                let mut n_known = 0_u32;
+                for value in grid
+                    .neighbours(idx, 1)
+                    .filter_map(|n_idx| filled.get(n_idx).copied().flatten())
+                {
+                    for (acc, channel) in sum.iter_mut().zip(value) {
+                        *acc += channel;
+                    }
+                    n_known += 1;
+                }
+                (n_known > 0).then(|| sum.map(|acc| acc / n_known as f32))
+            })
+            .collect();
+        for (&idx, value) in next.iter().zip(values) {
+            set(&mut filled, idx, value);
+        }
+        frontier = next;
+    }
+    filled
+}
+
+/// Coverage of an object of colour `object` over `under` that explains `picture`: the
+/// projection of `picture - under` on `object - under`, in [0, 1]. `None` when the two colours
+/// are too close to tell apart.
+fn coverage(picture: [u8; 3], under: [u8; 3], object: Option<[f32; 3]>) -> Option<f32> {
+    let object = object?;
+    let mut dot = 0.0;
+    let mut norm_sq = 0.0;
+    for ((p, u), o) in picture.iter().zip(under).zip(object) {
+        let towards_object = o - f32::from(u);
+        dot += (f32::from(*p) - f32::from(u)) * towards_object;
+        norm_sq += towards_object * towards_object;
+    }
+    (norm_sq >= MIN_CONTRAST_SQ).then(|| (dot / norm_sq).clamp(0.0, 1.0))
+}
+
+/// Chooses the colour and 8-bit alpha of an upper-layer pixel so that alpha-over on `under`
+/// reproduces `picture` to within half a level: alpha at least `estimate` and at least the
+/// smallest alpha for which an in-gamut colour exists, then the colour solved for that alpha.
+fn unmix(picture: [u8; 3], under: [u8; 3], estimate: f32) -> ([u8; 3], u8) {
+    let mut min_alpha: u32 = 1;
+    for (p, u) in picture.iter().zip(under) {
+        let (p, u) = (u32::from(*p), u32::from(u));
+        // Smallest a with u + (p - u) * 255 / a inside [0, 255], rounded up.
+        let needed = if p > u {
+            ((p - u) * 255).div_ceil(255 - u)
+        } else if p < u {
+            ((u - p) * 255).div_ceil(u)
+        } else {
+            0
+        };
+        min_alpha = min_alpha.max(needed);
+    }
+    let alpha = u32::from(round_level(estimate * 255.0))
+        .max(min_alpha)
+        .min(255);
+    if alpha == 255 {
+        return (picture, 255);
+    }
+    let colour = std::array::from_fn(|channel| {
+        let p = f32::from(picture.get(channel).copied().unwrap_or(0));
+        let u = f32::from(under.get(channel).copied().unwrap_or(0));
+        round_level(u + (p - u) * 255.0 / alpha as f32)
+    });
+    (colour, alpha as u8)
+}
+
+#[cfg(test)]
+mod tests;
