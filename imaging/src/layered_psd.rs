@@ -303,3 +303,6 @@ fn row_length_u16(len: usize) -> Result<u16> {
         limit: u16::MAX as usize,
     })
 }
+
+#[cfg(test)]
+mod tests;

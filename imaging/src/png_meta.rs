@@ -142,3 +142,125 @@ fn check_key(key: &str) -> Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use image::{Rgb, RgbImage, Rgba};
+
+    use super::*;
+
+    fn picture() -> RgbImage {
+        RgbImage::from_fn(5, 3, |x, y| Rgb([(x * 50) as u8, (y * 100) as u8, 77]))
+    }
+
+    #[test]
+    fn text_and_pixels_round_trip() {
+        let workflow = "Workflow(version: 1, name: \"naïve café ☕\", nodes: {})";
+        let texts = [
+            (KEY_WORKFLOW, workflow),
+            (KEY_PARAMETERS, "seed: 42, steps: 4"),
+        ];
+        let mut bytes = Vec::new();
+        write_png(&mut bytes, &picture(), &texts).unwrap();
+
+        assert_eq!(
+            read_png_text(&bytes).unwrap(),
+            [
+                (KEY_WORKFLOW.to_owned(), workflow.to_owned()),
+                (KEY_PARAMETERS.to_owned(), "seed: 42, steps: 4".to_owned())
+            ]
+        );
+        let (rgba, texts_again) = read_png_rgba(&bytes).unwrap();
+        assert_eq!(texts_again.len(), 2);
+        assert_eq!(image::DynamicImage::ImageRgba8(rgba).to_rgb8(), picture());
+        // Written as iTXt, the only text chunk that holds UTF-8.
+        assert!(bytes.windows(4).any(|window| window == b"iTXt"));
+        assert!(!bytes.windows(4).any(|window| window == b"tEXt"));
+    }
+
+    #[test]
+    fn big_text_is_compressed_and_survives() {
+        // 5 MB of workflow: above png's default 2 MiB decompression limit, which we raise.
+        let workflow: String = (0..200_000)
+            .map(|idx| format!("node_{idx}: 1,\n"))
+            .collect();
+        assert!(workflow.len() > 2 * 1024 * 1024);
+        let mut bytes = Vec::new();
+        write_png(&mut bytes, &picture(), &[(KEY_WORKFLOW, workflow.as_str())]).unwrap();
+        assert!(
+            bytes.len() < workflow.len() / 4,
+            "compressed: {} bytes",
+            bytes.len()
+        );
+        assert_eq!(
+            read_png_text(&bytes).unwrap(),
+            [(KEY_WORKFLOW.to_owned(), workflow)]
+        );
+    }
+
+    #[test]
+    fn rgba_keeps_alpha() {
+        let translucent = RgbaImage::from_fn(4, 4, |x, y| Rgba([9, 8, 7, (x * 60 + y) as u8]));
+        let mut bytes = Vec::new();
+        write_png(&mut bytes, &translucent, &[] as &[(&str, &str)]).unwrap();
+        let (decoded, texts) = read_png_rgba(&bytes).unwrap();
+        assert_eq!(decoded, translucent);
+        assert!(texts.is_empty());
+    }
+
+    #[test]
+    fn reads_latin1_text_written_by_other_tools() {
+        // ComfyUI and A1111 write tEXt; those must come back too.
+        let mut bytes = Vec::new();
+        let mut encoder = png::Encoder::new(&mut bytes, 1, 1);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder
+            .add_text_chunk("parameters".to_owned(), "a cat, Steps: 20".to_owned())
+            .unwrap();
+        encoder
+            .add_ztxt_chunk("prompt".to_owned(), "{}".to_owned())
+            .unwrap();
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&[1, 2, 3]).unwrap();
+        writer.finish().unwrap();
+        assert_eq!(
+            read_png_text(&bytes).unwrap(),
+            [
+                ("parameters".to_owned(), "a cat, Steps: 20".to_owned()),
+                ("prompt".to_owned(), "{}".to_owned())
+            ]
+        );
+    }
+
+    #[test]
+    fn bad_keys_are_refused_before_writing() {
+        let long_key = "k".repeat(80);
+        for key in [
+            "",
+            " lead",
+            "trail ",
+            "two  spaces",
+            "naïve",
+            long_key.as_str(),
+        ] {
+            let mut bytes = Vec::new();
+            let err = write_png(&mut bytes, &picture(), &[(key, "x")]).unwrap_err();
+            assert!(
+                matches!(err, ImagingError::InvalidTextKey { .. }),
+                "{key:?}: {err}"
+            );
+            assert!(bytes.is_empty(), "nothing written for {key:?}");
+        }
+    }
+
+    #[test]
+    fn not_a_png_is_an_error() {
+        assert!(matches!(
+            read_png_text(b"GIF89a"),
+            Err(ImagingError::PngDecode(_))
+        ));
+        let mut bytes = Vec::new();
+        let err = write_png(&mut bytes, &RgbImage::new(0, 4), &[] as &[(&str, &str)]).unwrap_err();
+        assert!(matches!(err, ImagingError::EmptyImage { .. }));
+    }
+}

@@ -1,0 +1,81 @@
+#!/usr/bin/env python3
+"""Checks a Veetance PSD with psd-tools, an independent reader: it opens, lists its layers, and
+its layers composite to its merged image (and, if given, to a reference picture).
+
+Usage:
+    python3 check_psd.py FILE.psd [--layers N] [--reference PICTURE.png] [--tolerance LEVELS]
+
+Needs `pip install psd-tools` (which brings numpy and Pillow). Exits 1 on any failed check.
+A sample to check comes from
+`cargo run -p veetance-imaging --example layer_split_sample -- OUT_PREFIX N_LAYERS`.
+"""
+
+import argparse
+import sys
+
+import numpy as np
+from PIL import Image
+from psd_tools import PSDImage
+
+
+def max_difference(a, b):
+    """Largest per-channel difference of two RGB(A) images, as an int."""
+    a = np.asarray(a.convert("RGBA"), dtype=np.int16)
+    b = np.asarray(b.convert("RGBA"), dtype=np.int16)
+    if a.shape != b.shape:
+        raise SystemExit(f"size mismatch: {a.shape} vs {b.shape}")
+    return int(np.abs(a - b).max())
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("psd")
+    parser.add_argument("--layers", type=int, help="expected number of layers")
+    parser.add_argument("--reference", help="picture the composite must reproduce")
+    parser.add_argument("--tolerance", type=int, default=1, help="max difference in levels")
+    args = parser.parse_args()
+
+    failures = []
+
+    def check(ok, what):
+        print(("ok    " if ok else "FAIL  ") + what)
+        if not ok:
+            failures.append(what)
+
+    psd = PSDImage.open(args.psd)
+    print(f"{args.psd}: {psd.width}x{psd.height}, mode {psd.color_mode}, depth {psd.depth}")
+    layers = list(psd)  # Bottom first, the order of the file's layer records.
+    for idx, layer in enumerate(layers):
+        print(
+            f"  layer {idx}: {layer.name!r} kind={layer.kind} visible={layer.visible} "
+            f"bbox={layer.bbox} opacity={layer.opacity} blend={layer.blend_mode}"
+        )
+    if args.layers is not None:
+        check(len(layers) == args.layers, f"{args.layers} layers (found {len(layers)})")
+    check(all(layer.kind == "pixel" for layer in layers), "every layer is a pixel layer")
+    check(all(layer.visible for layer in layers), "every layer is visible")
+    check(
+        all(layer.size == (psd.width, psd.height) for layer in layers),
+        "every layer spans the canvas",
+    )
+
+    merged = psd.topil()  # The file's merged image section.
+    check(merged is not None, "merged image section present")
+    recomposed = psd.composite(force=True)  # psd-tools' own compositing of the layers.
+    if merged is not None:
+        diff = max_difference(recomposed, merged)
+        check(diff <= args.tolerance, f"layers composite to the merged image (max diff {diff})")
+    if args.reference:
+        reference = Image.open(args.reference)
+        diff = max_difference(recomposed, reference)
+        check(diff <= args.tolerance, f"layers composite to the reference (max diff {diff})")
+
+    if failures:
+        print(f"check_psd: {len(failures)} check(s) failed")
+        return 1
+    print("check_psd: all checks passed")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
