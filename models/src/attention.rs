@@ -1,0 +1,126 @@
+//! Attention backends, chosen per model instance.
+//!
+//! Every attention in the transformer and the VAE goes through [`AttentionBackend::attend`], so
+//! swapping the backend (the SageAttention node) is a cheap clone of the model with another value
+//! here; no global state. Two backends exist:
+//!
+//! - [`AttentionBackend::Exact`]: softmax(QKᵀ·scale)·V. Below a size threshold it builds the full
+//!   score matrix; above it, queries are processed in chunks so that no L×L matrix is ever held
+//!   (1024² FLUX.2 has L = 4608 and 24 heads: a full f32 score tensor would be 2 GB per layer).
+//! - [`AttentionBackend::Sage`]: the CPU reference of SageAttention (see [`crate::sage`]); it is
+//!   numerically faithful to the GPU kernel, not fast.
+
+use candle_core::{D, DType, Tensor};
+
+use crate::sage::{SageConfig, sage_attention};
+
+/// Default number of score elements (per batch×head slab) above which exact attention is chunked.
+pub const DEFAULT_CHUNK_THRESHOLD_ELEMS: usize = 1 << 22;
+
+/// How attention is computed.
+#[derive(Debug, Clone, PartialEq)]
+pub enum AttentionBackend {
+    /// Exact attention in the model dtype with an f32 softmax when the inputs are f32.
+    Exact {
+        /// Above this many score elements per (batch, head), queries are chunked.
+        chunk_threshold_elems: usize,
+    },
+    /// SageAttention CPU reference: smoothed K, INT8 Q/K per block, f16 or fp8 P·V, f32 accumulation.
+    Sage(SageConfig),
+}
+
+impl Default for AttentionBackend {
+    fn default() -> Self {
+        AttentionBackend::Exact {
+            chunk_threshold_elems: DEFAULT_CHUNK_THRESHOLD_ELEMS,
+        }
+    }
+}
+
+impl AttentionBackend {
+    /// Attention over `[B, H, L, D]` tensors with an optional additive mask broadcastable to
+    /// `[B, H, Lq, Lk]`. Returns `[B, H, Lq, D]`.
+    ///
+    /// The Sage backend does not take masks (neither does the GPU kernel); masked calls (the
+    /// text encoder) fall back to exact attention, as ComfyUI's Sage patch does.
+    pub fn attend(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+        mask: Option<&Tensor>,
+    ) -> candle_core::Result<Tensor> {
+        match (self, mask) {
+            (AttentionBackend::Sage(cfg), None) => sage_attention(q, k, v, cfg),
+            (
+                AttentionBackend::Exact {
+                    chunk_threshold_elems,
+                },
+                _,
+            ) => exact_attention(q, k, v, mask, *chunk_threshold_elems),
+            (AttentionBackend::Sage(_), Some(_)) => {
+                exact_attention(q, k, v, mask, DEFAULT_CHUNK_THRESHOLD_ELEMS)
+            }
+        }
+    }
+}
+
+/// Exact scaled dot-product attention, chunked over queries above `chunk_threshold_elems`.
+pub fn exact_attention(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    chunk_threshold_elems: usize,
+) -> candle_core::Result<Tensor> {
+    let (_, _, len_q, head_dim) = q.dims4()?;
+    let len_k = k.dim(2)?;
+    let scale = 1.0 / (head_dim as f64).sqrt();
+    let k_t = k.transpose(2, 3)?.contiguous()?;
+    let v = v.contiguous()?;
+    if len_q.saturating_mul(len_k) <= chunk_threshold_elems {
+        return attention_block(&q.contiguous()?, &k_t, &v, mask, scale);
+    }
+    // Largest query chunk whose score block stays under the threshold (at least one row).
+    let rows_per_chunk = (chunk_threshold_elems / len_k.max(1)).max(1);
+    let mut outputs = Vec::with_capacity(len_q.div_ceil(rows_per_chunk));
+    let mut start = 0;
+    while start < len_q {
+        let rows = rows_per_chunk.min(len_q - start);
+        let q_chunk = q.narrow(2, start, rows)?.contiguous()?;
+        let mask_chunk = match mask {
+            // A mask with a single query row broadcasts; otherwise take the same rows.
+            Some(m) if m.dim(D::Minus2)? == len_q => Some(m.narrow(D::Minus2, start, rows)?),
+            Some(m) => Some(m.clone()),
+            None => None,
+        };
+        outputs.push(attention_block(
+            &q_chunk,
+            &k_t,
+            &v,
+            mask_chunk.as_ref(),
+            scale,
+        )?);
+        start += rows;
+    }
+    Tensor::cat(&outputs, 2)
+}
+
+fn attention_block(
+    q: &Tensor,
+    k_t: &Tensor,
+    v: &Tensor,
+    mask: Option<&Tensor>,
+    scale: f64,
+) -> candle_core::Result<Tensor> {
+    let dtype = q.dtype();
+    // Scores and softmax in f32 whatever the model dtype: half-precision softmax over 4608 keys loses
+    // visible precision, and it is what PyTorch's SDPA math path does too.
+    let scores = (q.to_dtype(DType::F32)?.matmul(&k_t.to_dtype(DType::F32)?)? * scale)?;
+    let scores = match mask {
+        Some(m) => scores.broadcast_add(&m.to_dtype(DType::F32)?)?,
+        None => scores,
+    };
+    let probs = candle_nn::ops::softmax_last_dim(&scores)?;
+    probs.matmul(&v.to_dtype(DType::F32)?)?.to_dtype(dtype)
+}

@@ -1,0 +1,106 @@
+//! A whole FLUX.2 [klein] checkpoint: transformer, text encoder, VAE and scheduler settings.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use crate::error::{ModelError, Result, read_json};
+use crate::flux2::Flux2Transformer;
+use crate::sampling::SchedulerConfig;
+use crate::text::{Qwen3Config, TextEncoder, default_out_layers};
+use crate::vae::Vae;
+
+/// Step count and guidance a checkpoint is meant to be sampled with.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct SamplingDefaults {
+    /// Steps.
+    pub steps: usize,
+    /// Guidance (CFG scale for base models; 1.0 for distilled ones).
+    pub guidance: f64,
+}
+
+/// Everything `Load` produces.
+#[derive(Debug, Clone)]
+pub struct Bundle {
+    /// The denoiser.
+    pub transformer: Flux2Transformer,
+    /// Template + tokenizer + Qwen3.
+    pub text_encoder: TextEncoder,
+    /// The autoencoder.
+    pub vae: Vae,
+    /// Scheduler settings (defaults when the checkpoint has none).
+    pub scheduler: SchedulerConfig,
+    /// Step-distilled (klein) models run without CFG.
+    pub is_distilled: bool,
+    /// Suggested steps and guidance.
+    pub defaults: SamplingDefaults,
+    /// Where it was loaded from.
+    pub root: PathBuf,
+}
+
+#[derive(serde::Deserialize)]
+struct ModelIndex {
+    #[serde(default)]
+    is_distilled: Option<bool>,
+}
+
+impl Bundle {
+    /// Loads a diffusers-layout directory (`model_index.json`, `transformer/`, `text_encoder/`,
+    /// `tokenizer/`, `vae/`, `scheduler/`), converting every weight to `dtype` on `device`.
+    ///
+    /// The text-encoder layers are the klein default (9, 18, 27) for a 36-layer encoder, otherwise
+    /// derived from the transformer's `joint_attention_dim` (see [`default_out_layers`]).
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        if !dir.is_dir() {
+            return Err(ModelError::Config {
+                path: dir.to_path_buf(),
+                reason: "not a diffusers-layout checkpoint directory".into(),
+            });
+        }
+        let index_path = dir.join("model_index.json");
+        let is_distilled = if index_path.exists() {
+            read_json::<ModelIndex>(&index_path)?
+                .is_distilled
+                .unwrap_or(false)
+        } else {
+            false
+        };
+        let transformer = Flux2Transformer::load(&dir.join("transformer"), dtype, device)?;
+        let te_dir = dir.join("text_encoder");
+        let te_cfg: Qwen3Config = read_json(&te_dir.join("config.json"))?;
+        let out_layers = default_out_layers(
+            transformer.config().joint_attention_dim,
+            te_cfg.hidden_size,
+            te_cfg.num_hidden_layers,
+        )?;
+        let text_encoder =
+            TextEncoder::load(&dir.join("tokenizer"), &te_dir, &out_layers, dtype, device)?;
+        let vae = Vae::load(&dir.join("vae"), dtype, device)?;
+        let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
+        let scheduler = if scheduler_path.exists() {
+            SchedulerConfig::load(&scheduler_path)?
+        } else {
+            SchedulerConfig::default()
+        };
+        let defaults = if is_distilled {
+            SamplingDefaults {
+                steps: 4,
+                guidance: 1.0,
+            }
+        } else {
+            SamplingDefaults {
+                steps: 50,
+                guidance: 4.0,
+            }
+        };
+        Ok(Self {
+            transformer,
+            text_encoder,
+            vae,
+            scheduler,
+            is_distilled,
+            defaults,
+            root: dir.to_path_buf(),
+        })
+    }
+}

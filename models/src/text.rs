@@ -1,0 +1,643 @@
+//! The Qwen3 text encoder for FLUX.2 [klein]: chat template, tokenizer, and hidden states.
+//!
+//! The pipeline (diffusers `Flux2KleinPipeline._get_qwen3_prompt_embeds`) is:
+//!
+//! 1. render the checkpoint's own chat template (Jinja, rendered here by minijinja with Python
+//!    compatibility, `trim_blocks`/`lstrip_blocks` as transformers does) for one user message with
+//!    `add_generation_prompt=True, enable_thinking=False`;
+//! 2. tokenize with `tokenizer.json`, truncate and right-pad to 512 tokens with the pad token;
+//! 3. run Qwen3 with a causal + key-padding mask and positions 0..511 and collect the hidden states
+//!    of the configured layers (HF indexing: 0 is the embedding output, k is after decoder layer k−1,
+//!    the last index is after the final norm), concatenated per token.
+//!
+//! Padded positions still matter: the transformer attends to all 512 text tokens without a mask,
+//! so their hidden states must match HF's exactly. We stop after the last needed layer and never
+//! load the layers after it (klein uses layers 9, 18, 27 of 36: a quarter of the encoder is skipped).
+
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::{Embedding, Linear, Module as _};
+
+use crate::attention::AttentionBackend;
+use crate::error::{CandleContext as _, ModelError, Result, read_json, read_to_string};
+use crate::weights::{Loader, TensorSpec, Weights};
+
+/// Padded prompt length used by FLUX.2 [klein].
+pub const MAX_TEXT_TOKENS: usize = 512;
+
+/// The klein default: hidden states after decoder layers 9, 18 and 27 (HF `hidden_states` indices).
+pub const KLEIN_OUT_LAYERS: [usize; 3] = [9, 18, 27];
+
+#[derive(Debug, Clone, serde::Deserialize)]
+struct RopeParameters {
+    #[serde(default)]
+    rope_theta: Option<f64>,
+}
+
+/// Qwen3 hyper-parameters from `text_encoder/config.json` (transformers 4 and 5 spellings).
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct Qwen3Config {
+    /// Vocabulary size.
+    pub vocab_size: usize,
+    /// Hidden size.
+    pub hidden_size: usize,
+    /// MLP inner size.
+    pub intermediate_size: usize,
+    /// Decoder layers in the checkpoint.
+    pub num_hidden_layers: usize,
+    /// Query heads.
+    pub num_attention_heads: usize,
+    /// Key/value heads (grouped-query attention).
+    pub num_key_value_heads: usize,
+    /// Per-head dimension; defaults to hidden / heads.
+    #[serde(default)]
+    pub head_dim: Option<usize>,
+    /// RMSNorm epsilon.
+    #[serde(default = "default_rms_eps")]
+    pub rms_norm_eps: f64,
+    /// transformers 4 spelling of the RoPE base.
+    #[serde(default)]
+    rope_theta: Option<f64>,
+    /// transformers 5 spelling of the RoPE base.
+    #[serde(default)]
+    rope_parameters: Option<RopeParameters>,
+    /// Whether q/k/v/o have biases (never in Qwen3; refused if set).
+    #[serde(default)]
+    pub attention_bias: bool,
+}
+
+fn default_rms_eps() -> f64 {
+    1e-6
+}
+
+impl Qwen3Config {
+    /// Per-head dimension.
+    pub fn head_dim(&self) -> usize {
+        self.head_dim
+            .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
+    }
+
+    /// RoPE base (1e6 for Qwen3).
+    pub fn rope_theta(&self) -> f64 {
+        self.rope_parameters
+            .as_ref()
+            .and_then(|p| p.rope_theta)
+            .or(self.rope_theta)
+            .unwrap_or(1_000_000.0)
+    }
+}
+
+/// Chooses which hidden-state layers feed the transformer when the checkpoint does not say.
+///
+/// The transformer's `joint_attention_dim` is `n × hidden`, so `n` is known; the layers are spread
+/// evenly as `round(i · num_layers / (n + 1))`, which gives klein's (9, 18, 27) for 36 layers and
+/// diffusers' test default (1,) for a 2-layer encoder.
+pub fn default_out_layers(
+    joint_attention_dim: usize,
+    hidden_size: usize,
+    num_layers: usize,
+) -> Result<Vec<usize>> {
+    if hidden_size == 0 || !joint_attention_dim.is_multiple_of(hidden_size) {
+        return Err(ModelError::InvalidArgument(format!(
+            "transformer joint_attention_dim {joint_attention_dim} is not a multiple of the text encoder hidden size {hidden_size}"
+        )));
+    }
+    let n = joint_attention_dim / hidden_size;
+    if num_layers == 36 && n == 3 {
+        return Ok(KLEIN_OUT_LAYERS.to_vec());
+    }
+    Ok((1..=n)
+        .map(|i| ((i * num_layers) as f64 / (n + 1) as f64).round() as usize)
+        .collect())
+}
+
+#[derive(Debug, Clone)]
+struct DecoderLayer {
+    input_norm: Tensor,
+    q_proj: Linear,
+    k_proj: Linear,
+    v_proj: Linear,
+    o_proj: Linear,
+    q_norm: Tensor,
+    k_norm: Tensor,
+    post_norm: Tensor,
+    gate_proj: Linear,
+    up_proj: Linear,
+    down_proj: Linear,
+}
+
+/// The Qwen3 decoder, loaded only up to the last layer we need.
+#[derive(Debug, Clone)]
+pub struct Qwen3Encoder {
+    cfg: Qwen3Config,
+    embed: Embedding,
+    layers: Vec<DecoderLayer>,
+    /// Present only when the last hidden state (after the final norm) is requested.
+    final_norm: Option<Tensor>,
+    out_layers: Vec<usize>,
+    dtype: DType,
+    device: Device,
+}
+
+impl Qwen3Encoder {
+    /// Loads `text_encoder/` (config.json + safetensors, sharded or not) for the given output layers.
+    pub fn load(dir: &Path, out_layers: &[usize], dtype: DType, device: &Device) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let cfg: Qwen3Config = read_json(&cfg_path)?;
+        if cfg.attention_bias {
+            return Err(ModelError::Config {
+                path: cfg_path,
+                reason: "attention_bias = true is not a Qwen3 layout".into(),
+            });
+        }
+        let weights = Weights::from_dir(dir)?;
+        Self::from_weights(&weights, cfg, out_layers, dtype, device)
+    }
+
+    /// Builds the encoder from opened weights.
+    pub fn from_weights(
+        weights: &Weights,
+        cfg: Qwen3Config,
+        out_layers: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let path = weights.origin().to_path_buf();
+        let Some(&last) = out_layers.iter().max() else {
+            return Err(ModelError::InvalidArgument(
+                "no text encoder output layers given".into(),
+            ));
+        };
+        if last > cfg.num_hidden_layers {
+            return Err(ModelError::Config {
+                path,
+                reason: format!(
+                    "output layer {last} requested but the encoder has {} layers",
+                    cfg.num_hidden_layers
+                ),
+            });
+        }
+        let prefix = if weights.contains("model.embed_tokens.weight") {
+            "model."
+        } else {
+            ""
+        };
+        let n_run = last.min(cfg.num_hidden_layers);
+        let needs_final_norm = last == cfg.num_hidden_layers;
+        let specs = qwen3_tensor_specs(&cfg, prefix, n_run, needs_final_norm);
+        let layer_prefix = format!("{prefix}layers.");
+        weights.check(&specs, |name| {
+            // Layers after the last one we need, the final norm and the LM head are legitimately unused.
+            name == "lm_head.weight"
+                || name == format!("{prefix}norm.weight")
+                || name
+                    .strip_prefix(&layer_prefix)
+                    .and_then(|rest| rest.split('.').next())
+                    .and_then(|i| i.parse::<usize>().ok())
+                    .is_some_and(|i| i >= n_run)
+        })?;
+        let w = Loader {
+            weights,
+            dtype,
+            device,
+        };
+        let lin = |n: &str| -> Result<Linear> { Ok(Linear::new(w.get(n)?, None)) };
+        let mut layers = Vec::with_capacity(n_run);
+        for i in 0..n_run {
+            let p = format!("{prefix}layers.{i}.");
+            layers.push(DecoderLayer {
+                input_norm: w.get(&format!("{p}input_layernorm.weight"))?,
+                q_proj: lin(&format!("{p}self_attn.q_proj.weight"))?,
+                k_proj: lin(&format!("{p}self_attn.k_proj.weight"))?,
+                v_proj: lin(&format!("{p}self_attn.v_proj.weight"))?,
+                o_proj: lin(&format!("{p}self_attn.o_proj.weight"))?,
+                q_norm: w.get(&format!("{p}self_attn.q_norm.weight"))?,
+                k_norm: w.get(&format!("{p}self_attn.k_norm.weight"))?,
+                post_norm: w.get(&format!("{p}post_attention_layernorm.weight"))?,
+                gate_proj: lin(&format!("{p}mlp.gate_proj.weight"))?,
+                up_proj: lin(&format!("{p}mlp.up_proj.weight"))?,
+                down_proj: lin(&format!("{p}mlp.down_proj.weight"))?,
+            });
+        }
+        let final_norm = if needs_final_norm {
+            Some(w.get(&format!("{prefix}norm.weight"))?)
+        } else {
+            None
+        };
+        Ok(Self {
+            embed: Embedding::new(
+                w.get(&format!("{prefix}embed_tokens.weight"))?,
+                cfg.hidden_size,
+            ),
+            layers,
+            final_norm,
+            out_layers: out_layers.to_vec(),
+            cfg,
+            dtype,
+            device: device.clone(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &Qwen3Config {
+        &self.cfg
+    }
+
+    /// The hidden-state indices returned, in order.
+    pub fn out_layers(&self) -> &[usize] {
+        &self.out_layers
+    }
+
+    /// Hidden states of the output layers, concatenated: `[B, L, n·hidden]`.
+    ///
+    /// `input_ids` is `[B, L]` (u32), `attention_mask` `[B, L]` with 1 for real tokens, 0 for padding.
+    pub fn forward(&self, input_ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        self.forward_inner(input_ids, attention_mask)
+            .context("Qwen3 text encoder forward")
+    }
+
+    fn forward_inner(
+        &self,
+        input_ids: &Tensor,
+        attention_mask: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        let (b, len) = input_ids.dims2()?;
+        let hd = self.cfg.head_dim();
+        let n_heads = self.cfg.num_attention_heads;
+        let n_kv = self.cfg.num_key_value_heads;
+        let eps = self.cfg.rms_norm_eps as f32;
+
+        // Causal + key-padding additive mask [B, 1, L, L]: query i sees key j iff j ≤ i and j is real.
+        let key_real = attention_mask
+            .to_dtype(DType::F32)?
+            .reshape((b, 1, 1, len))?;
+        let causal: Vec<f32> = (0..len)
+            .flat_map(|i| (0..len).map(move |j| if j <= i { 1.0 } else { 0.0 }))
+            .collect();
+        let causal = Tensor::from_vec(causal, (1, 1, len, len), &self.device)?;
+        let allowed = causal.broadcast_mul(&key_real)?;
+        // Large negative instead of -inf: a row can never be fully masked with right padding, and
+        // this keeps the arithmetic NaN-free if a caller passes an all-padding row anyway.
+        let mask = ((allowed - 1.0)? * 1e30)?;
+
+        // RoPE tables like HF: inverse frequencies and angles in f32.
+        let half = hd / 2;
+        let theta = self.cfg.rope_theta() as f32;
+        let inv_freq: Vec<f32> = (0..half)
+            .map(|i| 1.0 / theta.powf((2 * i) as f32 / hd as f32))
+            .collect();
+        let angles: Vec<f32> = (0..len)
+            .flat_map(|p| inv_freq.iter().map(move |f| p as f32 * f))
+            .collect();
+        let angles = Tensor::from_vec(angles, (len, half), &self.device)?;
+        let cos = angles.cos()?;
+        let sin = angles.sin()?;
+        let exact = AttentionBackend::default();
+
+        let mut hidden = self.embed.forward(input_ids)?;
+        let mut collected: Vec<(usize, Tensor)> = Vec::new();
+        if self.out_layers.contains(&0) {
+            collected.push((0, hidden.clone()));
+        }
+        for (idx, layer) in self.layers.iter().enumerate() {
+            let residual = hidden.clone();
+            let x = candle_nn::ops::rms_norm(&hidden, &layer.input_norm, eps)?;
+            let q = layer.q_proj.forward(&x)?.reshape((b, len, n_heads, hd))?;
+            let k = layer.k_proj.forward(&x)?.reshape((b, len, n_kv, hd))?;
+            let v = layer.v_proj.forward(&x)?.reshape((b, len, n_kv, hd))?;
+            let q = candle_nn::ops::rms_norm(&q.contiguous()?, &layer.q_norm, eps)?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let k = candle_nn::ops::rms_norm(&k.contiguous()?, &layer.k_norm, eps)?
+                .transpose(1, 2)?
+                .contiguous()?;
+            let v = v.transpose(1, 2)?.contiguous()?;
+            let q = candle_nn::rotary_emb::rope(&q.to_dtype(DType::F32)?, &cos, &sin)?
+                .to_dtype(self.dtype)?;
+            let k = candle_nn::rotary_emb::rope(&k.to_dtype(DType::F32)?, &cos, &sin)?
+                .to_dtype(self.dtype)?;
+            let (k, v) = if n_kv != n_heads {
+                let rep = n_heads / n_kv.max(1);
+                (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?)
+            } else {
+                (k, v)
+            };
+            let attn = exact.attend(&q, &k, &v, Some(&mask))?;
+            let attn = attn.transpose(1, 2)?.reshape((b, len, n_heads * hd))?;
+            hidden = (residual + layer.o_proj.forward(&attn)?)?;
+            let residual = hidden.clone();
+            let x = candle_nn::ops::rms_norm(&hidden, &layer.post_norm, eps)?;
+            let mlp = layer
+                .down_proj
+                .forward(&(layer.gate_proj.forward(&x)?.silu()? * layer.up_proj.forward(&x)?)?)?;
+            hidden = (residual + mlp)?;
+            let k_index = idx + 1;
+            if self.out_layers.contains(&k_index) {
+                let state = match (&self.final_norm, k_index == self.cfg.num_hidden_layers) {
+                    (Some(norm), true) => candle_nn::ops::rms_norm(&hidden, norm, eps)?,
+                    _ => hidden.clone(),
+                };
+                collected.push((k_index, state));
+            }
+        }
+        let mut ordered = Vec::with_capacity(self.out_layers.len());
+        for want in &self.out_layers {
+            match collected.iter().find(|(k, _)| k == want) {
+                Some((_, t)) => ordered.push(t.clone()),
+                None => candle_core::bail!("hidden state {want} was not computed"),
+            }
+        }
+        Tensor::cat(&ordered, D::Minus1)
+    }
+}
+
+fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
+    if rep == 1 {
+        return Ok(x.clone());
+    }
+    let (b, h, l, d) = x.dims4()?;
+    x.unsqueeze(2)?
+        .broadcast_as((b, h, rep, l, d))?
+        .reshape((b, h * rep, l, d))
+}
+
+/// The tensors a Qwen3 encoder needs for `n_run` layers.
+pub fn qwen3_tensor_specs(
+    cfg: &Qwen3Config,
+    prefix: &str,
+    n_run: usize,
+    final_norm: bool,
+) -> Vec<TensorSpec> {
+    let h = cfg.hidden_size;
+    let hd = cfg.head_dim();
+    let q_dim = cfg.num_attention_heads * hd;
+    let kv_dim = cfg.num_key_value_heads * hd;
+    let f = cfg.intermediate_size;
+    let mut specs = vec![TensorSpec::new(
+        format!("{prefix}embed_tokens.weight"),
+        &[cfg.vocab_size, h],
+    )];
+    for i in 0..n_run {
+        let p = format!("{prefix}layers.{i}.");
+        specs.push(TensorSpec::new(format!("{p}input_layernorm.weight"), &[h]));
+        specs.push(TensorSpec::new(
+            format!("{p}post_attention_layernorm.weight"),
+            &[h],
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}self_attn.q_proj.weight"),
+            &[q_dim, h],
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}self_attn.k_proj.weight"),
+            &[kv_dim, h],
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}self_attn.v_proj.weight"),
+            &[kv_dim, h],
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}self_attn.o_proj.weight"),
+            &[h, q_dim],
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}self_attn.q_norm.weight"),
+            &[hd],
+        ));
+        specs.push(TensorSpec::new(
+            format!("{p}self_attn.k_norm.weight"),
+            &[hd],
+        ));
+        specs.push(TensorSpec::new(format!("{p}mlp.gate_proj.weight"), &[f, h]));
+        specs.push(TensorSpec::new(format!("{p}mlp.up_proj.weight"), &[f, h]));
+        specs.push(TensorSpec::new(format!("{p}mlp.down_proj.weight"), &[h, f]));
+    }
+    if final_norm {
+        specs.push(TensorSpec::new(format!("{prefix}norm.weight"), &[h]));
+    }
+    specs
+}
+
+/// The checkpoint's chat template rendered with minijinja.
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    source: String,
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+}
+
+fn token_string(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+impl ChatTemplate {
+    /// Reads the template from a tokenizer directory: `chat_template.jinja` if present (what
+    /// transformers ≥ 4.47 writes), otherwise `tokenizer_config.json`'s `chat_template` (a string, or
+    /// a list of named templates of which `default` is used).
+    pub fn load(tokenizer_dir: &Path) -> Result<Self> {
+        let config_path = tokenizer_dir.join("tokenizer_config.json");
+        let config: serde_json::Value = if config_path.exists() {
+            read_json(&config_path)?
+        } else {
+            serde_json::Value::Null
+        };
+        let jinja_path = tokenizer_dir.join("chat_template.jinja");
+        let source = if jinja_path.exists() {
+            read_to_string(&jinja_path)?
+        } else {
+            match config.get("chat_template") {
+                Some(serde_json::Value::String(s)) => s.clone(),
+                Some(serde_json::Value::Array(list)) => list
+                    .iter()
+                    .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
+                    .and_then(|t| t.get("template"))
+                    .and_then(|t| t.as_str())
+                    .map(str::to_string)
+                    .ok_or_else(|| ModelError::Config {
+                        path: config_path.clone(),
+                        reason: "no default chat template".into(),
+                    })?,
+                _ => {
+                    return Err(ModelError::Config {
+                        path: tokenizer_dir.to_path_buf(),
+                        reason: "no chat template (neither chat_template.jinja nor tokenizer_config.json chat_template)".into(),
+                    });
+                }
+            }
+        };
+        Ok(Self {
+            source,
+            bos_token: token_string(config.get("bos_token")),
+            eos_token: token_string(config.get("eos_token")),
+        })
+    }
+
+    /// A template from source text (tests, custom pipelines).
+    pub fn from_source(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            bos_token: None,
+            eos_token: None,
+        }
+    }
+
+    /// Renders one user message with `add_generation_prompt=True, enable_thinking=False`.
+    pub fn render_user_prompt(&self, prompt: &str) -> Result<String> {
+        let mut env = minijinja::Environment::new();
+        // transformers compiles chat templates with these two options; without them the Qwen3
+        // template's `{%- ... %}` lines leave stray newlines and indentation in the prompt.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        let template_error = |e: minijinja::Error| ModelError::Template {
+            reason: format!("{e:#}"),
+        };
+        env.add_template("chat", &self.source)
+            .map_err(template_error)?;
+        let template = env.get_template("chat").map_err(template_error)?;
+        let ctx = minijinja::context! {
+            messages => vec![minijinja::context! { role => "user", content => prompt }],
+            add_generation_prompt => true,
+            enable_thinking => false,
+            bos_token => self.bos_token.clone().unwrap_or_default(),
+            eos_token => self.eos_token.clone().unwrap_or_default(),
+        };
+        template.render(ctx).map_err(template_error)
+    }
+}
+
+/// Tokenizer plus the padding rules of the klein pipeline.
+#[derive(Debug, Clone)]
+pub struct PromptTokenizer {
+    tokenizer: tokenizers::Tokenizer,
+    pad_id: u32,
+}
+
+impl PromptTokenizer {
+    /// Loads `tokenizer.json` and finds the pad token from `tokenizer_config.json`
+    /// (`pad_token`, falling back to `<|endoftext|>`, then `eos_token`).
+    pub fn load(tokenizer_dir: &Path) -> Result<Self> {
+        let path = tokenizer_dir.join("tokenizer.json");
+        if !path.exists() {
+            return Err(ModelError::Io {
+                path,
+                source: std::io::Error::from(std::io::ErrorKind::NotFound),
+            });
+        }
+        let tokenizer =
+            tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
+                reason: format!("cannot load {}: {e}", path.display()),
+            })?;
+        let config_path = tokenizer_dir.join("tokenizer_config.json");
+        let config: serde_json::Value = if config_path.exists() {
+            read_json(&config_path)?
+        } else {
+            serde_json::Value::Null
+        };
+        let candidates = [
+            token_string(config.get("pad_token")),
+            Some("<|endoftext|>".to_string()),
+            token_string(config.get("eos_token")),
+        ];
+        let pad_id = candidates
+            .iter()
+            .flatten()
+            .find_map(|t| tokenizer.token_to_id(t))
+            .ok_or_else(|| ModelError::Tokenizer {
+                reason: format!("no pad token found: {}", tokenizer_dir.display()),
+            })?;
+        Ok(Self { tokenizer, pad_id })
+    }
+
+    /// Token ids truncated and right-padded to `max_len`, with the attention mask (1 = real).
+    pub fn encode_padded(&self, text: &str, max_len: usize) -> Result<(Vec<u32>, Vec<u32>)> {
+        let encoding = self
+            .tokenizer
+            .encode(text, true)
+            .map_err(|e| ModelError::Tokenizer {
+                reason: format!("cannot tokenize prompt: {e}"),
+            })?;
+        let mut ids: Vec<u32> = encoding.get_ids().iter().copied().take(max_len).collect();
+        let n_real = ids.len();
+        ids.resize(max_len, self.pad_id);
+        let mask: Vec<u32> = (0..max_len).map(|i| u32::from(i < n_real)).collect();
+        Ok((ids, mask))
+    }
+}
+
+/// Template + tokenizer + Qwen3: prompts in, conditioning `[B, 512, n·hidden]` out.
+#[derive(Debug, Clone)]
+pub struct TextEncoder {
+    template: ChatTemplate,
+    tokenizer: PromptTokenizer,
+    encoder: Qwen3Encoder,
+    max_len: usize,
+}
+
+impl TextEncoder {
+    /// Loads from the `tokenizer/` and `text_encoder/` directories of a diffusers checkpoint.
+    pub fn load(
+        tokenizer_dir: &Path,
+        text_encoder_dir: &Path,
+        out_layers: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            template: ChatTemplate::load(tokenizer_dir)?,
+            tokenizer: PromptTokenizer::load(tokenizer_dir)?,
+            encoder: Qwen3Encoder::load(text_encoder_dir, out_layers, dtype, device)?,
+            max_len: MAX_TEXT_TOKENS,
+        })
+    }
+
+    /// The Qwen3 part.
+    pub fn encoder(&self) -> &Qwen3Encoder {
+        &self.encoder
+    }
+
+    /// Chat-templated, padded token ids and masks for each prompt: `([B, L] u32, [B, L] u32)`.
+    pub fn tokenize(&self, prompts: &[&str]) -> Result<(Tensor, Tensor)> {
+        let mut all_ids = Vec::with_capacity(prompts.len() * self.max_len);
+        let mut all_mask = Vec::with_capacity(prompts.len() * self.max_len);
+        for prompt in prompts {
+            let text = self.template.render_user_prompt(prompt)?;
+            let (ids, mask) = self.tokenizer.encode_padded(&text, self.max_len)?;
+            all_ids.extend(ids);
+            all_mask.extend(mask);
+        }
+        let device = &self.encoder.device;
+        let shape = (prompts.len(), self.max_len);
+        Ok((
+            Tensor::from_vec(all_ids, shape, device)?,
+            Tensor::from_vec(all_mask, shape, device)?,
+        ))
+    }
+
+    /// Encodes prompts into conditioning `[B, 512, n·hidden]` in the encoder dtype.
+    pub fn encode(&self, prompts: &[&str]) -> Result<Tensor> {
+        if prompts.is_empty() {
+            return Err(ModelError::InvalidArgument("no prompts to encode".into()));
+        }
+        let (ids, mask) = self.tokenize(prompts)?;
+        let out = self.encoder.forward(&ids, &mask)?;
+        Ok(out.to_dtype(self.encoder.dtype)?)
+    }
+}

@@ -1,0 +1,618 @@
+//! The FLUX.2 VAE (`AutoencoderKLFlux2`): KL autoencoder with 32 latent channels, 2×2 patchify
+//! and BatchNorm running-statistics normalisation.
+//!
+//! The latent that leaves [`Vae::encode`] and enters [`Vae::decode`] is the transformer's space:
+//! `[B, 128, H/(8·2), W/(8·2)]` for the 4-level VAE: the posterior *mean* (never a sample) of
+//! shape `[B, 32, H/8, W/8]`, patchified 2×2 into channels (`c·4 + 2·dy + dx`) and normalised with
+//! `(z − running_mean) / sqrt(running_var + eps)`. Images are `[B, 3, H, W]` in [-1, 1].
+//!
+//! Topology and keys follow diffusers' `Encoder`/`Decoder` (vae.py) driven by `vae/config.json`,
+//! so slimmer variants (`decoder_block_out_channels`, other group counts) load without code changes.
+
+use std::path::Path;
+
+use candle_core::{D, DType, Device, Tensor};
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, Module as _};
+
+use crate::attention::AttentionBackend;
+use crate::error::{CandleContext as _, ModelError, Result, read_json};
+use crate::weights::{Loader, TensorSpec, Weights};
+
+/// `vae/config.json` fields we use.
+#[derive(Debug, Clone, serde::Deserialize)]
+pub struct VaeConfig {
+    /// Image channels in.
+    #[serde(default = "default_rgb")]
+    pub in_channels: usize,
+    /// Image channels out.
+    #[serde(default = "default_rgb")]
+    pub out_channels: usize,
+    /// Encoder channels per level.
+    pub block_out_channels: Vec<usize>,
+    /// Decoder channels per level (slim decoder); `None` means `block_out_channels`.
+    #[serde(default)]
+    pub decoder_block_out_channels: Option<Vec<usize>>,
+    /// ResNet blocks per encoder level (decoder levels have one more).
+    #[serde(default = "default_layers")]
+    pub layers_per_block: usize,
+    /// Latent channels before patchify.
+    #[serde(default = "default_latent")]
+    pub latent_channels: usize,
+    /// GroupNorm groups.
+    #[serde(default = "default_groups")]
+    pub norm_num_groups: usize,
+    /// BatchNorm epsilon of the latent normalisation.
+    #[serde(default = "default_bn_eps")]
+    pub batch_norm_eps: f64,
+    /// Whether the 1×1 `quant_conv` exists.
+    #[serde(default = "default_true")]
+    pub use_quant_conv: bool,
+    /// Whether the 1×1 `post_quant_conv` exists.
+    #[serde(default = "default_true")]
+    pub use_post_quant_conv: bool,
+    /// Whether the mid blocks have attention.
+    #[serde(default = "default_true")]
+    pub mid_block_add_attention: bool,
+    /// Patchify size; FLUX.2 uses (2, 2).
+    #[serde(default = "default_patch")]
+    pub patch_size: Vec<usize>,
+}
+
+fn default_rgb() -> usize {
+    3
+}
+fn default_layers() -> usize {
+    2
+}
+fn default_latent() -> usize {
+    32
+}
+fn default_groups() -> usize {
+    32
+}
+fn default_bn_eps() -> f64 {
+    1e-4
+}
+fn default_true() -> bool {
+    true
+}
+fn default_patch() -> Vec<usize> {
+    vec![2, 2]
+}
+
+impl VaeConfig {
+    /// The FLUX.2 VAE as released.
+    pub fn flux2() -> Self {
+        Self {
+            in_channels: 3,
+            out_channels: 3,
+            block_out_channels: vec![128, 256, 512, 512],
+            decoder_block_out_channels: None,
+            layers_per_block: 2,
+            latent_channels: 32,
+            norm_num_groups: 32,
+            batch_norm_eps: 1e-4,
+            use_quant_conv: true,
+            use_post_quant_conv: true,
+            mid_block_add_attention: true,
+            patch_size: vec![2, 2],
+        }
+    }
+
+    /// Pixel size of one latent cell before patchify: 2^(levels − 1).
+    pub fn spatial_factor(&self) -> usize {
+        1 << self.block_out_channels.len().saturating_sub(1)
+    }
+
+    fn decoder_channels(&self) -> &[usize] {
+        self.decoder_block_out_channels
+            .as_deref()
+            .unwrap_or(&self.block_out_channels)
+    }
+
+    /// Every tensor of a diffusers VAE checkpoint (without `bn.num_batches_tracked`).
+    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
+        let mut s = Vec::new();
+        let conv = |s: &mut Vec<TensorSpec>, name: &str, cout: usize, cin: usize, k: usize| {
+            s.push(TensorSpec::new(
+                format!("{name}.weight"),
+                &[cout, cin, k, k],
+            ));
+            s.push(TensorSpec::new(format!("{name}.bias"), &[cout]));
+        };
+        let norm = |s: &mut Vec<TensorSpec>, name: &str, c: usize| {
+            s.push(TensorSpec::new(format!("{name}.weight"), &[c]));
+            s.push(TensorSpec::new(format!("{name}.bias"), &[c]));
+        };
+        let resnet = |s: &mut Vec<TensorSpec>, p: &str, cin: usize, cout: usize| {
+            norm(s, &format!("{p}.norm1"), cin);
+            conv(s, &format!("{p}.conv1"), cout, cin, 3);
+            norm(s, &format!("{p}.norm2"), cout);
+            conv(s, &format!("{p}.conv2"), cout, cout, 3);
+            if cin != cout {
+                conv(s, &format!("{p}.conv_shortcut"), cout, cin, 1);
+            }
+        };
+        let mid = |s: &mut Vec<TensorSpec>, p: &str, c: usize, attention: bool| {
+            resnet(s, &format!("{p}.resnets.0"), c, c);
+            if attention {
+                norm(s, &format!("{p}.attentions.0.group_norm"), c);
+                for l in ["to_q", "to_k", "to_v", "to_out.0"] {
+                    s.push(TensorSpec::new(
+                        format!("{p}.attentions.0.{l}.weight"),
+                        &[c, c],
+                    ));
+                    s.push(TensorSpec::new(format!("{p}.attentions.0.{l}.bias"), &[c]));
+                }
+            }
+            resnet(s, &format!("{p}.resnets.1"), c, c);
+        };
+        let enc = &self.block_out_channels;
+        let (Some(&enc_first), Some(&enc_last)) = (enc.first(), enc.last()) else {
+            return s;
+        };
+        conv(&mut s, "encoder.conv_in", enc_first, self.in_channels, 3);
+        let mut cin = enc_first;
+        for (i, &cout) in enc.iter().enumerate() {
+            for j in 0..self.layers_per_block {
+                resnet(
+                    &mut s,
+                    &format!("encoder.down_blocks.{i}.resnets.{j}"),
+                    if j == 0 { cin } else { cout },
+                    cout,
+                );
+            }
+            if i + 1 < enc.len() {
+                conv(
+                    &mut s,
+                    &format!("encoder.down_blocks.{i}.downsamplers.0.conv"),
+                    cout,
+                    cout,
+                    3,
+                );
+            }
+            cin = cout;
+        }
+        mid(
+            &mut s,
+            "encoder.mid_block",
+            enc_last,
+            self.mid_block_add_attention,
+        );
+        norm(&mut s, "encoder.conv_norm_out", enc_last);
+        conv(
+            &mut s,
+            "encoder.conv_out",
+            2 * self.latent_channels,
+            enc_last,
+            3,
+        );
+        if self.use_quant_conv {
+            conv(
+                &mut s,
+                "quant_conv",
+                2 * self.latent_channels,
+                2 * self.latent_channels,
+                1,
+            );
+        }
+        if self.use_post_quant_conv {
+            conv(
+                &mut s,
+                "post_quant_conv",
+                self.latent_channels,
+                self.latent_channels,
+                1,
+            );
+        }
+        let dec = self.decoder_channels();
+        let (Some(&dec_first), Some(&dec_last)) = (dec.first(), dec.last()) else {
+            return s;
+        };
+        conv(&mut s, "decoder.conv_in", dec_last, self.latent_channels, 3);
+        mid(
+            &mut s,
+            "decoder.mid_block",
+            dec_last,
+            self.mid_block_add_attention,
+        );
+        let mut prev = dec_last;
+        for (i, &cout) in dec.iter().rev().enumerate() {
+            for j in 0..=self.layers_per_block {
+                resnet(
+                    &mut s,
+                    &format!("decoder.up_blocks.{i}.resnets.{j}"),
+                    if j == 0 { prev } else { cout },
+                    cout,
+                );
+            }
+            if i + 1 < dec.len() {
+                conv(
+                    &mut s,
+                    &format!("decoder.up_blocks.{i}.upsamplers.0.conv"),
+                    cout,
+                    cout,
+                    3,
+                );
+            }
+            prev = cout;
+        }
+        norm(&mut s, "decoder.conv_norm_out", dec_first);
+        conv(&mut s, "decoder.conv_out", self.out_channels, dec_first, 3);
+        let bn = self.latent_channels * self.patch_size.iter().product::<usize>();
+        s.push(TensorSpec::new("bn.running_mean", &[bn]));
+        s.push(TensorSpec::new("bn.running_var", &[bn]));
+        s
+    }
+}
+
+#[derive(Debug, Clone)]
+struct ResnetBlock {
+    norm1: GroupNorm,
+    conv1: Conv2d,
+    norm2: GroupNorm,
+    conv2: Conv2d,
+    shortcut: Option<Conv2d>,
+}
+
+impl ResnetBlock {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        let h = self.conv1.forward(&self.norm1.forward(x)?.silu()?)?;
+        let h = self.conv2.forward(&self.norm2.forward(&h)?.silu()?)?;
+        let skip = match &self.shortcut {
+            Some(conv) => conv.forward(x)?,
+            None => x.clone(),
+        };
+        skip + h
+    }
+}
+
+#[derive(Debug, Clone)]
+struct MidAttention {
+    norm: GroupNorm,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    out: Linear,
+}
+
+#[derive(Debug, Clone)]
+struct MidBlock {
+    res0: ResnetBlock,
+    attn: Option<MidAttention>,
+    res1: ResnetBlock,
+}
+
+impl MidBlock {
+    fn forward(&self, x: &Tensor, attention: &AttentionBackend) -> candle_core::Result<Tensor> {
+        let mut x = self.res0.forward(x)?;
+        if let Some(a) = &self.attn {
+            let (b, c, h, w) = x.dims4()?;
+            let tokens = a
+                .norm
+                .forward(&x)?
+                .reshape((b, c, h * w))?
+                .transpose(1, 2)?
+                .contiguous()?;
+            // Single-head attention over all h·w positions; the backend chunks it at large sizes.
+            let heads = |l: &Linear| -> candle_core::Result<Tensor> {
+                l.forward(&tokens)?.unsqueeze(1)?.contiguous()
+            };
+            let o = attention
+                .attend(&heads(&a.q)?, &heads(&a.k)?, &heads(&a.v)?, None)?
+                .squeeze(1)?;
+            let o = a.out.forward(&o)?.transpose(1, 2)?.reshape((b, c, h, w))?;
+            x = (x + o)?;
+        }
+        self.res1.forward(&x)
+    }
+}
+
+#[derive(Debug, Clone)]
+struct Level {
+    resnets: Vec<ResnetBlock>,
+    /// Downsampler (encoder) or upsampler (decoder) conv.
+    resample: Option<Conv2d>,
+}
+
+/// A loaded FLUX.2 VAE. Cloning is cheap.
+#[derive(Debug, Clone)]
+pub struct Vae {
+    cfg: VaeConfig,
+    dtype: DType,
+    device: Device,
+    enc_conv_in: Conv2d,
+    enc_levels: Vec<Level>,
+    enc_mid: MidBlock,
+    enc_norm_out: GroupNorm,
+    enc_conv_out: Conv2d,
+    quant_conv: Option<Conv2d>,
+    post_quant_conv: Option<Conv2d>,
+    dec_conv_in: Conv2d,
+    dec_mid: MidBlock,
+    dec_levels: Vec<Level>,
+    dec_norm_out: GroupNorm,
+    dec_conv_out: Conv2d,
+    /// `[1, C·4, 1, 1]` f32.
+    bn_mean: Tensor,
+    /// `sqrt(running_var + eps)`, `[1, C·4, 1, 1]` f32.
+    bn_std: Tensor,
+    attention: AttentionBackend,
+}
+
+impl Vae {
+    /// Loads `vae/` (config.json + safetensors).
+    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        let cfg_path = dir.join("config.json");
+        let cfg: VaeConfig = read_json(&cfg_path)?;
+        if cfg.patch_size != [2, 2] {
+            return Err(ModelError::Config {
+                path: cfg_path,
+                reason: format!("patch_size {:?} is not (2, 2)", cfg.patch_size),
+            });
+        }
+        if cfg.block_out_channels.is_empty()
+            || cfg.decoder_channels().len() != cfg.block_out_channels.len()
+        {
+            return Err(ModelError::Config {
+                path: cfg_path,
+                reason: "block_out_channels must be non-empty and match the decoder's".into(),
+            });
+        }
+        let weights = Weights::from_dir(dir)?;
+        Self::from_weights(&weights, cfg, dtype, device)
+    }
+
+    /// Builds the VAE from opened weights.
+    pub fn from_weights(
+        weights: &Weights,
+        cfg: VaeConfig,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        weights.check(&cfg.tensor_specs(), |n| n == "bn.num_batches_tracked")?;
+        let w = Loader {
+            weights,
+            dtype,
+            device,
+        };
+        let groups = cfg.norm_num_groups;
+        let conv = |name: &str, padding: usize, stride: usize| -> Result<Conv2d> {
+            let cfg = Conv2dConfig {
+                padding,
+                stride,
+                dilation: 1,
+                groups: 1,
+                cudnn_fwd_algo: None,
+            };
+            Ok(Conv2d::new(
+                w.get(&format!("{name}.weight"))?,
+                Some(w.get(&format!("{name}.bias"))?),
+                cfg,
+            ))
+        };
+        let norm = |name: &str| -> Result<GroupNorm> {
+            let weight = w.get(&format!("{name}.weight"))?;
+            let channels = weight.dim(0)?;
+            Ok(GroupNorm::new(
+                weight,
+                w.get(&format!("{name}.bias"))?,
+                channels,
+                groups,
+                1e-6,
+            )?)
+        };
+        let lin = |name: &str| -> Result<Linear> {
+            Ok(Linear::new(
+                w.get(&format!("{name}.weight"))?,
+                Some(w.get(&format!("{name}.bias"))?),
+            ))
+        };
+        let resnet = |p: &str| -> Result<ResnetBlock> {
+            let shortcut_name = format!("{p}.conv_shortcut");
+            Ok(ResnetBlock {
+                norm1: norm(&format!("{p}.norm1"))?,
+                conv1: conv(&format!("{p}.conv1"), 1, 1)?,
+                norm2: norm(&format!("{p}.norm2"))?,
+                conv2: conv(&format!("{p}.conv2"), 1, 1)?,
+                shortcut: if weights.contains(&format!("{shortcut_name}.weight")) {
+                    Some(conv(&shortcut_name, 0, 1)?)
+                } else {
+                    None
+                },
+            })
+        };
+        let mid = |p: &str| -> Result<MidBlock> {
+            let attn = if cfg.mid_block_add_attention {
+                let a = format!("{p}.attentions.0");
+                Some(MidAttention {
+                    norm: norm(&format!("{a}.group_norm"))?,
+                    q: lin(&format!("{a}.to_q"))?,
+                    k: lin(&format!("{a}.to_k"))?,
+                    v: lin(&format!("{a}.to_v"))?,
+                    out: lin(&format!("{a}.to_out.0"))?,
+                })
+            } else {
+                None
+            };
+            Ok(MidBlock {
+                res0: resnet(&format!("{p}.resnets.0"))?,
+                attn,
+                res1: resnet(&format!("{p}.resnets.1"))?,
+            })
+        };
+        let n_levels = cfg.block_out_channels.len();
+        let mut enc_levels = Vec::with_capacity(n_levels);
+        for i in 0..n_levels {
+            let resnets = (0..cfg.layers_per_block)
+                .map(|j| resnet(&format!("encoder.down_blocks.{i}.resnets.{j}")))
+                .collect::<Result<_>>()?;
+            let resample = if i + 1 < n_levels {
+                Some(conv(
+                    &format!("encoder.down_blocks.{i}.downsamplers.0.conv"),
+                    0,
+                    2,
+                )?)
+            } else {
+                None
+            };
+            enc_levels.push(Level { resnets, resample });
+        }
+        let mut dec_levels = Vec::with_capacity(n_levels);
+        for i in 0..n_levels {
+            let resnets = (0..=cfg.layers_per_block)
+                .map(|j| resnet(&format!("decoder.up_blocks.{i}.resnets.{j}")))
+                .collect::<Result<_>>()?;
+            let resample = if i + 1 < n_levels {
+                Some(conv(
+                    &format!("decoder.up_blocks.{i}.upsamplers.0.conv"),
+                    1,
+                    1,
+                )?)
+            } else {
+                None
+            };
+            dec_levels.push(Level { resnets, resample });
+        }
+        let bn_mean = w.get_f32("bn.running_mean")?;
+        let bn_var = w.get_f32("bn.running_var")?;
+        let bn_channels = bn_mean.dim(0)?;
+        let bn_std = (bn_var + cfg.batch_norm_eps)?
+            .sqrt()?
+            .reshape((1, bn_channels, 1, 1))?;
+        Ok(Self {
+            enc_conv_in: conv("encoder.conv_in", 1, 1)?,
+            enc_levels,
+            enc_mid: mid("encoder.mid_block")?,
+            enc_norm_out: norm("encoder.conv_norm_out")?,
+            enc_conv_out: conv("encoder.conv_out", 1, 1)?,
+            quant_conv: if cfg.use_quant_conv {
+                Some(conv("quant_conv", 0, 1)?)
+            } else {
+                None
+            },
+            post_quant_conv: if cfg.use_post_quant_conv {
+                Some(conv("post_quant_conv", 0, 1)?)
+            } else {
+                None
+            },
+            dec_conv_in: conv("decoder.conv_in", 1, 1)?,
+            dec_mid: mid("decoder.mid_block")?,
+            dec_levels,
+            dec_norm_out: norm("decoder.conv_norm_out")?,
+            dec_conv_out: conv("decoder.conv_out", 1, 1)?,
+            bn_mean: bn_mean.reshape((1, bn_channels, 1, 1))?,
+            bn_std,
+            cfg,
+            dtype,
+            device: device.clone(),
+            attention: AttentionBackend::default(),
+        })
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &VaeConfig {
+        &self.cfg
+    }
+
+    /// Pixels per latent token side: VAE factor × 2 (16 for the released VAE).
+    pub fn pixels_per_token(&self) -> usize {
+        self.cfg.spatial_factor() * 2
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Raw posterior mean `[B, latent_channels, H/f, W/f]` (before patchify and normalisation).
+    pub fn encode_raw(&self, image: &Tensor) -> Result<Tensor> {
+        self.encode_raw_inner(image).context("VAE encode")
+    }
+
+    fn encode_raw_inner(&self, image: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = self.enc_conv_in.forward(&image.to_dtype(self.dtype)?)?;
+        for level in &self.enc_levels {
+            for r in &level.resnets {
+                x = r.forward(&x)?;
+            }
+            if let Some(down) = &level.resample {
+                // diffusers' Downsample2D with padding=0 pads right and bottom by one, then strides.
+                x = down.forward(&x.pad_with_zeros(D::Minus1, 0, 1)?.pad_with_zeros(
+                    D::Minus2,
+                    0,
+                    1,
+                )?)?;
+            }
+        }
+        x = self.enc_mid.forward(&x, &self.attention)?;
+        x = self
+            .enc_conv_out
+            .forward(&self.enc_norm_out.forward(&x)?.silu()?)?;
+        if let Some(q) = &self.quant_conv {
+            x = q.forward(&x)?;
+        }
+        // Moments are (mean, logvar) along channels; FLUX.2 uses the mean, never a sample.
+        x.narrow(1, 0, self.cfg.latent_channels)
+    }
+
+    /// Image `[B, 3, H, W]` in [-1, 1] → normalised token grid `[B, 128, H/16, W/16]`.
+    pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
+        let (_, _, h, w) = image.dims4().context("VAE encode input")?;
+        let step = self.pixels_per_token();
+        if h % step != 0 || w % step != 0 {
+            return Err(ModelError::InvalidArgument(format!(
+                "image size {w}x{h} must be a multiple of {step}"
+            )));
+        }
+        let raw = self.encode_raw(image)?;
+        let patched = candle_nn::ops::pixel_unshuffle(&raw.to_dtype(DType::F32)?, 2)
+            .context("VAE patchify")?;
+        Ok(patched
+            .broadcast_sub(&self.bn_mean)?
+            .broadcast_div(&self.bn_std)?)
+    }
+
+    /// Normalised token grid `[B, 128, h, w]` → raw latent `[B, 32, 2h, 2w]` (inverse BN, unpatchify).
+    pub fn denormalize(&self, latent: &Tensor) -> Result<Tensor> {
+        let z = latent
+            .to_dtype(DType::F32)?
+            .broadcast_mul(&self.bn_std)?
+            .broadcast_add(&self.bn_mean)?;
+        Ok(candle_nn::ops::pixel_shuffle(&z, 2)?)
+    }
+
+    /// Normalised token grid `[B, 128, h, w]` → image `[B, 3, 16h, 16w]`, clamped to [-1, 1].
+    pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        let raw = self.denormalize(latent)?;
+        let image = self.decode_raw(&raw)?;
+        Ok(image.clamp(-1f32, 1f32)?)
+    }
+
+    /// Raw latent `[B, 32, H/f, W/f]` → image `[B, 3, H, W]` (f32, not clamped).
+    pub fn decode_raw(&self, raw: &Tensor) -> Result<Tensor> {
+        self.decode_raw_inner(raw).context("VAE decode")
+    }
+
+    fn decode_raw_inner(&self, raw: &Tensor) -> candle_core::Result<Tensor> {
+        let mut x = raw.to_dtype(self.dtype)?;
+        if let Some(p) = &self.post_quant_conv {
+            x = p.forward(&x)?;
+        }
+        x = self.dec_conv_in.forward(&x)?;
+        x = self.dec_mid.forward(&x, &self.attention)?;
+        for level in &self.dec_levels {
+            for r in &level.resnets {
+                x = r.forward(&x)?;
+            }
+            if let Some(up) = &level.resample {
+                let (_, _, h, w) = x.dims4()?;
+                x = up.forward(&x.upsample_nearest2d(h * 2, w * 2)?)?;
+            }
+        }
+        x = self
+            .dec_conv_out
+            .forward(&self.dec_norm_out.forward(&x)?.silu()?)?;
+        x.to_dtype(DType::F32)
+    }
+}

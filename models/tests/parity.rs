@@ -1,0 +1,267 @@
+//! Numerical parity with diffusers/transformers on the tiny random checkpoints in `fixtures/`.
+//!
+//! The references come from `fixtures/make_fixtures.py`; everything runs in f32 on CPU.
+
+// Helpers outside #[test] functions are test code too; clippy.toml only relaxes the #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use veetance_models::flux2::{image_ids, text_ids};
+use veetance_models::latent::{pack, unpack};
+use veetance_models::text::{ChatTemplate, PromptTokenizer, TextEncoder};
+use veetance_models::weights::Weights;
+use veetance_models::{Bundle, Flux2Transformer, SampleRequest, Start, Vae, sample};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn reference(name: &str) -> Tensor {
+    let weights = Weights::from_file(&fixtures().join("reference.safetensors")).unwrap();
+    let dtype = match name {
+        n if n.starts_with("text.input_ids") => DType::I64,
+        _ => DType::F32,
+    };
+    weights.get(name, dtype, &Device::Cpu).unwrap()
+}
+
+/// max|a − b| / max|b|: robust for outputs with near-zero elements.
+fn rel_error(actual: &Tensor, expected: &Tensor) -> f32 {
+    assert_eq!(actual.dims(), expected.dims(), "shape mismatch");
+    let actual = actual.to_dtype(DType::F32).unwrap();
+    let diff = (&actual - expected)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let scale = expected
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    let err = diff / scale.max(1e-12);
+    eprintln!("rel error {err:e} (max abs diff {diff:e}, scale {scale:e})");
+    err
+}
+
+fn prompts() -> Vec<String> {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
+            .unwrap();
+    meta["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap().to_string())
+        .collect()
+}
+
+fn ckpt() -> PathBuf {
+    fixtures().join("tiny-klein")
+}
+
+#[test]
+fn chat_template_renders_qwen3_generation_prompt() {
+    let template = ChatTemplate::load(&ckpt().join("tokenizer")).unwrap();
+    let text = template.render_user_prompt("a red circle").unwrap();
+    assert_eq!(
+        text,
+        "<|im_start|>user\na red circle<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    );
+}
+
+#[test]
+fn tokenizer_matches_transformers_ids() {
+    let tokenizer = PromptTokenizer::load(&ckpt().join("tokenizer")).unwrap();
+    let template = ChatTemplate::load(&ckpt().join("tokenizer")).unwrap();
+    for (i, prompt) in prompts().iter().enumerate() {
+        let text = template.render_user_prompt(prompt).unwrap();
+        let (ids, mask) = tokenizer.encode_padded(&text, 512).unwrap();
+        let expected: Vec<i64> = reference(&format!("text.input_ids.{i}")).to_vec1().unwrap();
+        let ids: Vec<i64> = ids.iter().map(|&x| i64::from(x)).collect();
+        assert_eq!(ids, expected, "prompt {prompt:?}");
+        assert!(mask.iter().take_while(|&&m| m == 1).count() > 5);
+    }
+}
+
+#[test]
+fn text_encoder_matches_transformers() {
+    let dir = ckpt();
+    let encoder = TextEncoder::load(
+        &dir.join("tokenizer"),
+        &dir.join("text_encoder"),
+        &[1, 2, 3],
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let prompts = prompts();
+    let refs: Vec<&str> = prompts.iter().map(String::as_str).collect();
+    let out = encoder.encode(&refs).unwrap();
+    let err = rel_error(&out, &reference("text.embeds"));
+    assert!(err < 1e-4, "text encoder rel error {err}");
+}
+
+#[test]
+fn text_encoder_does_not_need_layers_after_the_last_output() {
+    // Layer index 3 (the 4th) is never read for outputs (1, 2, 3); a checkpoint without it loads.
+    let dir = ckpt();
+    let encoder = TextEncoder::load(
+        &dir.join("tokenizer"),
+        &dir.join("text_encoder"),
+        &[1, 2, 3],
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    assert_eq!(encoder.encoder().out_layers(), &[1, 2, 3]);
+}
+
+fn dit_inputs() -> (Tensor, Tensor, Tensor, Tensor, Tensor) {
+    let dev = Device::Cpu;
+    let x = reference("dit.x_tokens");
+    let cond = reference("dit.cond");
+    let t = Tensor::new(&[0.7f32], &dev).unwrap();
+    (
+        x,
+        image_ids(8, 8, &dev).unwrap(),
+        cond,
+        text_ids(512, &dev).unwrap(),
+        t,
+    )
+}
+
+#[test]
+fn transformer_forward_matches_diffusers() {
+    let model =
+        Flux2Transformer::load(&ckpt().join("transformer"), DType::F32, &Device::Cpu).unwrap();
+    let (x, img_ids, cond, txt_ids, t) = dit_inputs();
+    let out = model
+        .forward(&x, &img_ids, &cond, &txt_ids, &t, None)
+        .unwrap();
+    let err = rel_error(&out, &reference("dit.out"));
+    assert!(err < 1e-4, "transformer rel error {err}");
+}
+
+#[test]
+fn transformer_from_bfl_single_file_matches_diffusers() {
+    let path = fixtures().join("tiny-klein-bfl/flux-2-tiny.safetensors");
+    let model = Flux2Transformer::load(&path, DType::F32, &Device::Cpu).unwrap();
+    let diffusers_cfg =
+        Flux2Transformer::load(&ckpt().join("transformer"), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        model.config(),
+        diffusers_cfg.config(),
+        "config inferred from shapes"
+    );
+    let (x, img_ids, cond, txt_ids, t) = dit_inputs();
+    let out = model
+        .forward(&x, &img_ids, &cond, &txt_ids, &t, None)
+        .unwrap();
+    let err = rel_error(&out, &reference("dit.out"));
+    assert!(err < 1e-4, "BFL transformer rel error {err}");
+}
+
+#[test]
+fn vae_encode_matches_diffusers() {
+    let vae = Vae::load(&ckpt().join("vae"), DType::F32, &Device::Cpu).unwrap();
+    let image = reference("vae.image");
+    let raw = vae.encode_raw(&image).unwrap();
+    let err_raw = rel_error(&raw, &reference("vae.raw_latent"));
+    assert!(err_raw < 1e-4, "VAE raw encode rel error {err_raw}");
+    let latent = vae.encode(&image).unwrap();
+    let err = rel_error(&latent, &reference("vae.latent"));
+    assert!(err < 1e-4, "VAE normalised encode rel error {err}");
+}
+
+#[test]
+fn vae_decode_matches_diffusers() {
+    let vae = Vae::load(&ckpt().join("vae"), DType::F32, &Device::Cpu).unwrap();
+    let z = reference("vae.decode_in");
+    let raw = vae.decode_raw(&vae.denormalize(&z).unwrap()).unwrap();
+    let err = rel_error(&raw, &reference("vae.decoded"));
+    assert!(err < 1e-4, "VAE decode rel error {err}");
+    let clamped = vae.decode(&z).unwrap();
+    let expected = reference("vae.decoded").clamp(-1f32, 1f32).unwrap();
+    assert!(rel_error(&clamped, &expected) < 1e-4);
+}
+
+fn run_sampling(cfg: bool) -> (Tensor, Tensor) {
+    let bundle = Bundle::load(&ckpt(), DType::F32, &Device::Cpu).unwrap();
+    let prompts = prompts();
+    let cond = bundle.text_encoder.encode(&[prompts[0].as_str()]).unwrap();
+    let negative = bundle.text_encoder.encode(&[""]).unwrap();
+    let mut calls = Vec::new();
+    let request = SampleRequest {
+        positive: &cond,
+        negative: if cfg { Some(&negative) } else { None },
+        start: Start::Noise(reference("sample.noise")),
+        steps: 4,
+        guidance: if cfg { 3.0 } else { 1.0 },
+        scheduler: &bundle.scheduler,
+    };
+    let latent = sample(&bundle.transformer, &request, |step, total| {
+        calls.push((step, total));
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert_eq!(calls, vec![(1, 4), (2, 4), (3, 4), (4, 4)]);
+    let image = bundle
+        .vae
+        .decode_raw(&bundle.vae.denormalize(&latent).unwrap())
+        .unwrap();
+    (latent, image)
+}
+
+#[test]
+fn four_step_sampling_matches_diffusers() {
+    let (latent, image) = run_sampling(false);
+    let err_latent = rel_error(&latent, &reference("sample.latent"));
+    let err_image = rel_error(&image, &reference("sample.image"));
+    assert!(err_latent < 1e-3, "latent rel error {err_latent}");
+    assert!(err_image < 1e-3, "image rel error {err_image}");
+}
+
+#[test]
+fn four_step_cfg_sampling_matches_diffusers() {
+    let (latent, image) = run_sampling(true);
+    let err_latent = rel_error(&latent, &reference("sample_cfg.latent"));
+    let err_image = rel_error(&image, &reference("sample_cfg.image"));
+    assert!(err_latent < 1e-3, "CFG latent rel error {err_latent}");
+    assert!(err_image < 1e-3, "CFG image rel error {err_image}");
+}
+
+#[test]
+fn pack_unpack_round_trip() {
+    let x = reference("sample.noise");
+    let tokens = pack(&x).unwrap();
+    assert_eq!(tokens.dims(), &[1, 64, 128]);
+    // Token (r, c) holds the 128 channels of grid cell (r, c).
+    let cell: Vec<f32> = x
+        .narrow(2, 2, 1)
+        .unwrap()
+        .narrow(3, 5, 1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    let token: Vec<f32> = tokens
+        .narrow(1, 2 * 8 + 5, 1)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+    assert_eq!(cell, token);
+    let back = unpack(&tokens, 8, 8).unwrap();
+    assert_eq!(rel_error(&back, &x), 0.0);
+}
