@@ -100,6 +100,15 @@ pub enum ImagingError {
         /// Why it could not be read.
         reason: String,
     },
+    /// Export was given neither an image nor layers.
+    #[error("nothing to export: give an image, layers or both")]
+    NothingToExport,
+    /// An export format name that is not png, psd, jpg/jpeg or webp.
+    #[error("unknown export format {name:?}; expected png, psd, jpg or webp")]
+    UnknownExportFormat {
+        /// The name as given.
+        name: String,
+    },
     /// The output path prefix or extension cannot name a file.
     #[error("invalid output name ({reason}): {path}")]
     InvalidOutputName {

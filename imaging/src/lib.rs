@@ -15,6 +15,7 @@
 //! - [`layered_psd`]: our own layered PSD writer; no crate we trust writes PSDs.
 //! - [`codecs`]: decoding PNG, JPEG and WebP, and encoding JPEG and lossless WebP.
 //! - [`output`]: atomic, never-overwriting file creation with numbered suffixes.
+//! - [`export`]: the Export node's dispatch: format name → encoder → new file.
 //!
 //! Architecture invariants:
 //! - No engine, model, tensor library or UI types appear here; tensors arrive as `&[f32]`.
@@ -28,6 +29,7 @@
 
 pub mod codecs;
 mod error;
+pub mod export;
 pub mod layered_psd;
 pub mod output;
 pub mod pixels;
@@ -36,6 +38,7 @@ pub mod split;
 
 pub use codecs::{load_image, load_image_rgba, write_jpeg, write_webp_lossless};
 pub use error::ImagingError;
+pub use export::{ExportFormat, export};
 pub use image::{Rgb, RgbImage, Rgba, RgbaImage};
 pub use layered_psd::write_psd;
 pub use output::{write_new_file, write_new_file_bytes};
