@@ -59,11 +59,12 @@ const MAX_KMEANS_ITERATIONS: usize = 20;
 const MIN_REGION_FRACTION: f64 = 1.0 / 400.0;
 /// Absolute floor of the region size, for tiny pictures.
 const MIN_REGION_PX: u64 = 6;
-/// Adjacent regions whose border has a mean colour step (OKLab distance between the pixel pairs
-/// across it) below this are one surface cut by clustering: a gradient or texture, not an
-/// outline. Pixel noise of a few levels gives about 0.02; a hard outline between clearly
-/// different colours gives 0.1 and more.
-const WEAK_BORDER_STRENGTH: f64 = 0.05;
+/// Adjacent regions whose border has a mean colour step below this are one surface cut by
+/// clustering (a gradient or texture), not an outline. The step is the OKLab distance between
+/// the pixels one further out on either side of each border pixel pair, three pixels apart.
+/// Pixel noise of a few levels plus a steep gradient gives about 0.03; an outline between
+/// clearly different colours, even blurred over five pixels, gives 0.1 and more.
+const WEAK_BORDER_STRENGTH: f64 = 0.06;
 /// The grouping step is cubic in the region count, so regions are merged down to this first.
 const MAX_REGIONS: usize = 64;
 /// Pixels this close (Chebyshev) to a layer boundary get a soft coverage instead of a hard one.
@@ -139,6 +140,29 @@ impl Grid {
         let right = (x + 1 < self.width).then_some(idx + 1);
         let down = (y + 1 < self.height).then_some(idx + self.width);
         right.into_iter().chain(down)
+    }
+
+    /// For the 4-adjacent pair `idx` → `next_idx` (right or down), the pixels one step further
+    /// out on each side, `(before idx, after next_idx)`, clamped to the image.
+    fn widen_pair(&self, idx: usize, next_idx: usize) -> (usize, usize) {
+        let (x, y) = (idx % self.width, idx / self.width);
+        if next_idx == idx + 1 {
+            let before = if x > 0 { idx - 1 } else { idx };
+            let after = if x + 2 < self.width {
+                next_idx + 1
+            } else {
+                next_idx
+            };
+            (before, after)
+        } else {
+            let before = if y > 0 { idx - self.width } else { idx };
+            let after = if y + 2 < self.height {
+                next_idx + self.width
+            } else {
+                next_idx
+            };
+            (before, after)
+        }
     }
 
     fn neighbours4(&self, idx: usize) -> impl Iterator<Item = usize> + use<> {
@@ -339,24 +363,41 @@ struct Region {
     neighbours: BTreeMap<usize, Border>,
 }
 
-/// The border between two regions: its 4-adjacent pixel pairs across it.
+/// The border between a region and a neighbour, seen from the region: its 4-adjacent pixel
+/// pairs and the colour step across them, oriented from the region to the neighbour.
 #[derive(Clone, Copy, Debug, Default)]
 struct Border {
     n_pairs: u64,
-    /// Sum over the pairs of the OKLab distance between the two pixels.
-    lab_distance_sum: f64,
+    /// Sum over the pairs of the OKLab difference (neighbour's side minus this side).
+    lab_step_sum: [f64; 3],
 }
 
 impl Border {
-    /// Mean colour step across the border: small for a cut through a gradient or a noisy
-    /// surface, large for an object's outline.
+    /// Length of the mean colour step across the border: small for a cut through a gradient
+    /// or a noisy surface, large for an object's outline. Averaging the step as a vector
+    /// before taking its length lets pixel noise cancel out instead of adding up.
     fn strength(&self) -> f64 {
-        self.lab_distance_sum / self.n_pairs.max(1) as f64
+        let n_pairs = self.n_pairs.max(1) as f64;
+        self.lab_step_sum
+            .iter()
+            .map(|sum| (sum / n_pairs).powi(2))
+            .sum::<f64>()
+            .sqrt()
+    }
+
+    /// The same border seen from the other side.
+    fn reversed(self) -> Border {
+        Border {
+            n_pairs: self.n_pairs,
+            lab_step_sum: self.lab_step_sum.map(|sum| -sum),
+        }
     }
 
     fn add(&mut self, other: Border) {
         self.n_pairs += other.n_pairs;
-        self.lab_distance_sum += other.lab_distance_sum;
+        for (acc, value) in self.lab_step_sum.iter_mut().zip(other.lab_step_sum) {
+            *acc += value;
+        }
     }
 }
 
@@ -424,11 +465,20 @@ fn build_regions(
         for n_idx in grid.forward_neighbours(idx) {
             let region_b = at(&region_of_pixel, n_idx);
             if region_a != region_b {
-                let step = f64::from(distance_sq(at(lab, idx), at(lab, n_idx)).sqrt());
-                let border = shared.entry((region_a.min(region_b), region_a.max(region_b)));
-                border.or_default().add(Border {
+                // Measured over three pixels, not one: a blurred outline changes colour over a
+                // few pixels, so a one-pixel step would look as weak as a gradient's.
+                let (before, after) = grid.widen_pair(idx, n_idx);
+                let (lab_before, lab_after) = (at(lab, before), at(lab, after));
+                // Keyed and oriented from the lower region index to the higher.
+                let sign = if region_a < region_b { 1.0 } else { -1.0 };
+                let mut step = [0.0; 3];
+                for ((acc, b), a) in step.iter_mut().zip(lab_after).zip(lab_before) {
+                    *acc = sign * f64::from(b - a);
+                }
+                let key = (region_a.min(region_b), region_a.max(region_b));
+                shared.entry(key).or_default().add(Border {
                     n_pairs: 1,
-                    lab_distance_sum: step,
+                    lab_step_sum: step,
                 });
             }
         }
@@ -439,7 +489,7 @@ fn build_regions(
             region.neighbours.insert(region_b, border);
         }
         if let Some(region) = regions.get_mut(region_b) {
-            region.neighbours.insert(region_a, border);
+            region.neighbours.insert(region_a, border.reversed());
         }
     }
     let n_alive = regions.len();
@@ -578,7 +628,7 @@ impl RegionGraph {
                     .neighbours
                     .entry(target_idx)
                     .or_default()
-                    .add(border);
+                    .add(border.reversed());
             }
         }
         if let Some(target) = self.regions.get_mut(target_idx) {
