@@ -1,0 +1,42 @@
+//! The built-in nodes of Veetance, one file per node, and [`registry`] which registers them
+//! all.
+//!
+//! Port names and types follow the node table of the design document exactly: workflow files
+//! name them, so they are part of the format. A node whose implementation needs a subsystem
+//! that is not built yet fails with an explicit error naming what is missing; it never
+//! produces a placeholder result.
+
+mod compile;
+mod decode;
+mod encode;
+mod export;
+mod latent_io;
+mod layer_split;
+mod load;
+mod load_image;
+mod preview;
+mod sage_attention;
+mod sample;
+mod save_conditioning;
+mod unavailable;
+
+use veetance_engine::Registry;
+
+/// Every built-in node.
+pub fn registry() -> Registry {
+    let mut registry = Registry::new();
+    registry.register(load::node());
+    registry.register(encode::node());
+    registry.register(sage_attention::node());
+    registry.register(compile::node());
+    registry.register(sample::node());
+    registry.register(decode::node());
+    registry.register(layer_split::node());
+    registry.register(export::node());
+    registry.register(load_image::node());
+    registry.register(latent_io::save_node());
+    registry.register(latent_io::load_node());
+    registry.register(save_conditioning::node());
+    registry.register(preview::node());
+    registry
+}

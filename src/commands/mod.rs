@@ -1,0 +1,21 @@
+//! One module per subcommand.
+
+mod bench;
+mod nodes;
+mod run;
+mod validate;
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::{BenchCommand, Cli, Command};
+
+pub fn dispatch(cli: Cli) -> Result<ExitCode> {
+    match cli.command {
+        Command::Run(args) => run::run(&args),
+        Command::Validate(args) => validate::validate(&args),
+        Command::Nodes(args) => nodes::nodes(&args),
+        Command::Bench(BenchCommand::Engine(args)) => bench::engine(&args),
+    }
+}

@@ -1,0 +1,161 @@
+//! `veetance run`: validate, apply overrides, run, report.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use anyhow::{Context as _, Result};
+use veetance_engine::overrides::apply_override;
+use veetance_engine::{
+    Budgets, CancelToken, EventSink, RunEnv, RunOptions, RunStatus, Session, SessionConfig,
+    Workflow, validate,
+};
+
+use crate::cli::RunArgs;
+use crate::commands::validate::print_diagnostics;
+use crate::events::{JsonEvents, ProgressEvents, summary_table};
+use crate::input::read_workflow_source;
+
+pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    let registry = Arc::new(veetance_nodes::registry());
+    let cache_dir = if args.no_cache {
+        None
+    } else {
+        Some(match &args.cache_dir {
+            Some(dir) => dir.clone(),
+            None => dirs::cache_dir()
+                .context("no user cache directory on this system; pass --cache-dir or --no-cache")?
+                .join("veetance"),
+        })
+    };
+    let session = Session::new(
+        registry.clone(),
+        &SessionConfig {
+            memory_cache_bytes: if args.no_cache { 0 } else { 4 << 30 },
+            disk_cache_dir: cache_dir,
+            workers: args.workers.max(1),
+        },
+    );
+    let cancel = CancelToken::new();
+    install_ctrl_c(&cancel);
+    let pool = Arc::new(veetance_engine::ModelPool::default());
+
+    // Validate every file before running any, so a typo in the last file does not waste the
+    // time of the first.
+    let mut prepared = Vec::new();
+    let mut invalid = false;
+    for path in &args.files {
+        match prepare(path, args, &registry) {
+            Ok(Some(item)) => prepared.push(item),
+            Ok(None) => invalid = true,
+            Err(err) => {
+                eprintln!("error: {err:#}");
+                invalid = true;
+            }
+        }
+    }
+    if invalid {
+        return Ok(ExitCode::from(2));
+    }
+
+    let options = RunOptions {
+        targets: None,
+        budgets: Budgets {
+            ram_bytes: args.ram_budget,
+            vram_bytes: args.vram_budget,
+        },
+    };
+    let mut failed = false;
+    for (shown, workflow, graph) in prepared {
+        if cancel.is_cancelled() {
+            break;
+        }
+        let env = RunEnv {
+            out_dir: args.out.clone(),
+            workflow_ron: Arc::from(workflow.to_ron()),
+            device: args.device.name().to_owned(),
+            pool: pool.clone(),
+        };
+        let sink: Box<dyn EventSink> = if args.json {
+            Box::new(JsonEvents::new(&shown))
+        } else {
+            Box::new(ProgressEvents::new())
+        };
+        let report = match session.run(&graph, &env, &options, sink.as_ref(), &cancel) {
+            Ok(report) => report,
+            Err(err) => {
+                eprintln!("error: {shown}: {err}");
+                return Ok(ExitCode::from(2));
+            }
+        };
+        if !args.json {
+            if args.files.len() > 1 {
+                println!("{shown}:");
+            }
+            print!("{}", summary_table(&report));
+        }
+        match report.status {
+            RunStatus::Succeeded => {}
+            RunStatus::Failed => {
+                if let Some((node, error)) = report.failure() {
+                    eprintln!("error: {shown}: node `{node}` failed: {error}");
+                }
+                failed = true;
+            }
+            RunStatus::Cancelled => {
+                eprintln!("{shown}: cancelled");
+                failed = true;
+            }
+        }
+        if failed {
+            break;
+        }
+    }
+    Ok(if failed {
+        ExitCode::from(1)
+    } else {
+        ExitCode::SUCCESS
+    })
+}
+
+type Prepared = (String, Workflow, veetance_engine::Graph);
+
+/// Reads, parses, applies overrides and validates one file. `Ok(None)` means diagnostics were
+/// printed.
+fn prepare(
+    path: &Path,
+    args: &RunArgs,
+    registry: &veetance_engine::Registry,
+) -> Result<Option<Prepared>> {
+    let shown = path.display().to_string();
+    let source = read_workflow_source(path)?;
+    let mut workflow = match Workflow::parse(&source) {
+        Ok(workflow) => workflow,
+        Err(diagnostics) => {
+            print_diagnostics(&diagnostics, &source, &shown);
+            return Ok(None);
+        }
+    };
+    for assignment in &args.overrides {
+        apply_override(&mut workflow, registry, assignment)?;
+    }
+    let validation = validate(&workflow, registry, Some(&source));
+    print_diagnostics(&validation.diagnostics, &source, &shown);
+    Ok(validation.graph.map(|graph| (shown, workflow, graph)))
+}
+
+/// First Ctrl+C cancels cleanly (between nodes and sampler steps); the second aborts.
+fn install_ctrl_c(cancel: &CancelToken) {
+    let cancel = cancel.clone();
+    let presses = AtomicUsize::new(0);
+    let _ = ctrlc::set_handler(move || {
+        if presses.fetch_add(1, Ordering::SeqCst) == 0 {
+            eprintln!("\ncancelling... (press Ctrl+C again to abort)");
+            cancel.cancel();
+        } else {
+            eprintln!("\naborted");
+            std::process::exit(130);
+        }
+    });
+}

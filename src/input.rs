@@ -1,0 +1,37 @@
+//! Reading workflows from files: RON text, or the workflow embedded in a PNG written by Export.
+
+use std::path::Path;
+
+use anyhow::{Context as _, Result, bail};
+
+/// The iTXt key under which Export embeds the workflow as run.
+pub const PNG_WORKFLOW_KEY: &str = "veetance:workflow";
+
+/// The workflow text in `path`: the file itself, or for a PNG its embedded workflow.
+pub fn read_workflow_source(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
+        return workflow_from_png(&bytes)
+            .with_context(|| format!("reading the workflow embedded in {}", path.display()));
+    }
+    String::from_utf8(bytes).with_context(|| format!("{} is not UTF-8 text", path.display()))
+}
+
+fn workflow_from_png(bytes: &[u8]) -> Result<String> {
+    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
+    let reader = decoder.read_info().context("not a readable PNG")?;
+    let info = reader.info();
+    for chunk in &info.utf8_text {
+        if chunk.keyword == PNG_WORKFLOW_KEY {
+            return chunk
+                .get_text()
+                .context("the embedded workflow is not valid text");
+        }
+    }
+    for chunk in &info.uncompressed_latin1_text {
+        if chunk.keyword == PNG_WORKFLOW_KEY {
+            return Ok(chunk.text.clone());
+        }
+    }
+    bail!("this PNG has no embedded veetance workflow (no `{PNG_WORKFLOW_KEY}` text chunk)")
+}
