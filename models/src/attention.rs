@@ -114,13 +114,18 @@ fn attention_block(
     scale: f64,
 ) -> candle_core::Result<Tensor> {
     let dtype = q.dtype();
-    // Scores and softmax in f32 whatever the model dtype: half-precision softmax over 4608 keys loses
-    // visible precision, and it is what PyTorch's SDPA math path does too.
-    let scores = (q.to_dtype(DType::F32)?.matmul(&k_t.to_dtype(DType::F32)?)? * scale)?;
+    // Scores and softmax in at least f32 whatever the model dtype: half-precision softmax over 4608
+    // keys loses visible precision, and it is what PyTorch's SDPA math path does too.
+    let compute = if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    };
+    let scores = (q.to_dtype(compute)?.matmul(&k_t.to_dtype(compute)?)? * scale)?;
     let scores = match mask {
-        Some(m) => scores.broadcast_add(&m.to_dtype(DType::F32)?)?,
+        Some(m) => scores.broadcast_add(&m.to_dtype(compute)?)?,
         None => scores,
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
-    probs.matmul(&v.to_dtype(DType::F32)?)?.to_dtype(dtype)
+    probs.matmul(&v.to_dtype(compute)?)?.to_dtype(dtype)
 }

@@ -55,9 +55,9 @@ const FP8_E4M3_MAX: f64 = 448.0;
 /// Integer dot products stay exact in f32 only up to this head dimension (127² · 1040 < 2²⁴).
 const MAX_EXACT_HEAD_DIM: usize = 1024;
 
-/// Quantises `x` symmetrically to integers in [-127, 127] with one scale per block of `block`
+/// Quantises `x` (`[B, H, N, D]`) symmetrically to integers in [-127, 127] with one scale per block of `block`
 /// elements along dim 2 (rows). Returns (integer values as f32, per-row scale `[B, H, N, 1]`).
-fn quantize_rows_per_block(x: &Tensor, block: usize) -> candle_core::Result<(Tensor, Tensor)> {
+pub fn quantize_int8_per_block(x: &Tensor, block: usize) -> candle_core::Result<(Tensor, Tensor)> {
     let (b, h, n, d) = x.dims4()?;
     let n_blocks = n.div_ceil(block);
     let padded_len = n_blocks * block;
@@ -111,7 +111,7 @@ pub fn sage_attention(
         k
     };
 
-    let (q_int, q_scale) = quantize_rows_per_block(&q, cfg.q_block_rows)?;
+    let (q_int, q_scale) = quantize_int8_per_block(&q, cfg.q_block_rows)?;
     let sm_scale_log2 = (1.0 / (head_dim as f64).sqrt()) * std::f64::consts::LOG2_E;
     let q_scale = (q_scale * sm_scale_log2)?;
 
@@ -136,7 +136,7 @@ pub fn sage_attention(
     while start < n_k {
         let rows = cfg.k_block_rows.min(n_k - start);
         let k_tile = k.narrow(2, start, rows)?;
-        let (k_int, k_scale) = quantize_rows_per_block(&k_tile, rows)?;
+        let (k_int, k_scale) = quantize_int8_per_block(&k_tile, rows)?;
         // One scale for the whole tile: [B, H, 1, 1] broadcast over (query, key).
         let k_scale = k_scale.narrow(2, 0, 1)?;
         let scores = q_int.matmul(&k_int.transpose(2, 3)?.contiguous()?)?;

@@ -1,0 +1,445 @@
+//! Weight loading: hostile safetensors files, key/shape mismatch reports, sharded checkpoints, dtypes,
+//! and the exact klein key lists.
+
+// Helpers outside #[test] functions are test code too; clippy.toml only relaxes the #[test] bodies.
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device, Tensor};
+use veetance_models::flux2::{image_ids, text_ids};
+use veetance_models::weights::{MAX_HEADER_BYTES, SafetensorsFile, Weights};
+use veetance_models::{Flux2Config, Flux2Transformer, ModelError};
+
+fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// Writes `8-byte length | header | data` exactly as given.
+fn write_raw(dir: &Path, name: &str, header_len: u64, header: &[u8], data: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    let mut bytes = header_len.to_le_bytes().to_vec();
+    bytes.extend_from_slice(header);
+    bytes.extend_from_slice(data);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn write_header(dir: &Path, name: &str, header: &str, data_len: usize) -> PathBuf {
+    write_raw(
+        dir,
+        name,
+        header.len() as u64,
+        header.as_bytes(),
+        &vec![0u8; data_len],
+    )
+}
+
+fn expect_invalid(path: &Path, needle: &str) {
+    match SafetensorsFile::open(path) {
+        Err(ModelError::InvalidSafetensors { path: p, reason }) => {
+            assert_eq!(p, path);
+            assert!(
+                reason.contains(needle),
+                "reason {reason:?} should mention {needle:?}"
+            );
+            let message = ModelError::InvalidSafetensors { path: p, reason }.to_string();
+            assert!(
+                message.contains(&path.display().to_string()),
+                "message names the file: {message}"
+            );
+        }
+        Err(other) => panic!("expected InvalidSafetensors, got {other}"),
+        Ok(_) => panic!("hostile file {} was accepted", path.display()),
+    }
+}
+
+#[test]
+fn hostile_truncated_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("tiny.safetensors");
+    std::fs::write(&path, [1u8, 2, 3]).unwrap();
+    expect_invalid(&path, "shorter than");
+}
+
+#[test]
+fn hostile_header_length_beyond_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_raw(dir.path(), "a.safetensors", 4096, b"{}", &[]);
+    expect_invalid(&path, "past the end");
+}
+
+#[test]
+fn hostile_header_over_limit_is_refused_without_allocating() {
+    let dir = tempfile::tempdir().unwrap();
+    // Claims a 64 GB header in a tiny file; must be refused before any allocation of that size.
+    let path = write_raw(dir.path(), "a.safetensors", 64 << 30, b"{}", &[]);
+    expect_invalid(&path, "limit");
+    let path = write_raw(
+        dir.path(),
+        "b.safetensors",
+        MAX_HEADER_BYTES + 1,
+        b"{}",
+        &[],
+    );
+    expect_invalid(&path, "limit");
+    let path = write_raw(dir.path(), "c.safetensors", u64::MAX, b"{}", &[]);
+    expect_invalid(&path, "limit");
+}
+
+#[test]
+fn hostile_overlapping_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
+    let path = write_header(dir.path(), "a.safetensors", header, 12);
+    expect_invalid(&path, "overlap");
+}
+
+#[test]
+fn hostile_out_of_range_offsets() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
+    let path = write_header(dir.path(), "a.safetensors", header, 8);
+    expect_invalid(&path, "out of range");
+    let header = r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}}"#;
+    let path = write_header(dir.path(), "b.safetensors", header, 8);
+    expect_invalid(&path, "before it starts");
+    let header = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}}"#;
+    let path = write_header(dir.path(), "c.safetensors", header, 8);
+    expect_invalid(&path, "out of range");
+}
+
+#[test]
+fn hostile_dtype_shape_size_mismatch() {
+    let dir = tempfile::tempdir().unwrap();
+    let header = r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
+    let path = write_header(dir.path(), "a.safetensors", header, 8);
+    expect_invalid(&path, "holds 8 bytes");
+    // A shape whose byte size overflows usize must not wrap around to a small number.
+    let header = r#"{"a":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,8]}}"#;
+    let path = write_header(dir.path(), "b.safetensors", header, 8);
+    expect_invalid(&path, "overflows");
+}
+
+#[test]
+fn hostile_malformed_headers() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        ("json", "{not json", "not valid JSON"),
+        ("array", "[1,2]", "not a JSON object"),
+        (
+            "dtype",
+            r#"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#,
+            "unknown dtype",
+        ),
+        (
+            "noshape",
+            r#"{"a":{"dtype":"F32","data_offsets":[0,4]}}"#,
+            "no shape",
+        ),
+        (
+            "negshape",
+            r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
+            "shape",
+        ),
+        (
+            "offsets",
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}}"#,
+            "data_offsets",
+        ),
+    ];
+    for (name, header, needle) in cases {
+        let path = write_header(dir.path(), &format!("{name}.safetensors"), header, 8);
+        expect_invalid(&path, needle);
+    }
+}
+
+#[test]
+fn valid_file_with_metadata_and_unaligned_data_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    // Header length 61 leaves the data section unaligned for f32: the loader must copy, not cast.
+    let header =
+        r#"{"__metadata__":{"k":"v"},"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut data = 1.5f32.to_le_bytes().to_vec();
+    data.extend_from_slice(&(-2.0f32).to_le_bytes());
+    let path = write_raw(
+        dir.path(),
+        "a.safetensors",
+        header.len() as u64,
+        header.as_bytes(),
+        &data,
+    );
+    let file = SafetensorsFile::open(&path).unwrap();
+    let t = file.load("a", DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(t.to_vec1::<f32>().unwrap(), vec![1.5, -2.0]);
+    let t = file.load("a", DType::BF16, &Device::Cpu).unwrap();
+    assert_eq!(t.dtype(), DType::BF16);
+}
+
+#[test]
+fn klein_4b_key_list_has_169_tensors_and_the_right_parameter_count() {
+    let specs = Flux2Config::klein_4b().diffusers_tensor_specs();
+    assert_eq!(specs.len(), 169);
+    let unique: std::collections::HashSet<&str> = specs.iter().map(|s| s.name.as_str()).collect();
+    assert_eq!(unique.len(), 169, "names are unique");
+    let params: usize = specs
+        .iter()
+        .map(|s| s.shape.iter().product::<usize>())
+        .sum();
+    // flux2-spec.md §1.1: 3.876 B, of which 5 double blocks × 245.4 M and 20 single blocks × 122.7 M.
+    assert_eq!(
+        (params as f64 / 1e6).round() as usize,
+        3876,
+        "klein-4B parameter count {params}"
+    );
+    let block0: usize = specs
+        .iter()
+        .filter(|s| s.name.starts_with("transformer_blocks.0."))
+        .map(|s| s.shape.iter().product::<usize>())
+        .sum();
+    assert_eq!(block0, 8 * 3072 * 3072 + 4 * 128 + 2 * 3 * 9216 * 3072);
+    let find = |name: &str| {
+        specs
+            .iter()
+            .find(|s| s.name == name)
+            .map(|s| s.shape.clone())
+    };
+    assert_eq!(
+        find("single_transformer_blocks.19.attn.to_qkv_mlp_proj.weight"),
+        Some(vec![27648, 3072])
+    );
+    assert_eq!(
+        find("single_transformer_blocks.0.attn.to_out.weight"),
+        Some(vec![3072, 12288])
+    );
+    assert_eq!(find("context_embedder.weight"), Some(vec![3072, 7680]));
+    assert_eq!(
+        find("transformer_blocks.4.ff_context.linear_in.weight"),
+        Some(vec![18432, 3072])
+    );
+    assert_eq!(find("norm_out.linear.weight"), Some(vec![6144, 3072]));
+    assert_eq!(find("transformer_blocks.5.attn.to_q.weight"), None);
+
+    let specs_9b = Flux2Config::klein_9b().diffusers_tensor_specs();
+    assert_eq!(specs_9b.len(), 233);
+    let params_9b: usize = specs_9b
+        .iter()
+        .map(|s| s.shape.iter().product::<usize>())
+        .sum();
+    assert_eq!(
+        (params_9b as f64 / 1e6).round() as usize,
+        9079,
+        "klein-9B has 9.079 B parameters"
+    );
+
+    // The BFL layout of the same model: fused qkv, same parameter count.
+    let bfl = Flux2Config::klein_4b().bfl_tensor_specs();
+    assert_eq!(bfl.len(), 149);
+    assert_eq!(
+        bfl.iter()
+            .map(|s| s.shape.iter().product::<usize>())
+            .sum::<usize>(),
+        params
+    );
+}
+
+fn tiny_transformer_tensors() -> HashMap<String, Tensor> {
+    let weights = Weights::from_dir(&fixtures().join("tiny-klein/transformer")).unwrap();
+    weights
+        .names()
+        .into_iter()
+        .map(|n| {
+            (
+                n.to_string(),
+                weights.get(n, DType::F32, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect()
+}
+
+fn copy_config(dir: &Path) {
+    std::fs::copy(
+        fixtures().join("tiny-klein/transformer/config.json"),
+        dir.join("config.json"),
+    )
+    .unwrap();
+}
+
+#[test]
+fn key_and_shape_mismatches_are_all_reported_with_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = tiny_transformer_tensors();
+    let moved = tensors
+        .remove("transformer_blocks.0.attn.to_q.weight")
+        .unwrap();
+    tensors.insert("transformer_blocks.0.attn.to_query.weight".into(), moved);
+    tensors.remove("proj_out.weight");
+    tensors.insert(
+        "norm_out.linear.weight".into(),
+        Tensor::zeros((3, 3), DType::F32, &Device::Cpu).unwrap(),
+    );
+    candle_core::safetensors::save(
+        &tensors,
+        dir.path().join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    copy_config(dir.path());
+    let err = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    let ModelError::Keys {
+        path,
+        missing,
+        unexpected,
+        mismatched,
+    } = &err
+    else {
+        panic!("wrong error {err}")
+    };
+    assert_eq!(path, dir.path());
+    let mut missing = missing.clone();
+    missing.sort();
+    assert_eq!(
+        missing,
+        vec![
+            "proj_out.weight".to_string(),
+            "transformer_blocks.0.attn.to_q.weight".to_string()
+        ]
+    );
+    assert_eq!(
+        unexpected,
+        &vec!["transformer_blocks.0.attn.to_query.weight".to_string()]
+    );
+    assert_eq!(mismatched.len(), 1);
+    assert!(
+        mismatched[0].contains("norm_out.linear.weight: expected [64, 32], found [3, 3]"),
+        "{mismatched:?}"
+    );
+    let message = err.to_string();
+    assert!(
+        message.contains(&dir.path().display().to_string()) && message.contains("proj_out.weight"),
+        "{message}"
+    );
+}
+
+fn forward(model: &Flux2Transformer) -> Tensor {
+    let dev = Device::Cpu;
+    let x = Tensor::ones((1, 4, 128), DType::F32, &dev).unwrap();
+    let cond = Tensor::ones((1, 8, 96), DType::F32, &dev).unwrap();
+    let t = Tensor::new(&[0.5f32], &dev).unwrap();
+    model
+        .forward(
+            &x,
+            &image_ids(2, 2, &dev).unwrap(),
+            &cond,
+            &text_ids(8, &dev).unwrap(),
+            &t,
+            None,
+        )
+        .unwrap()
+        .to_dtype(DType::F32)
+        .unwrap()
+}
+
+#[test]
+fn sharded_checkpoint_with_index_loads_like_a_single_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let tensors = tiny_transformer_tensors();
+    let mut names: Vec<&String> = tensors.keys().collect();
+    names.sort();
+    let (first, second) = names.split_at(names.len() / 2);
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in [
+        ("model-00001-of-00002.safetensors", first),
+        ("model-00002-of-00002.safetensors", second),
+    ] {
+        let subset: HashMap<String, Tensor> = part
+            .iter()
+            .map(|n| ((*n).clone(), tensors[*n].clone()))
+            .collect();
+        candle_core::safetensors::save(&subset, dir.path().join(shard)).unwrap();
+        for n in part {
+            weight_map.insert((*n).clone(), serde_json::Value::String(shard.into()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {"total_size": 0}, "weight_map": weight_map});
+    std::fs::write(
+        dir.path()
+            .join("diffusion_pytorch_model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    copy_config(dir.path());
+    let sharded = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let single = Flux2Transformer::load(
+        &fixtures().join("tiny-klein/transformer"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let diff = (forward(&sharded) - forward(&single))
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+
+    // An index pointing a tensor at the wrong shard is a broken download, not silently accepted.
+    let mut bad = index.clone();
+    bad["weight_map"]["proj_out.weight"] =
+        serde_json::Value::String("model-00001-of-00002.safetensors".into());
+    if names
+        .iter()
+        .position(|n| n.as_str() == "proj_out.weight")
+        .unwrap()
+        < first.len()
+    {
+        bad["weight_map"]["proj_out.weight"] =
+            serde_json::Value::String("model-00002-of-00002.safetensors".into());
+    }
+    std::fs::write(
+        dir.path()
+            .join("diffusion_pytorch_model.safetensors.index.json"),
+        bad.to_string(),
+    )
+    .unwrap();
+    let err = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("proj_out.weight"), "{err}");
+}
+
+#[test]
+fn half_precision_loads_and_stays_close_to_f32() {
+    let path = fixtures().join("tiny-klein/transformer");
+    let f32_model = Flux2Transformer::load(&path, DType::F32, &Device::Cpu).unwrap();
+    let reference = forward(&f32_model);
+    let scale = reference
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+    for (dtype, tolerance) in [(DType::F16, 0.01f32), (DType::BF16, 0.05)] {
+        let model = Flux2Transformer::load(&path, dtype, &Device::Cpu).unwrap();
+        assert_eq!(model.dtype(), dtype);
+        let out = forward(&model);
+        let err = (out - &reference)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar::<f32>()
+            .unwrap()
+            / scale;
+        assert!(err < tolerance, "{dtype:?} rel error {err}");
+    }
+}
+
+#[test]
+fn missing_component_directory_names_the_path() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = veetance_models::Bundle::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    let message = err.to_string();
+    assert!(message.contains("transformer"), "{message}");
+}
