@@ -1,0 +1,215 @@
+//! End-to-end tests of the `veetance` binary: exit codes, diagnostics, node listing, bench.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn veetance(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_veetance"))
+        .args(args)
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+#[test]
+fn validate_reports_every_problem_in_a_broken_workflow_and_exits_2() {
+    let out = veetance(&["validate", "tests/data/broken.ron"]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(text(&out.stderr));
+}
+
+#[test]
+fn validate_shows_line_and_column_of_a_syntax_error() {
+    let out = veetance(&["validate", "tests/data/syntax_error.ron"]);
+    assert_eq!(out.status.code(), Some(2));
+    insta::assert_snapshot!(text(&out.stderr), @r#"
+    error[syntax]: Expected comma
+     --> tests/data/syntax_error.ron:5:9
+      |
+    5 |         "encode": Node(kind: "Encode"),
+      |         ^
+
+    tests/data/syntax_error.ron: 1 error
+    "#);
+}
+
+#[test]
+fn validate_json_gives_structured_diagnostics_naming_node_and_input() {
+    let out = veetance(&["validate", "--json", "tests/data/broken.ron"]);
+    assert_eq!(out.status.code(), Some(2));
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(report["ok"], false);
+    let diagnostics = report["diagnostics"].as_array().unwrap();
+    let mismatch = diagnostics
+        .iter()
+        .find(|d| d["code"] == "type-mismatch")
+        .unwrap();
+    assert_eq!(mismatch["node"], "encode");
+    assert_eq!(mismatch["input"], "text_encoder");
+    assert_eq!(mismatch["span"]["line"], 8);
+    let codes: Vec<&str> = diagnostics
+        .iter()
+        .map(|d| d["code"].as_str().unwrap())
+        .collect();
+    for code in [
+        "unknown-node-kind",
+        "unknown-input",
+        "not-a-choice",
+        "type-mismatch",
+        "missing-input",
+        "unknown-link-node",
+        "wrong-literal-type",
+        "out-of-range",
+        "unknown-link-output",
+        "cycle",
+    ] {
+        assert!(codes.contains(&code), "{code} missing from {codes:?}");
+    }
+}
+
+#[test]
+fn every_shipped_workflow_validates() {
+    let mut files: Vec<String> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("workflows"))
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.extension().is_some_and(|e| e == "ron"))
+            .map(|p| format!("workflows/{}", p.file_name().unwrap().to_string_lossy()))
+            .collect();
+    files.sort();
+    assert!(files.iter().any(|f| f == "workflows/golden.ron"));
+    let mut args = vec!["validate"];
+    args.extend(files.iter().map(String::as_str));
+    let out = veetance(&args);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn unreadable_file_and_bad_override_exit_2_with_a_clear_message() {
+    let out = veetance(&["run", "--no-cache", "no/such/file.ron"]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("cannot read no/such/file.ron"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = veetance(&[
+        "run",
+        "--no-cache",
+        "workflows/golden.ron",
+        "--set",
+        "sample.sed=7",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`Sample` has no input `sed`"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = veetance(&[
+        "run",
+        "--no-cache",
+        "workflows/golden.ron",
+        "--set",
+        "sample.seed=seven",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("`seven` is not a valid Int"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = veetance(&[
+        "run",
+        "--no-cache",
+        "workflows/golden.ron",
+        "--set",
+        "sample.steps=0",
+    ]);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        text(&out.stderr).contains("out-of-range"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let out = veetance(&["run", "--bogus-flag", "workflows/golden.ron"]);
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn nodes_json_lists_every_built_in_kind_in_full() {
+    let out = veetance(&["nodes", "--json"]);
+    assert_eq!(out.status.code(), Some(0));
+    let specs: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut kinds: Vec<&str> = specs
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["kind"].as_str().unwrap())
+        .collect();
+    kinds.sort_unstable();
+    assert_eq!(
+        kinds,
+        [
+            "Compile",
+            "Decode",
+            "Encode",
+            "Export",
+            "LayerSplit",
+            "Load",
+            "LoadImage",
+            "LoadLatent",
+            "Preview",
+            "SageAttention",
+            "Sample",
+            "SaveConditioning",
+            "SaveLatent"
+        ]
+    );
+    let sample = specs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["kind"] == "Sample")
+        .unwrap();
+    let seed = sample["inputs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|i| i["name"] == "seed")
+        .unwrap();
+    assert_eq!(seed["data_type"], "Int");
+    assert_eq!(seed["default"], serde_json::json!({"Int": 0}));
+}
+
+#[test]
+fn bench_engine_prints_one_json_line_with_every_timing() {
+    for shape in ["wide", "chain"] {
+        let out = veetance(&["bench", "engine", "--nodes", "200", "--shape", shape]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        let line = text(&out.stdout);
+        assert_eq!(line.lines().count(), 1);
+        let result: serde_json::Value = serde_json::from_str(line.trim()).unwrap();
+        assert_eq!(result["nodes"], 200);
+        for key in [
+            "parse_ms",
+            "validate_ms",
+            "first_run_ms",
+            "cached_run_ms",
+            "partial_run_ms",
+            "per_node_overhead_us",
+        ] {
+            assert!(result[key].as_f64().unwrap() >= 0.0, "{key}");
+        }
+    }
+}
