@@ -89,8 +89,11 @@ pub struct ValidateArgs {
 #[derive(Debug, Args)]
 pub struct NodesArgs {
     /// Print every spec in full as JSON.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "markdown")]
     pub json: bool,
+    /// Print the reference as Markdown (this is how docs/nodes.md is made).
+    #[arg(long)]
+    pub markdown: bool,
 }
 
 #[derive(Debug, Subcommand)]

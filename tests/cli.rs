@@ -213,3 +213,19 @@ fn bench_engine_prints_one_json_line_with_every_timing() {
         }
     }
 }
+
+#[test]
+fn docs_nodes_md_is_generated_from_the_current_specs() {
+    let out = veetance(&["nodes", "--markdown"]);
+    assert_eq!(out.status.code(), Some(0));
+    let generated = text(&out.stdout);
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/nodes.md");
+    if std::env::var_os("UPDATE_DOCS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/nodes.md is stale: run `cargo run -- nodes --markdown > docs/nodes.md` (or UPDATE_DOCS=1 cargo test)"
+    );
+}

@@ -24,8 +24,7 @@ pub fn spec() -> NodeSpec {
     .input(
         InputSpec::new("seed", DataType::Int)
             .default_value(Literal::Int(0))
-            .range(0.0, 18_446_744_073_709_551_615.0)
-            .doc("Noise seed; the same seed gives the same image."),
+            .doc("Noise seed (any integer); the same seed gives the same image."),
     )
     .input(InputSpec::new("steps", DataType::Int).optional().range(1.0, 1000.0).doc("Sampling steps [model default]."))
     .input(InputSpec::new("guidance", DataType::Float).optional().range(0.0, 100.0).doc("Guidance scale [model default]."))

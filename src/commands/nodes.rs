@@ -18,6 +18,10 @@ pub fn nodes(args: &NodesArgs) -> Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&specs)?);
         return Ok(ExitCode::SUCCESS);
     }
+    if args.markdown {
+        print!("{}", markdown(&specs));
+        return Ok(ExitCode::SUCCESS);
+    }
     let mut category = "";
     for spec in specs {
         if spec.category != category {
@@ -73,4 +77,69 @@ fn literal_text(literal: &Literal) -> String {
         Literal::Float(v) => format!("{v:?}"),
         Literal::Bool(v) => v.to_string(),
     }
+}
+
+/// The node reference as Markdown, generated from the specs (docs/nodes.md).
+fn markdown(specs: &[&veetance_engine::NodeSpec]) -> String {
+    let mut out = String::from(
+        "# Node reference\n\n\
+         Generated from the node specs by `veetance nodes --markdown > docs/nodes.md`; a test fails when it is stale.\n\
+         Port names are part of the workflow format.\n",
+    );
+    let mut category = "";
+    for spec in specs {
+        if spec.category != category {
+            category = &spec.category;
+            out.push_str(&format!("\n## {category}\n"));
+        }
+        let effect = if spec.purity == Purity::Effect {
+            " Effect node: always runs, never cached."
+        } else {
+            ""
+        };
+        out.push_str(&format!(
+            "\n### {}\n\n{}{effect} (spec version {})\n\n",
+            spec.kind, spec.description, spec.version
+        ));
+        if !spec.inputs.is_empty() {
+            out.push_str(
+                "| input | type | default | allowed | description |\n|---|---|---|---|---|\n",
+            );
+            for input in &spec.inputs {
+                let default = match (&input.default, input.optional) {
+                    (Some(default), _) => format!("`{}`", literal_text(default)),
+                    (None, true) => "optional".to_owned(),
+                    (None, false) => "required".to_owned(),
+                };
+                let allowed = if !input.choices.is_empty() {
+                    input
+                        .choices
+                        .iter()
+                        .map(|c| format!("`{c}`"))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                } else if let (Some(min), Some(max)) = (input.min, input.max) {
+                    format!("{min} to {max}")
+                } else {
+                    String::new()
+                };
+                out.push_str(&format!(
+                    "| `{}` | {} | {default} | {allowed} | {} |\n",
+                    input.name, input.data_type, input.doc
+                ));
+            }
+            out.push('\n');
+        }
+        if !spec.outputs.is_empty() {
+            out.push_str("| output | type | description |\n|---|---|---|\n");
+            for output in &spec.outputs {
+                out.push_str(&format!(
+                    "| `{}` | {} | {} |\n",
+                    output.name, output.data_type, output.doc
+                ));
+            }
+            out.push('\n');
+        }
+    }
+    out
 }
