@@ -33,6 +33,8 @@ pub const KLEIN_OUT_LAYERS: [usize; 3] = [9, 18, 27];
 struct RopeParameters {
     #[serde(default)]
     rope_theta: Option<f64>,
+    #[serde(default)]
+    rope_type: Option<String>,
 }
 
 /// Qwen3 hyper-parameters from `text_encoder/config.json` (transformers 4 and 5 spellings).
@@ -50,7 +52,7 @@ pub struct Qwen3Config {
     pub num_attention_heads: usize,
     /// Key/value heads (grouped-query attention).
     pub num_key_value_heads: usize,
-    /// Per-head dimension; defaults to hidden / heads.
+    /// Per-head dimension; transformers' `Qwen3Config` default is 128 (not hidden / heads).
     #[serde(default)]
     pub head_dim: Option<usize>,
     /// RMSNorm epsilon.
@@ -78,13 +80,29 @@ impl Qwen3Config {
             .unwrap_or(self.hidden_size / self.num_attention_heads.max(1))
     }
 
-    /// RoPE base (1e6 for Qwen3).
+    /// RoPE base (1e6 in released Qwen3 checkpoints; transformers' default when absent is 1e4).
     pub fn rope_theta(&self) -> f64 {
         self.rope_parameters
             .as_ref()
             .and_then(|p| p.rope_theta)
             .or(self.rope_theta)
-            .unwrap_or(1_000_000.0)
+            .unwrap_or(10_000.0)
+    }
+
+    /// Refuses RoPE variants we do not implement (YaRN, dynamic scaling, ...).
+    fn check_rope(&self, path: &Path) -> Result<()> {
+        let kind = self
+            .rope_parameters
+            .as_ref()
+            .and_then(|p| p.rope_type.as_deref())
+            .unwrap_or("default");
+        if kind != "default" {
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                reason: format!("rope_type {kind:?} is not supported"),
+            });
+        }
+        Ok(())
     }
 }
 
@@ -145,6 +163,7 @@ impl Qwen3Encoder {
     pub fn load(dir: &Path, out_layers: &[usize], dtype: DType, device: &Device) -> Result<Self> {
         let cfg_path = dir.join("config.json");
         let cfg: Qwen3Config = read_json(&cfg_path)?;
+        cfg.check_rope(&cfg_path)?;
         if cfg.attention_bias {
             return Err(ModelError::Config {
                 path: cfg_path,
@@ -419,6 +438,15 @@ pub fn qwen3_tensor_specs(
     specs
 }
 
+/// One chat message for [`ChatTemplate::render`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
 /// The checkpoint's chat template rendered with minijinja.
 #[derive(Debug, Clone)]
 pub struct ChatTemplate {
@@ -489,8 +517,26 @@ impl ChatTemplate {
         }
     }
 
-    /// Renders one user message with `add_generation_prompt=True, enable_thinking=False`.
+    /// Renders one user message with `add_generation_prompt=True, enable_thinking=False`, which is
+    /// what the klein pipeline feeds the text encoder.
     pub fn render_user_prompt(&self, prompt: &str) -> Result<String> {
+        self.render(
+            &[ChatMessage {
+                role: "user".into(),
+                content: prompt.into(),
+            }],
+            true,
+            false,
+        )
+    }
+
+    /// Renders a conversation the way transformers' `apply_chat_template(tokenize=False)` does.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> Result<String> {
         let mut env = minijinja::Environment::new();
         // transformers compiles chat templates with these two options; without them the Qwen3
         // template's `{%- ... %}` lines leave stray newlines and indentation in the prompt.
@@ -513,9 +559,9 @@ impl ChatTemplate {
             .map_err(template_error)?;
         let template = env.get_template("chat").map_err(template_error)?;
         let ctx = minijinja::context! {
-            messages => vec![minijinja::context! { role => "user", content => prompt }],
-            add_generation_prompt => true,
-            enable_thinking => false,
+            messages => messages.iter().map(|m| minijinja::context! { role => m.role, content => m.content }).collect::<Vec<_>>(),
+            add_generation_prompt => add_generation_prompt,
+            enable_thinking => enable_thinking,
             bos_token => self.bos_token.clone().unwrap_or_default(),
             eos_token => self.eos_token.clone().unwrap_or_default(),
         };
@@ -541,9 +587,18 @@ impl PromptTokenizer {
                 source: std::io::Error::from(std::io::ErrorKind::NotFound),
             });
         }
-        let tokenizer =
+        let mut tokenizer =
             tokenizers::Tokenizer::from_file(&path).map_err(|e| ModelError::Tokenizer {
                 reason: format!("cannot load {}: {e}", path.display()),
+            })?;
+        // tokenizer.json may carry padding/truncation settings left over from whoever saved it
+        // (transformers writes them once a tokenizer has been called with padding); we pad and
+        // truncate ourselves so that the attention mask is right, so switch theirs off.
+        tokenizer.with_padding(None);
+        tokenizer
+            .with_truncation(None)
+            .map_err(|e| ModelError::Tokenizer {
+                reason: format!("cannot reset truncation of {}: {e}", path.display()),
             })?;
         let config_path = tokenizer_dir.join("tokenizer_config.json");
         let config: serde_json::Value = if config_path.exists() {
@@ -606,6 +661,18 @@ impl TextEncoder {
             encoder: Qwen3Encoder::load(text_encoder_dir, out_layers, dtype, device)?,
             max_len: MAX_TEXT_TOKENS,
         })
+    }
+
+    /// The same encoder padding/truncating prompts to `max_tokens` instead of 512 (diffusers'
+    /// `max_sequence_length`). The transformer accepts any length; klein was trained with 512.
+    pub fn with_max_tokens(mut self, max_tokens: usize) -> Self {
+        self.max_len = max_tokens.max(1);
+        self
+    }
+
+    /// Prompt length after padding.
+    pub fn max_tokens(&self) -> usize {
+        self.max_len
     }
 
     /// The Qwen3 part.

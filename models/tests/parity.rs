@@ -11,7 +11,7 @@ use std::path::{Path, PathBuf};
 use candle_core::{DType, Device, Tensor};
 use veetance_models::flux2::{image_ids, text_ids};
 use veetance_models::latent::{pack, unpack};
-use veetance_models::text::{ChatTemplate, PromptTokenizer, TextEncoder};
+use veetance_models::text::{ChatMessage, ChatTemplate, PromptTokenizer, TextEncoder};
 use veetance_models::weights::Weights;
 use veetance_models::{Bundle, Flux2Transformer, SampleRequest, Start, Vae, sample};
 
@@ -264,4 +264,84 @@ fn pack_unpack_round_trip() {
     assert_eq!(cell, token);
     let back = unpack(&tokens, 8, 8).unwrap();
     assert_eq!(rel_error(&back, &x), 0.0);
+}
+
+fn meta() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
+        .unwrap()
+}
+
+#[test]
+fn qwen3_template_renders_a_multi_turn_conversation_like_jinja2() {
+    let meta = meta();
+    let messages: Vec<ChatMessage> = serde_json::from_value(meta["conversation"].clone()).unwrap();
+    let template = ChatTemplate::load(&ckpt().join("tokenizer")).unwrap();
+    let rendered = template.render(&messages, true, false).unwrap();
+    assert_eq!(
+        rendered,
+        meta["qwen3_conversation_rendered"].as_str().unwrap()
+    );
+}
+
+#[test]
+fn template_is_read_from_tokenizer_config_when_there_is_no_jinja_file() {
+    let meta = meta();
+    let dir = tempfile::tempdir().unwrap();
+    let source = ckpt().join("tokenizer");
+    std::fs::copy(
+        source.join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(source.join("tokenizer_config.json")).unwrap(),
+    )
+    .unwrap();
+    config["chat_template"] = meta["qwen2vl_style_template"].clone();
+    std::fs::write(dir.path().join("tokenizer_config.json"), config.to_string()).unwrap();
+    let template = ChatTemplate::load(dir.path()).unwrap();
+    let rendered = template.render_user_prompt("a dog is dancing").unwrap();
+    assert_eq!(rendered, meta["qwen2vl_prompt_rendered"].as_str().unwrap());
+    // And a checkpoint with no template at all is an error naming the directory.
+    std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
+    let err = ChatTemplate::load(dir.path()).unwrap_err().to_string();
+    assert!(
+        err.contains("no chat template") && err.contains(&dir.path().display().to_string()),
+        "{err}"
+    );
+}
+
+/// The checkpoint shaped like diffusers' own klein tests: 4-channel latents, 1-level VAE without
+/// quant convs, 2-layer Qwen3 with default head_dim/theta, non-distilled, 2 CFG steps at 8×8 px.
+#[test]
+fn diffusers_test_shaped_checkpoint_matches_end_to_end() {
+    let dir = fixtures().join("tiny-klein-mini");
+    let bundle = Bundle::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    assert!(!bundle.is_distilled);
+    assert_eq!(bundle.text_encoder.encoder().out_layers(), &[1]);
+    assert_eq!(bundle.vae.pixels_per_token(), 2);
+    let cond = bundle.text_encoder.encode(&["a dog is dancing"]).unwrap();
+    let err = rel_error(&cond, &reference("mini.embeds"));
+    assert!(err < 1e-4, "mini text encoder rel error {err}");
+    let negative = bundle.text_encoder.encode(&[""]).unwrap();
+    let request = SampleRequest {
+        positive: &cond,
+        negative: Some(&negative),
+        start: Start::Noise(reference("mini.noise")),
+        steps: 2,
+        guidance: 4.0,
+        scheduler: &bundle.scheduler,
+    };
+    let latent = sample(&bundle.transformer, &request, |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let err = rel_error(&latent, &reference("mini.latent"));
+    assert!(err < 1e-3, "mini latent rel error {err}");
+    let image = bundle
+        .vae
+        .decode_raw(&bundle.vae.denormalize(&latent).unwrap())
+        .unwrap();
+    let err = rel_error(&image, &reference("mini.image"));
+    assert!(err < 1e-3, "mini image rel error {err}");
 }
