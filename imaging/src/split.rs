@@ -8,10 +8,13 @@
 //!    then always the colour with the largest weight × squared distance to the chosen centres, and
 //!    no new centre once every colour is close to one. So the result is deterministic and a
 //!    two-colour picture gets two clusters however many layers are asked for.
-//! 2. **Regions.** Connected components of equal cluster label (4-connectivity) form a region
-//!    adjacency graph. Regions that are tiny or thin (mostly boundary, such as the one-pixel ring
-//!    of antialiased pixels around a shape) merge into their most similar neighbour; then the
-//!    smallest merge on until at most [`MAX_REGIONS`] remain.
+//! 2. **Regions.** Connected components (4-connectivity) of pixels that share a cluster, or
+//!    that sit on flat ground with no edge between them: k-means cuts a smooth gradient into
+//!    bands, and the flat-ground rule joins the bands back into one surface, while outlines,
+//!    even blurred ones, stay cuts. The components form a region adjacency graph. Regions that
+//!    are tiny or thin (mostly boundary, such as the one-pixel ring of antialiased pixels around
+//!    a shape) merge into their most similar neighbour; then the smallest merge on until at most
+//!    `MAX_REGIONS` remain.
 //! 3. **Background.** The region touching the image border most is the background.
 //! 4. **Layers.** The other regions are grouped into `n_layers - 1` object layers by Ward's
 //!    agglomerative criterion (cheapest merge = small and similar), where merging into the
@@ -21,14 +24,15 @@
 //!    splits.
 //! 5. **Soft edges.** Antialiased edges are mixtures of an object and what is behind it, and
 //!    a hard label would leave a fringe of mixed colour on one layer or the other. Within
-//!    [`EDGE_BAND_RADIUS_PX`] of a label boundary, the background colour behind the object `B`
-//!    is extrapolated from sure background pixels and the object colour `K` from sure object
-//!    pixels; the pixel's coverage is its projection on the segment from `B` to `K`.
+//!    `EDGE_BAND_RADIUS_PX` of a label boundary, the background colour behind the object `B`
+//!    comes from a smooth (pull-push) fill of the sure background pixels, which is also what
+//!    the background layer shows under the objects, and the object colour `K` from the nearest
+//!    sure object pixels; the pixel's coverage is its projection on the segment from `B` to `K`.
 //!
 //! **Why the composite is exact.** The background layer is opaque. It holds the picture where no
 //! object owns the pixel, and the extrapolated background `B` (rounded to 8 bits) under object
 //! pixels. Every pixel is owned by at most one object layer, so alpha-over at a pixel is
-//! `F·a + B·(1 - a)` with one `(F, a)`. [`unmix`] picks the 8-bit alpha first (at least the
+//! `F·a + B·(1 - a)` with one `(F, a)`. `unmix` picks the 8-bit alpha first (at least the
 //! coverage estimate, and at least the smallest alpha for which an in-gamut `F` exists) and then
 //! `F = B + (I - B) / a` rounded, so `F·a + B·(1 - a)` is within `a/2 ≤ 1/2` level of the
 //! picture `I`, which rounds back to `I`. Interior pixels get `a = 1, F = I`. The tests check
@@ -59,12 +63,12 @@ const MAX_KMEANS_ITERATIONS: usize = 20;
 const MIN_REGION_FRACTION: f64 = 1.0 / 400.0;
 /// Absolute floor of the region size, for tiny pictures.
 const MIN_REGION_PX: u64 = 6;
-/// Adjacent regions whose border has a mean colour step below this are one surface cut by
-/// clustering (a gradient or texture), not an outline. The step is the OKLab distance between
-/// the pixels one further out on either side of each border pixel pair, three pixels apart.
-/// Pixel noise of a few levels plus a steep gradient gives about 0.03; an outline between
-/// clearly different colours, even blurred over five pixels, gives 0.1 and more.
-const WEAK_BORDER_STRENGTH: f64 = 0.06;
+/// Adjacent pixels whose colour steps (see `Grid::pair_step` and `Grid::edge_magnitude`) are
+/// below this belong to one surface even when k-means put them in different clusters: that is
+/// a gradient or noise, not an outline. Pixel noise of a few levels plus a steep gradient gives
+/// about 0.03; an outline between clearly different colours, even blurred over five pixels,
+/// gives 0.1 and more.
+const WEAK_EDGE_STEP: f32 = 0.06;
 /// The grouping step is cubic in the region count, so regions are merged down to this first.
 const MAX_REGIONS: usize = 64;
 /// Pixels this close (Chebyshev) to a layer boundary get a soft coverage instead of a hard one.
@@ -104,7 +108,6 @@ pub fn layer_split(image: &RgbImage, n_layers: usize) -> Result<Layers> {
     let (region_of_pixel, mut graph) = build_regions(&grid, &cluster_of_pixel, &lab);
     let min_area_px = ((grid.len() as f64 * MIN_REGION_FRACTION) as u64).max(MIN_REGION_PX);
     graph.merge_while(|region, _| region.is_insignificant(min_area_px));
-    graph.merge_weak_borders(WEAK_BORDER_STRENGTH);
     graph.merge_while(|_, n_alive| n_alive > MAX_REGIONS);
     let owner = assign_layers(&graph, &region_of_pixel, n_layers - 1);
     let n_objects = owner.iter().copied().max().unwrap_or(0);
@@ -140,6 +143,31 @@ impl Grid {
         let right = (x + 1 < self.width).then_some(idx + 1);
         let down = (y + 1 < self.height).then_some(idx + self.width);
         right.into_iter().chain(down)
+    }
+
+    /// Colour step (OKLab distance) across two 4-adjacent pixels, measured between the pixels
+    /// one further out on either side (three pixels apart): a blurred outline changes colour over
+    /// a few pixels, so a one-pixel step would look as weak as a gradient's.
+    fn pair_step(&self, lab: &[[f32; 3]], a_idx: usize, b_idx: usize) -> f32 {
+        let (before, after) = self.widen_pair(a_idx.min(b_idx), a_idx.max(b_idx));
+        distance_sq(at(lab, before), at(lab, after)).sqrt()
+    }
+
+    /// Largest colour change (OKLab distance) across the pixel, horizontally or vertically,
+    /// between its neighbours on either side (clamped to the image).
+    fn edge_magnitude(&self, lab: &[[f32; 3]], idx: usize) -> f32 {
+        let (x, y) = (idx % self.width, idx / self.width);
+        let left = if x > 0 { idx - 1 } else { idx };
+        let right = if x + 1 < self.width { idx + 1 } else { idx };
+        let up = if y > 0 { idx - self.width } else { idx };
+        let down = if y + 1 < self.height {
+            idx + self.width
+        } else {
+            idx
+        };
+        let horizontal = distance_sq(at(lab, left), at(lab, right));
+        let vertical = distance_sq(at(lab, up), at(lab, down));
+        horizontal.max(vertical).sqrt()
     }
 
     /// For the 4-adjacent pair `idx` → `next_idx` (right or down), the pixels one step further
@@ -363,41 +391,15 @@ struct Region {
     neighbours: BTreeMap<usize, Border>,
 }
 
-/// The border between a region and a neighbour, seen from the region: its 4-adjacent pixel
-/// pairs and the colour step across them, oriented from the region to the neighbour.
+/// The border between a region and a neighbour: how many 4-adjacent pixel pairs it has.
 #[derive(Clone, Copy, Debug, Default)]
 struct Border {
     n_pairs: u64,
-    /// Sum over the pairs of the OKLab difference (neighbour's side minus this side).
-    lab_step_sum: [f64; 3],
 }
 
 impl Border {
-    /// Length of the mean colour step across the border: small for a cut through a gradient
-    /// or a noisy surface, large for an object's outline. Averaging the step as a vector
-    /// before taking its length lets pixel noise cancel out instead of adding up.
-    fn strength(&self) -> f64 {
-        let n_pairs = self.n_pairs.max(1) as f64;
-        self.lab_step_sum
-            .iter()
-            .map(|sum| (sum / n_pairs).powi(2))
-            .sum::<f64>()
-            .sqrt()
-    }
-
-    /// The same border seen from the other side.
-    fn reversed(self) -> Border {
-        Border {
-            n_pairs: self.n_pairs,
-            lab_step_sum: self.lab_step_sum.map(|sum| -sum),
-        }
-    }
-
     fn add(&mut self, other: Border) {
         self.n_pairs += other.n_pairs;
-        for (acc, value) in self.lab_step_sum.iter_mut().zip(other.lab_step_sum) {
-            *acc += value;
-        }
     }
 }
 
@@ -425,6 +427,9 @@ fn build_regions(
     cluster_of_pixel: &[u8],
     lab: &[[f32; 3]],
 ) -> (Vec<usize>, RegionGraph) {
+    let flat: Vec<bool> = (0..grid.len())
+        .map(|idx| grid.edge_magnitude(lab, idx) < WEAK_EDGE_STEP)
+        .collect();
     let mut region_of_pixel = vec![usize::MAX; grid.len()];
     let mut regions: Vec<Region> = Vec::new();
     let mut stack = Vec::new();
@@ -433,7 +438,6 @@ fn build_regions(
             continue;
         }
         let region_idx = regions.len();
-        let cluster = at(cluster_of_pixel, seed);
         let mut region = Region {
             alive: true,
             ..Region::default()
@@ -446,18 +450,32 @@ fn build_regions(
                 *acc += f64::from(value);
             }
             region.border_px += u64::from(grid.is_on_border(idx));
-            let mut all_same = true;
+            let cluster = at(cluster_of_pixel, idx);
             for n_idx in grid.neighbours4(idx) {
-                if at(cluster_of_pixel, n_idx) != cluster {
-                    all_same = false;
-                } else if at(&region_of_pixel, n_idx) == usize::MAX {
+                // Same colour cluster, or no edge at or between the two pixels: k-means cuts
+                // smooth gradients into bands, and this joins the bands back into one surface.
+                // Both pixels must be flat in every direction, not only along the pair: two
+                // pixels side by side along an outline differ little but sit on an edge.
+                let joined = at(cluster_of_pixel, n_idx) == cluster
+                    || (at(&flat, idx)
+                        && at(&flat, n_idx)
+                        && grid.pair_step(lab, idx, n_idx) < WEAK_EDGE_STEP);
+                if joined && at(&region_of_pixel, n_idx) == usize::MAX {
                     set(&mut region_of_pixel, n_idx, region_idx);
                     stack.push(n_idx);
                 }
             }
-            region.interior_px += u64::from(all_same);
         }
         regions.push(region);
+    }
+    for idx in 0..grid.len() {
+        let region_idx = at(&region_of_pixel, idx);
+        let all_same = grid
+            .neighbours4(idx)
+            .all(|n_idx| at(&region_of_pixel, n_idx) == region_idx);
+        if let (true, Some(region)) = (all_same, regions.get_mut(region_idx)) {
+            region.interior_px += 1;
+        }
     }
     let mut shared: HashMap<(usize, usize), Border> = HashMap::new();
     for idx in 0..grid.len() {
@@ -465,21 +483,8 @@ fn build_regions(
         for n_idx in grid.forward_neighbours(idx) {
             let region_b = at(&region_of_pixel, n_idx);
             if region_a != region_b {
-                // Measured over three pixels, not one: a blurred outline changes colour over a
-                // few pixels, so a one-pixel step would look as weak as a gradient's.
-                let (before, after) = grid.widen_pair(idx, n_idx);
-                let (lab_before, lab_after) = (at(lab, before), at(lab, after));
-                // Keyed and oriented from the lower region index to the higher.
-                let sign = if region_a < region_b { 1.0 } else { -1.0 };
-                let mut step = [0.0; 3];
-                for ((acc, b), a) in step.iter_mut().zip(lab_after).zip(lab_before) {
-                    *acc = sign * f64::from(b - a);
-                }
                 let key = (region_a.min(region_b), region_a.max(region_b));
-                shared.entry(key).or_default().add(Border {
-                    n_pairs: 1,
-                    lab_step_sum: step,
-                });
+                shared.entry(key).or_default().add(Border { n_pairs: 1 });
             }
         }
     }
@@ -489,7 +494,7 @@ fn build_regions(
             region.neighbours.insert(region_b, border);
         }
         if let Some(region) = regions.get_mut(region_b) {
-            region.neighbours.insert(region_a, border.reversed());
+            region.neighbours.insert(region_a, border);
         }
     }
     let n_alive = regions.len();
@@ -549,49 +554,6 @@ impl RegionGraph {
         }
     }
 
-    /// Merges regions across borders whose mean colour step is below `max_strength`, weakest
-    /// border first, the smaller region into the larger. This joins the bands k-means cuts a
-    /// gradient or a noisy surface into, while object outlines (strong steps) stay.
-    fn merge_weak_borders(&mut self, max_strength: f64) {
-        let mut heap: BinaryHeap<Reverse<(u64, usize, usize)>> = BinaryHeap::new();
-        for (region_idx, region) in self.regions.iter().enumerate() {
-            for (&neighbour_idx, border) in region.neighbours.range(region_idx + 1..) {
-                heap.push(Reverse((
-                    border.strength().to_bits(),
-                    region_idx,
-                    neighbour_idx,
-                )));
-            }
-        }
-        while let Some(Reverse((strength_bits, a_idx, b_idx))) = heap.pop() {
-            let strength = f64::from_bits(strength_bits);
-            if strength >= max_strength {
-                break;
-            }
-            let (Some(a), Some(b)) = (self.regions.get(a_idx), self.regions.get(b_idx)) else {
-                continue;
-            };
-            // Stale entries: a side merged away, or the border changed since it was pushed.
-            let current = a.neighbours.get(&b_idx).map(Border::strength);
-            if !a.alive || !b.alive || current.map(f64::to_bits) != Some(strength_bits) {
-                continue;
-            }
-            let (source_idx, target_idx) =
-                if (a.area_px, Reverse(a_idx)) < (b.area_px, Reverse(b_idx)) {
-                    (a_idx, b_idx)
-                } else {
-                    (b_idx, a_idx)
-                };
-            self.merge(source_idx, target_idx);
-            if let Some(target) = self.regions.get(target_idx) {
-                for (&neighbour_idx, border) in &target.neighbours {
-                    let (lo, hi) = (target_idx.min(neighbour_idx), target_idx.max(neighbour_idx));
-                    heap.push(Reverse((border.strength().to_bits(), lo, hi)));
-                }
-            }
-        }
-    }
-
     fn most_similar_neighbour(&self, region_idx: usize) -> Option<usize> {
         let region = self.regions.get(region_idx)?;
         let colour = region.mean_lab();
@@ -609,15 +571,22 @@ impl RegionGraph {
         best.map(|(_, _, idx)| idx)
     }
 
-    fn merge(&mut self, source_idx: usize, target_idx: usize) {
+    /// Merges `source` into `target`; returns the regions whose border with `target` changed.
+    fn merge(&mut self, source_idx: usize, target_idx: usize) -> Vec<usize> {
         let Some(source) = self.regions.get_mut(source_idx) else {
-            return;
+            return Vec::new();
         };
         let source = std::mem::take(source);
         let shared_pairs = source
             .neighbours
             .get(&target_idx)
             .map_or(0, |border| border.n_pairs);
+        let changed: Vec<usize> = source
+            .neighbours
+            .keys()
+            .copied()
+            .filter(|&idx| idx != target_idx)
+            .collect();
         for (&neighbour_idx, &border) in &source.neighbours {
             if neighbour_idx == target_idx {
                 continue;
@@ -628,7 +597,7 @@ impl RegionGraph {
                     .neighbours
                     .entry(target_idx)
                     .or_default()
-                    .add(border.reversed());
+                    .add(border);
             }
         }
         if let Some(target) = self.regions.get_mut(target_idx) {
@@ -652,6 +621,7 @@ impl RegionGraph {
         }
         set(&mut self.merged_into, source_idx, target_idx);
         self.n_alive -= 1;
+        changed
     }
 }
 
@@ -791,12 +761,18 @@ fn build_layers(
     let colours: Vec<[f32; 3]> = srgb.iter().map(|c| c.map(f32::from)).collect();
 
     // The background behind everything, extrapolated from sure background pixels.
-    let background_seed = |idx: usize| at(owner, idx) == 0;
-    let behind = propagate(grid, &colours, &in_band, background_seed, |_| true);
-    let behind: Vec<[u8; 3]> = behind
+    // Pull-push rather than nearest-neighbour filling, because this is what a user sees after
+    // moving an object away: it should be a smooth continuation, not streaks.
+    let mut known: Vec<bool> = (0..n_pixels)
+        .map(|idx| at(owner, idx) == 0 && !at(&in_band, idx))
+        .collect();
+    if !known.contains(&true) {
+        // A background so thin that all of it is edge band: use all of it.
+        known = owner.iter().map(|&layer| layer == 0).collect();
+    }
+    let behind: Vec<[u8; 3]> = pull_push_fill(grid, &colours, &known)
         .iter()
-        .zip(srgb)
-        .map(|(value, &picture)| value.map_or(picture, |value| value.map(round_level)))
+        .map(|value| value.map(round_level))
         .collect();
 
     // Which object a background-owned edge pixel might partly belong to: the most frequent
@@ -924,6 +900,117 @@ fn pixel_alpha(image: &RgbaImage, grid: &Grid, idx: usize) -> u8 {
 
 fn round_level(value: f32) -> u8 {
     value.round().clamp(0.0, 255.0) as u8
+}
+
+/// Fills the pixels not `known` with a smooth interpolation of the known ones (the pull-push
+/// scheme of Gortler et al., "The Lumigraph", 1996): average down an image pyramid, weighting
+/// by how much of each cell is known, then come back up, filling each level's gaps from the
+/// bilinearly sampled coarser level. Known pixels keep their colours exactly. Linear time.
+fn pull_push_fill(grid: &Grid, colours: &[[f32; 3]], known: &[bool]) -> Vec<[f32; 3]> {
+    struct Level {
+        width: usize,
+        height: usize,
+        colours: Vec<[f32; 3]>,
+        /// How much of the cell is known, in [0, 1].
+        weights: Vec<f32>,
+    }
+    let base_weights: Vec<f32> = known
+        .iter()
+        .map(|&is_known| f32::from(u8::from(is_known)))
+        .collect();
+    let mut levels = vec![Level {
+        width: grid.width,
+        height: grid.height,
+        colours: colours.to_vec(),
+        weights: base_weights,
+    }];
+    // Pull: average 2x2 blocks, weighted by knownness, down to one pixel.
+    while let Some(fine) = levels
+        .last()
+        .filter(|level| level.width > 1 || level.height > 1)
+    {
+        let (width, height) = (fine.width.div_ceil(2), fine.height.div_ceil(2));
+        let mut colours = vec![[0.0_f32; 3]; width * height];
+        let mut weights = vec![0.0_f32; width * height];
+        for y in 0..height {
+            for x in 0..width {
+                let mut sum = [0.0_f32; 3];
+                let mut weight_sum = 0.0;
+                for (fine_x, fine_y) in [
+                    (2 * x, 2 * y),
+                    (2 * x + 1, 2 * y),
+                    (2 * x, 2 * y + 1),
+                    (2 * x + 1, 2 * y + 1),
+                ] {
+                    if fine_x >= fine.width || fine_y >= fine.height {
+                        continue;
+                    }
+                    let fine_idx = fine_y * fine.width + fine_x;
+                    let weight = at(&fine.weights, fine_idx);
+                    for (acc, channel) in sum.iter_mut().zip(at(&fine.colours, fine_idx)) {
+                        *acc += weight * channel;
+                    }
+                    weight_sum += weight;
+                }
+                if weight_sum > 0.0 {
+                    set(&mut colours, y * width + x, sum.map(|acc| acc / weight_sum));
+                }
+                set(&mut weights, y * width + x, weight_sum.min(1.0));
+            }
+        }
+        levels.push(Level {
+            width,
+            height,
+            colours,
+            weights,
+        });
+    }
+    // Push: from the coarsest level down, blend each cell with the coarser level in proportion
+    // to how unknown it is. After this every level is complete (weight 1 everywhere).
+    for level_idx in (0..levels.len().saturating_sub(1)).rev() {
+        let Some((finer, coarser)) = levels.split_at_mut_checked(level_idx + 1) else {
+            continue;
+        };
+        let (Some(fine), Some(coarse)) = (finer.last_mut(), coarser.first()) else {
+            continue;
+        };
+        for (idx, (colour, weight)) in fine.colours.iter_mut().zip(&mut fine.weights).enumerate() {
+            if *weight < 1.0 {
+                let (x, y) = ((idx % fine.width) as f32, (idx / fine.width) as f32);
+                // Cell centres: fine pixel x sits at coarse coordinate (x + 0.5) / 2 - 0.5.
+                let from_coarse =
+                    sample_bilinear(coarse, (x + 0.5) / 2.0 - 0.5, (y + 0.5) / 2.0 - 0.5);
+                for (channel, coarse_channel) in colour.iter_mut().zip(from_coarse) {
+                    *channel = *weight * *channel + (1.0 - *weight) * coarse_channel;
+                }
+                *weight = 1.0;
+            }
+        }
+    }
+
+    fn sample_bilinear(level: &Level, x: f32, y: f32) -> [f32; 3] {
+        let x = x.clamp(0.0, (level.width - 1) as f32);
+        let y = y.clamp(0.0, (level.height - 1) as f32);
+        let (x0, y0) = (x.floor() as usize, y.floor() as usize);
+        let (x1, y1) = (
+            (x0 + 1).min(level.width - 1),
+            (y0 + 1).min(level.height - 1),
+        );
+        let (fx, fy) = (x - x0 as f32, y - y0 as f32);
+        let texel = |tx: usize, ty: usize| at(&level.colours, ty * level.width + tx);
+        let (c00, c10, c01, c11) = (texel(x0, y0), texel(x1, y0), texel(x0, y1), texel(x1, y1));
+        std::array::from_fn(|c| {
+            let get = |texel: [f32; 3]| texel.get(c).copied().unwrap_or(0.0);
+            let top = get(c00) * (1.0 - fx) + get(c10) * fx;
+            let bottom = get(c01) * (1.0 - fx) + get(c11) * fx;
+            top * (1.0 - fy) + bottom * fy
+        })
+    }
+
+    levels
+        .into_iter()
+        .next()
+        .map_or_else(|| colours.to_vec(), |level| level.colours)
 }
 
 /// Fills colours outward from seed pixels (those not in the band for which `is_seed` holds, or

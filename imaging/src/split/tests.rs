@@ -313,3 +313,89 @@ fn coverage_is_the_projection_between_background_and_object() {
     assert_eq!(coverage(BLUE, BLUE, Some(RED.map(f32::from))), Some(0.0));
     assert_eq!(coverage(RED, BLUE, Some(BLUE.map(f32::from))), None);
 }
+
+/// Three passes of a 3x3 box blur: close to a Gaussian of sigma 1.4, about as soft as the
+/// outlines a VAE decoder draws.
+fn blurred(image: &RgbImage) -> RgbImage {
+    let mut current = image.clone();
+    for _ in 0..3 {
+        let source = current.clone();
+        let (width, height) = source.dimensions();
+        current = RgbImage::from_fn(width, height, |x, y| {
+            let mut sum = [0_u32; 3];
+            let mut n_samples = 0;
+            for ny in y.saturating_sub(1)..=(y + 1).min(height - 1) {
+                for nx in x.saturating_sub(1)..=(x + 1).min(width - 1) {
+                    for (acc, channel) in sum.iter_mut().zip(source.get_pixel(nx, ny).0) {
+                        *acc += u32::from(channel);
+                    }
+                    n_samples += 1;
+                }
+            }
+            Rgb(sum.map(|acc| ((acc + n_samples / 2) / n_samples) as u8))
+        });
+    }
+    current
+}
+
+/// Asserts that a gradient picture with the red circle and the green square splits into the
+/// gradient background, one layer per shape and an empty spare layer.
+fn check_gradient_with_two_objects(image: &RgbImage) {
+    let layers = layer_split(image, 4).unwrap();
+    assert!(max_composite_error(image, &layers) <= 1);
+    let holder = |x, y| (1..4).find(|&idx| alpha_at(&layers.get(idx).unwrap().image, x, y) == 255);
+    let circle_idx = holder(18, 20).expect("a layer holds the circle");
+    let square_idx = holder(44, 42).expect("a layer holds the square");
+    assert_ne!(circle_idx, square_idx);
+    // The gradient is not cut into bands: the spare layer is empty and the corners are
+    // background only.
+    let spare_idx = 6 - circle_idx - square_idx;
+    assert!(
+        layers
+            .get(spare_idx)
+            .unwrap()
+            .image
+            .pixels()
+            .all(|pixel| pixel.0[3] == 0)
+    );
+    for (x, y) in [(0, 0), (63, 0), (0, 63), (63, 63)] {
+        assert!(
+            layers
+                .iter()
+                .skip(1)
+                .all(|layer| alpha_at(&layer.image, x, y) == 0)
+        );
+    }
+    // The outline lands on the object layer as partial alpha, not as an opaque fringe.
+    let circle_layer = &layers.get(circle_idx).unwrap().image;
+    let edge_alphas: Vec<u8> = (0..64).map(|x| alpha_at(circle_layer, x, 20)).collect();
+    assert!(
+        edge_alphas.iter().any(|&alpha| (40..=215).contains(&alpha)),
+        "{edge_alphas:?}"
+    );
+}
+
+fn gradient_with_two_objects() -> RgbImage {
+    let mut image = RgbImage::from_fn(64, 64, |x, y| Rgb([(30 + y) as u8, (60 + x) as u8, 200]));
+    paint(&mut image, RED, circle(18.3, 20.7, 10.2));
+    paint(&mut image, GREEN, square(44.0, 42.0, 9.0, 0.5));
+    image
+}
+
+#[test]
+fn sharp_outlines_on_a_gradient_give_one_layer_per_object() {
+    check_gradient_with_two_objects(&gradient_with_two_objects());
+}
+
+#[test]
+fn blurred_noisy_outlines_still_give_one_layer_per_object() {
+    let mut image = blurred(&gradient_with_two_objects());
+    let mut rng = Lcg(11);
+    for pixel in image.pixels_mut() {
+        for channel in pixel.0.iter_mut() {
+            let noise = i16::from(rng.next_u8() % 7) - 3;
+            *channel = (i16::from(*channel) + noise).clamp(0, 255) as u8;
+        }
+    }
+    check_gradient_with_two_objects(&image);
+}
