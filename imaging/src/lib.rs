@@ -15,7 +15,7 @@
 //! - [`layered_psd`]: our own layered PSD writer; no crate we trust writes PSDs.
 //! - [`codecs`]: decoding PNG, JPEG and WebP, and encoding JPEG and lossless WebP.
 //! - [`output`]: atomic, never-overwriting file creation with numbered suffixes.
-//! - [`export`]: the Export node's dispatch: format name → encoder → new file.
+//! - [`export`](mod@export): the Export node's dispatch: format name → encoder → new file.
 //!
 //! Architecture invariants:
 //! - No engine, model, tensor library or UI types appear here; tensors arrive as `&[f32]`.

@@ -74,10 +74,12 @@ const MAX_REGIONS: usize = 64;
 /// Pixels this close (Chebyshev) to a layer boundary get a soft coverage instead of a hard one.
 /// Two pixels covers a box-filtered antialiased edge and most of a VAE's softer ones.
 const EDGE_BAND_RADIUS_PX: usize = 2;
-/// Edge pixels whose estimated coverage is below this stay on the background: at lower coverage
-/// the un-premultiplied colour is mostly noise, and leaving the pixel on the opaque background
-/// is exact too.
-const MIN_EDGE_ALPHA: f32 = 0.05;
+/// Edge pixels whose colour lies less than this many levels from the background towards the
+/// object stay on the background: so small a shift is indistinguishable from pixel noise, its
+/// un-premultiplied colour would be mostly noise, and leaving the pixel on the opaque background
+/// is exact too. Measured in levels, not alpha, so that faint antialiasing next to a strong
+/// outline still goes to the object.
+const MIN_EDGE_SHIFT_LEVELS: f32 = 4.0;
 /// Below this squared sRGB distance between object and background colour, coverage cannot be
 /// measured, so edge pixels keep their hard label.
 const MIN_CONTRAST_SQ: f32 = 6.0 * 6.0;
@@ -821,13 +823,16 @@ fn build_layers(
         for idx in (0..n_pixels).filter(|&idx| domain(idx)) {
             let picture = at(srgb, idx);
             let under = at(&behind, idx);
-            let estimate = if at(&in_band, idx) {
-                coverage(picture, under, object_colour.get(idx).copied().flatten())
+            let hard_label = if at(owner, idx) == layer { 1.0 } else { 0.0 };
+            let (estimate, shift_levels) = if at(&in_band, idx) {
+                let object = object_colour.get(idx).copied().flatten();
+                coverage(picture, under, object).map_or((hard_label, f32::INFINITY), |cover| {
+                    (cover.fraction, cover.fraction * cover.contrast_levels)
+                })
             } else {
-                Some(1.0)
+                (1.0, f32::INFINITY)
             };
-            let estimate = estimate.unwrap_or(if at(owner, idx) == layer { 1.0 } else { 0.0 });
-            if estimate < MIN_EDGE_ALPHA {
+            if estimate <= 0.0 || shift_levels < MIN_EDGE_SHIFT_LEVELS {
                 continue;
             }
             let (colour, alpha) = unmix(picture, under, estimate);
@@ -1074,10 +1079,19 @@ fn propagate(
     filled
 }
 
+/// How much of an object covers a pixel, as far as its colour tells.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Coverage {
+    /// In [0, 1].
+    fraction: f32,
+    /// Distance between object and background colour, in 8-bit levels.
+    contrast_levels: f32,
+}
+
 /// Coverage of an object of colour `object` over `under` that explains `picture`: the
-/// projection of `picture - under` on `object - under`, in [0, 1]. `None` when the two colours
-/// are too close to tell apart.
-fn coverage(picture: [u8; 3], under: [u8; 3], object: Option<[f32; 3]>) -> Option<f32> {
+/// projection of `picture - under` on `object - under`, clamped to [0, 1]. `None` when the two
+/// colours are too close to tell apart.
+fn coverage(picture: [u8; 3], under: [u8; 3], object: Option<[f32; 3]>) -> Option<Coverage> {
     let object = object?;
     let mut dot = 0.0;
     let mut norm_sq = 0.0;
@@ -1086,7 +1100,10 @@ fn coverage(picture: [u8; 3], under: [u8; 3], object: Option<[f32; 3]>) -> Optio
         dot += (f32::from(*p) - f32::from(u)) * towards_object;
         norm_sq += towards_object * towards_object;
     }
-    (norm_sq >= MIN_CONTRAST_SQ).then(|| (dot / norm_sq).clamp(0.0, 1.0))
+    (norm_sq >= MIN_CONTRAST_SQ).then(|| Coverage {
+        fraction: (dot / norm_sq).clamp(0.0, 1.0),
+        contrast_levels: norm_sq.sqrt(),
+    })
 }
 
 /// Chooses the colour and 8-bit alpha of an upper-layer pixel so that alpha-over on `under`

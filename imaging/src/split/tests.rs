@@ -308,9 +308,16 @@ fn unmix_always_reproduces_the_picture() {
 
 #[test]
 fn coverage_is_the_projection_between_background_and_object() {
-    let estimate = coverage([125, 45, 120], BLUE, Some(RED.map(f32::from))).unwrap();
-    assert!((estimate - 0.5).abs() < 0.02, "{estimate}");
-    assert_eq!(coverage(BLUE, BLUE, Some(RED.map(f32::from))), Some(0.0));
+    let half = coverage([125, 45, 120], BLUE, Some(RED.map(f32::from))).unwrap();
+    assert!((half.fraction - 0.5).abs() < 0.02, "{half:?}");
+    // |RED - BLUE| = sqrt(190² + 30² + 160²) levels.
+    assert!((half.contrast_levels - 250.2).abs() < 0.1, "{half:?}");
+    assert_eq!(
+        coverage(BLUE, BLUE, Some(RED.map(f32::from)))
+            .unwrap()
+            .fraction,
+        0.0
+    );
     assert_eq!(coverage(RED, BLUE, Some(BLUE.map(f32::from))), None);
 }
 
