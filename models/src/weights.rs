@@ -289,6 +289,21 @@ impl SafetensorsFile {
                 context: format!("reading tensor {name} from {}", self.path.display()),
                 source,
             })?;
+        // The tensor now owns a copy; tell the kernel the mapped pages are no longer needed so the
+        // page cache does not count twice in our resident size while a large checkpoint loads.
+        #[cfg(unix)]
+        {
+            // SAFETY: the mapping is read-only and file-backed, so MADV_DONTNEED only drops clean
+            // pages; a later read of the same range faults them back in from the file with the same
+            // contents. Advice failures are harmless, hence ignored.
+            let _ = unsafe {
+                self.mmap.unchecked_advise_range(
+                    memmap2::UncheckedAdvice::DontNeed,
+                    self.data_offset + info.data_start,
+                    info.data_end - info.data_start,
+                )
+            };
+        }
         let converted = if source_dtype == dtype {
             tensor
         } else {
