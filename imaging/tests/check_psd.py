@@ -46,9 +46,13 @@ def main():
     print(f"{args.psd}: {psd.width}x{psd.height}, mode {psd.color_mode}, depth {psd.depth}")
     layers = list(psd)  # Bottom first, the order of the file's layer records.
     for idx, layer in enumerate(layers):
+        pixels = layer.topil()
+        alpha = np.asarray(pixels.convert("RGBA"))[..., 3] if pixels is not None else None
+        covered = f"{(alpha > 0).mean():.1%}" if alpha is not None else "no pixels"
         print(
             f"  layer {idx}: {layer.name!r} kind={layer.kind} visible={layer.visible} "
-            f"bbox={layer.bbox} opacity={layer.opacity} blend={layer.blend_mode}"
+            f"bbox={layer.bbox} opacity={layer.opacity} blend={layer.blend_mode} "
+            f"covers={covered}"
         )
     if args.layers is not None:
         check(len(layers) == args.layers, f"{args.layers} layers (found {len(layers)})")
