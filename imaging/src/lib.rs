@@ -17,6 +17,29 @@
 //! - [`output`]: atomic, never-overwriting file creation with numbered suffixes.
 //! - [`export`](mod@export): the Export node's dispatch: format name → encoder → new file.
 //!
+//! The path the golden workflow takes, Decode → LayerSplit → Export:
+//!
+//! ```
+//! use veetance_imaging::{ExportFormat, KEY_WORKFLOW, export, layer_split, rgb8_from_chw_f32};
+//!
+//! # fn main() -> Result<(), veetance_imaging::ImagingError> {
+//! // A VAE decoder's output: three planes of height × width values in [-1, 1].
+//! let (height_px, width_px) = (32, 48);
+//! let decoded = vec![0.25_f32; 3 * height_px * width_px];
+//! let picture = rgb8_from_chw_f32(&decoded, height_px as u32, width_px as u32)?;
+//! let layers = layer_split(&picture, 4)?;
+//!
+//! let dir = tempfile::tempdir()?;
+//! let prefix = dir.path().join("golden");
+//! let texts = [(KEY_WORKFLOW, "Workflow(version: 1, name: \"golden\", nodes: {})")];
+//! let png = export(&prefix, ExportFormat::Png, Some(&picture), None, &texts)?;
+//! let psd = export(&prefix, ExportFormat::Psd, None, Some(&layers), &texts)?;
+//! assert_eq!(png, dir.path().join("golden.png"));
+//! assert_eq!(psd, dir.path().join("golden.psd"));
+//! # Ok(())
+//! # }
+//! ```
+//!
 //! Architecture invariants:
 //! - No engine, model, tensor library or UI types appear here; tensors arrive as `&[f32]`.
 //! - Encoders write into any [`std::io::Write`]; only [`output`] touches the file system, so
