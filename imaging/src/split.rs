@@ -57,6 +57,9 @@ const HISTOGRAM_BITS: u32 = 5;
 /// No new cluster centre once every colour is this close (OKLab distance) to one; about twice
 /// OKLab's just-noticeable difference.
 const MIN_CLUSTER_SEPARATION: f32 = 0.04;
+/// Colour clusters beyond the layer count, so that antialiased mixtures and minor colours get
+/// clusters of their own instead of dragging the main colours' centres towards them.
+const EXTRA_CLUSTERS: usize = 2;
 /// Lloyd iterations cap; on a histogram this converges in a handful.
 const MAX_KMEANS_ITERATIONS: usize = 20;
 /// Regions smaller than this fraction of the picture are merged into a neighbour.
@@ -106,7 +109,7 @@ pub fn layer_split(image: &RgbImage, n_layers: usize) -> Result<Layers> {
     let srgb: Vec<[u8; 3]> = image.pixels().map(|pixel| pixel.0).collect();
     let lab = oklab_pixels(&srgb);
 
-    let cluster_of_pixel = cluster_colours(&srgb, &lab, n_layers + 2);
+    let cluster_of_pixel = cluster_colours(&srgb, &lab, n_layers + EXTRA_CLUSTERS);
     let (region_of_pixel, mut graph) = build_regions(&grid, &cluster_of_pixel, &lab);
     let min_area_px = ((grid.len() as f64 * MIN_REGION_FRACTION) as u64).max(MIN_REGION_PX);
     graph.merge_while(|region, _| region.is_insignificant(min_area_px));
