@@ -65,7 +65,9 @@ pub use export::{ExportFormat, export};
 pub use image::{Rgb, RgbImage, Rgba, RgbaImage};
 pub use layered_psd::write_psd;
 pub use output::{write_new_file, write_new_file_bytes};
-pub use pixels::{ImageRef, Layer, Layers, chw_f32_from_rgb8, composite, rgb8_from_chw_f32};
+pub use pixels::{
+    ImageRef, Layer, Layers, chw_f32_from_rgb8, composite, rgb8_from_chw_f32, thumbnail,
+};
 pub use png_meta::{KEY_PARAMETERS, KEY_WORKFLOW, read_png_rgba, read_png_text, write_png};
 pub use split::layer_split;
 

@@ -232,6 +232,20 @@ pub fn chw_f32_from_rgb8(image: &RgbImage) -> Vec<f32> {
     out
 }
 
+/// Shrinks `image` to fit in `max_side_px` × `max_side_px`, keeping its aspect ratio (each side
+/// at least one pixel); images that already fit are returned as they are. Area-averaging, so
+/// fine detail turns into the right mean colour rather than aliasing. For previews.
+pub fn thumbnail(image: &RgbImage, max_side_px: u32) -> RgbImage {
+    let (width_px, height_px) = image.dimensions();
+    let max_side_px = max_side_px.max(1);
+    if width_px <= max_side_px && height_px <= max_side_px {
+        return image.clone();
+    }
+    let scale = f64::from(max_side_px) / f64::from(width_px.max(height_px));
+    let fit = |side_px: u32| ((f64::from(side_px) * scale).round() as u32).clamp(1, max_side_px);
+    image::imageops::thumbnail(image, fit(width_px), fit(height_px))
+}
+
 /// Maps [-1, 1] to 0..=255 with rounding to nearest; out of range clamps, NaN gives 0.
 fn signed_unit_to_u8(value: f32) -> u8 {
     unit_to_u8(value * 0.5 + 0.5)
@@ -306,6 +320,22 @@ mod tests {
             matches!(err, ImagingError::ShapeMismatch { n_values: 11, .. }),
             "{err}"
         );
+    }
+
+    #[test]
+    fn thumbnail_fits_and_keeps_aspect() {
+        let image = RgbImage::from_fn(256, 128, |x, _| image::Rgb([(x % 2 * 255) as u8, 0, 0]));
+        let small = thumbnail(&image, 64);
+        assert_eq!(small.dimensions(), (64, 32));
+        // Alternating black and red columns average to half red.
+        let red = small.get_pixel(10, 10).0[0];
+        assert!((126..=129).contains(&red), "{red}");
+        assert_eq!(
+            thumbnail(&RgbImage::new(300, 100), 64).dimensions(),
+            (64, 21)
+        );
+        assert_eq!(thumbnail(&image, 1000), image);
+        assert_eq!(thumbnail(&RgbImage::new(1, 500), 10).dimensions(), (1, 10));
     }
 
     #[test]

@@ -406,3 +406,25 @@ fn blurred_noisy_outlines_still_give_one_layer_per_object() {
     }
     check_gradient_with_two_objects(&image);
 }
+
+#[test]
+fn pure_noise_and_checkerboards_still_composite_exactly() {
+    let mut rng = Lcg(99);
+    let noise = RgbImage::from_fn(40, 36, |_, _| {
+        Rgb([rng.next_u8(), rng.next_u8(), rng.next_u8()])
+    });
+    let checkerboard = RgbImage::from_fn(33, 29, |x, y| {
+        if (x / 2 + y / 2) % 2 == 0 {
+            Rgb(RED)
+        } else {
+            Rgb(BLUE)
+        }
+    });
+    for image in [noise, checkerboard] {
+        for n_layers in [2, 5, 8] {
+            let layers = layer_split(&image, n_layers).unwrap();
+            assert_eq!(layers.len(), n_layers);
+            assert!(max_composite_error(&image, &layers) <= 1);
+        }
+    }
+}
