@@ -7,7 +7,7 @@
 //!
 //! What lives where:
 //! - [`pixels`]: the image and layer types, conversion from the float CHW tensors a VAE decoder
-//!   produces, and alpha-over compositing.
+//!   produces, alpha-over compositing and preview thumbnails.
 //! - [`split`]: `LayerSplit`, which turns one picture into a background plus object layers whose
 //!   composite reproduces the picture within 1/255 per channel.
 //! - [`png_meta`]: PNG writing with UTF-8 text metadata (iTXt), and reading that text back.
@@ -48,6 +48,8 @@
 //!   engine cache outputs and lets a workflow embedded in a PNG replay bit for bit.
 //! - Library code never panics on bad input: errors are [`ImagingError`] values.
 
+// Indexing that can panic is a crash waiting for an odd picture size; library code uses `.get()`.
+// (clippy.toml allows indexing in tests.)
 #![warn(clippy::indexing_slicing)]
 
 pub mod codecs;

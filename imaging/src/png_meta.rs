@@ -28,8 +28,8 @@ const MAX_KEY_BYTES: usize = 79;
 
 /// Writes an 8-bit RGB or RGBA PNG with one iTXt chunk per `(key, text)` pair, in order.
 ///
-/// Keys must be 1 to 79 printable Latin-1 characters without leading, trailing or double spaces
-/// (the PNG rules); text is any UTF-8. Long texts are compressed.
+/// Keys must be 1 to 79 printable ASCII characters without leading, trailing or double spaces
+/// (the PNG rules, narrowed from Latin-1 to ASCII); text is any UTF-8. Long texts are compressed.
 pub fn write_png<'a, K, V>(
     writer: impl Write,
     image: impl Into<ImageRef<'a>>,
