@@ -490,11 +490,38 @@ impl Flux2Transformer {
             CheckpointLayout::Bfl => cfg.bfl_tensor_specs(),
         };
         weights.check(&specs, |_| false)?;
-        let w = Loader {
+        let w = Source::File(Loader {
             weights,
             dtype,
             device,
+        });
+        Self::build(cfg, layout, &w, dtype, device)
+    }
+
+    /// A model with random weights (normal, σ = 0.02; norm scales 1) for speed measurements
+    /// and shape tests of full-size architectures without a checkpoint. Not seeded.
+    pub fn random(cfg: Flux2Config, dtype: DType, device: &Device) -> Result<Self> {
+        cfg.validate(Path::new("<random>"))?;
+        let shapes = cfg
+            .diffusers_tensor_specs()
+            .into_iter()
+            .map(|s| (s.name, s.shape))
+            .collect();
+        let w = Source::Random {
+            shapes,
+            dtype,
+            device,
         };
+        Self::build(cfg, CheckpointLayout::Diffusers, &w, dtype, device)
+    }
+
+    fn build(
+        cfg: Flux2Config,
+        layout: CheckpointLayout,
+        w: &Source<'_>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
         let d = cfg.hidden_size();
         let cat = |names: [&str; 3]| -> Result<Tensor> {
             let parts = names.iter().map(|n| w.get(n)).collect::<Result<Vec<_>>>()?;
@@ -895,6 +922,41 @@ impl Flux2Transformer {
         let shift = emb.narrow(D::Minus1, d, d)?;
         self.final_linear
             .forward(&self.modulate(&img, &shift, &scale)?)
+    }
+}
+
+/// Where [`Flux2Transformer::build`] takes its tensors from.
+enum Source<'a> {
+    /// A validated checkpoint.
+    File(Loader<'a>),
+    /// Random values of the given shapes.
+    Random {
+        shapes: std::collections::HashMap<String, Vec<usize>>,
+        dtype: DType,
+        device: &'a Device,
+    },
+}
+
+impl Source<'_> {
+    fn get(&self, name: &str) -> Result<Tensor> {
+        match self {
+            Source::File(loader) => loader.get(name),
+            Source::Random {
+                shapes,
+                dtype,
+                device,
+            } => {
+                let shape = shapes.get(name).ok_or_else(|| {
+                    ModelError::InvalidArgument(format!("no random tensor named {name}"))
+                })?;
+                let tensor = if shape.len() == 1 {
+                    Tensor::ones(shape.as_slice(), DType::F32, device)?
+                } else {
+                    Tensor::randn(0f32, 0.02, shape.as_slice(), device)?
+                };
+                Ok(tensor.to_dtype(*dtype)?)
+            }
+        }
     }
 }
 

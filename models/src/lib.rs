@@ -27,7 +27,8 @@
 //! let bundle = Bundle::load("models/tests/fixtures/tiny-klein".as_ref(), DType::F32, &device)?;
 //! let cond = bundle.text_encoder.encode(&["a red circle on a blue background"])?; // Encode
 //! let (h, w) = veetance_models::latent::grid_for_image(32, 32, bundle.vae.pixels_per_token())?;
-//! let noise = seeded_noise(42, (1, 128, h, w), &device)?;
+//! let channels = bundle.transformer.config().in_channels; // 128 for klein
+//! let noise = seeded_noise(42, (1, channels, h, w), &device)?;
 //! let request = SampleRequest {
 //!     positive: &cond,
 //!     negative: None,
@@ -48,6 +49,9 @@
 //!
 //! - **Latent** (SaveLatent/LoadLatent, sampler in/out, VAE in/out): `[B, 128, h, w]`, the 2×2-patchified
 //!   32-channel VAE latent normalised by the VAE's BatchNorm running statistics, h, w = side / 16.
+//!   Tiny test checkpoints may differ (diffusers' own tests use 4 channels and side / 2): take the
+//!   channel count from `transformer.config().in_channels` and the divisor from
+//!   [`Vae::pixels_per_token`].
 //!   [`latent::pack`]/[`latent::unpack`] convert to and from transformer tokens `[B, h·w, 128]`.
 //! - **Conditioning**: `[B, 512, C]` with C = the transformer's `joint_attention_dim`.
 //! - **Images**: `[B, 3, H, W]` f32 in [-1, 1].
