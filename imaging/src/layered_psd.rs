@@ -26,13 +26,14 @@
 //! - The merged image is not optional in practice: many viewers and thumbnailers show only it.
 //!   It is the [`composite`] of the layers, with an alpha channel when the composite is not
 //!   opaque (then the layer count is written negative, which tells readers that the merged
-//!   image's first extra channel is its transparency).
+//!   image's first extra channel is its transparency, and the colours are stored composited
+//!   over white, as Photoshop does and psd-tools expects).
 
 use std::io::Write;
 
 use image::RgbaImage;
 
-use crate::pixels::{Layers, composite};
+use crate::pixels::{Layers, composite, unit_to_u8};
 use crate::{ImagingError, Result};
 
 /// Largest width or height a PSD (not PSB) can have.
@@ -158,6 +159,9 @@ fn layer_info_bytes(layers: &Layers, signed_count: i16) -> Result<Vec<u8>> {
 }
 
 /// The merged image: PackBits, all row byte counts first, then the rows, channel by channel.
+///
+/// With transparency, Photoshop stores the merged colours composited over white (readers such
+/// as psd-tools undo that by un-matting against the alpha plane), so that is what is written.
 fn write_merged_image(
     out: &mut Vec<u8>,
     merged: &RgbaImage,
@@ -167,7 +171,12 @@ fn write_merged_image(
     put_u16(out, COMPRESSION_PACKBITS);
     let mut row_lengths = Vec::new();
     let mut rows = Vec::new();
-    for plane in planes(merged).iter().take(n_channels) {
+    let merged = if n_channels > 3 {
+        matted_over_white(merged)
+    } else {
+        merged.clone()
+    };
+    for plane in planes(&merged).iter().take(n_channels) {
         for row in plane.chunks(width_px as usize) {
             let start = rows.len();
             packbits_row(&mut rows, row);
@@ -179,6 +188,18 @@ fn write_merged_image(
     }
     out.extend_from_slice(&rows);
     Ok(())
+}
+
+/// Composites the colours over white, keeping the alpha channel as it is.
+fn matted_over_white(image: &RgbaImage) -> RgbaImage {
+    let mut matted = image.clone();
+    for pixel in matted.pixels_mut() {
+        let [r, g, b, a] = pixel.0;
+        let alpha = f32::from(a) / 255.0;
+        let over_white = |c: u8| unit_to_u8((f32::from(c) * alpha + 255.0 * (1.0 - alpha)) / 255.0);
+        pixel.0 = [over_white(r), over_white(g), over_white(b), a];
+    }
+    matted
 }
 
 /// Splits interleaved RGBA into four planes.

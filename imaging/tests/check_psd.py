@@ -19,12 +19,21 @@ from psd_tools import PSDImage
 
 
 def max_difference(a, b):
-    """Largest per-channel difference of two RGB(A) images, as an int."""
-    a = np.asarray(a.convert("RGBA"), dtype=np.int16)
-    b = np.asarray(b.convert("RGBA"), dtype=np.int16)
+    """Largest per-channel difference of two images, in levels.
+
+    Colour differences are weighted by how visible the pixel is (the smaller of the two
+    alphas): a fully transparent pixel has no colour to get right (readers fill it differently;
+    psd-tools puts white there), and a PSD's merged image stores translucent colours matted
+    over white, which loses colour precision exactly where alpha is small.
+    """
+    a = np.asarray(a.convert("RGBA"), dtype=np.float64)
+    b = np.asarray(b.convert("RGBA"), dtype=np.float64)
     if a.shape != b.shape:
         raise SystemExit(f"size mismatch: {a.shape} vs {b.shape}")
-    return int(np.abs(a - b).max())
+    alpha_diff = np.abs(a[..., 3] - b[..., 3]).max()
+    visibility = np.minimum(a[..., 3:], b[..., 3:]) / 255.0
+    colour_diff = (np.abs(a[..., :3] - b[..., :3]) * visibility).max()
+    return int(np.ceil(max(alpha_diff, colour_diff) - 1e-6))
 
 
 def main():

@@ -337,6 +337,9 @@ fn translucent_composite_gets_merged_alpha_and_negative_count() {
     assert_eq!(parsed.signed_layer_count, -1);
     assert_eq!(parsed.n_channels, 4);
     assert_eq!(parsed.merged_planes[3], [0, 80, 160, 240].repeat(4));
+    // Colours are stored over white: red 200 at alpha 80/255 shows as 200·a + 255·(1 - a).
+    assert_eq!(parsed.merged_planes[0], [255, 238, 220, 203].repeat(4));
+    assert_eq!(parsed.merged_planes[1], [255, 175, 95, 15].repeat(4));
 }
 
 #[test]
