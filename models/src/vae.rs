@@ -371,6 +371,13 @@ impl Vae {
         device: &Device,
     ) -> Result<Self> {
         weights.check(&cfg.tensor_specs(), |n| n == "bn.num_batches_tracked")?;
+        // candle's CPU convolutions have no bf16 matmul; the VAE is small (84 M parameters), so on
+        // CPU a bf16 request runs it in f32 rather than failing at the first 1×1 conv.
+        let dtype = if dtype == DType::BF16 && device.is_cpu() {
+            DType::F32
+        } else {
+            dtype
+        };
         let w = Loader {
             weights,
             dtype,
@@ -523,6 +530,19 @@ impl Vae {
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// The dtype the VAE computes in (bf16 requests become f32 on CPU).
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// A clone (sharing weights) whose mid-block attention uses another backend.
+    pub fn with_attention(&self, backend: AttentionBackend) -> Self {
+        Self {
+            attention: backend,
+            ..self.clone()
+        }
     }
 
     /// Raw posterior mean `[B, latent_channels, H/f, W/f]` (before patchify and normalisation).

@@ -345,3 +345,42 @@ fn diffusers_test_shaped_checkpoint_matches_end_to_end() {
     let err = rel_error(&image, &reference("mini.image"));
     assert!(err < 1e-3, "mini image rel error {err}");
 }
+
+/// Half-precision loading of the whole bundle runs end to end and stays near the f32 result.
+#[test]
+fn bundle_runs_in_half_precision() {
+    let (latent_f32, image_f32) = run_sampling(false);
+    for (dtype, tolerance) in [(DType::F16, 0.01f32), (DType::BF16, 0.03)] {
+        let bundle = Bundle::load(&ckpt(), dtype, &Device::Cpu).unwrap();
+        let cond = bundle
+            .text_encoder
+            .encode(&[prompts()[0].as_str()])
+            .unwrap();
+        assert_eq!(cond.dtype(), dtype);
+        let request = SampleRequest {
+            positive: &cond,
+            negative: None,
+            start: Start::Noise(reference("sample.noise")),
+            steps: 4,
+            guidance: 1.0,
+            scheduler: &bundle.scheduler,
+        };
+        let latent = sample(&bundle.transformer, &request, |_, _| {
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+        assert_eq!(latent.dtype(), DType::F32, "sampler keeps latents in f32");
+        let image = bundle
+            .vae
+            .decode_raw(&bundle.vae.denormalize(&latent).unwrap())
+            .unwrap();
+        let err_latent = rel_error(&latent, &latent_f32);
+        let err_image = rel_error(&image, &image_f32);
+        assert!(
+            err_latent < tolerance && err_image < tolerance,
+            "{dtype:?}: latent {err_latent}, image {err_image}"
+        );
+        let encoded = bundle.vae.encode(&reference("vae.image")).unwrap();
+        assert_eq!(encoded.dims(), &[1, 128, 8, 8]);
+    }
+}
