@@ -246,6 +246,80 @@ impl VaeConfig {
     }
 }
 
+/// Infers a VAE configuration from a diffusers-named checkpoint without config.json.
+///
+/// Channels, levels, blocks per level, latent channels and the quant convs are read from shapes;
+/// the GroupNorm group count is not visible in the weights and is taken as 32 (every released
+/// FLUX VAE), or the largest power of two dividing the first level's channels if that is smaller.
+pub fn infer_vae_config(weights: &Weights) -> Result<VaeConfig> {
+    let path = weights.origin().to_path_buf();
+    let shape = |name: &str| -> Result<Vec<usize>> {
+        weights
+            .shape(name)
+            .map(<[usize]>::to_vec)
+            .ok_or_else(|| ModelError::Config {
+                path: path.clone(),
+                reason: format!("cannot infer the VAE configuration: tensor {name} is missing"),
+            })
+    };
+    let mut block_out_channels = Vec::new();
+    while let Some(s) = weights.shape(&format!(
+        "encoder.down_blocks.{}.resnets.0.conv1.weight",
+        block_out_channels.len()
+    )) {
+        block_out_channels.push(s.first().copied().unwrap_or(0));
+    }
+    let mut layers_per_block = 0;
+    while weights.contains(&format!(
+        "encoder.down_blocks.0.resnets.{layers_per_block}.conv1.weight"
+    )) {
+        layers_per_block += 1;
+    }
+    let n_levels = block_out_channels.len();
+    let mut decoder_channels = Vec::with_capacity(n_levels);
+    for i in (0..n_levels).rev() {
+        decoder_channels.push(
+            shape(&format!("decoder.up_blocks.{i}.resnets.0.conv2.weight"))?
+                .first()
+                .copied()
+                .unwrap_or(0),
+        );
+    }
+    let conv_in = shape("encoder.conv_in.weight")?;
+    let conv_out = shape("decoder.conv_out.weight")?;
+    let latent_channels = shape("decoder.conv_in.weight")?
+        .get(1)
+        .copied()
+        .unwrap_or(0);
+    let first = block_out_channels.first().copied().unwrap_or(0);
+    if n_levels == 0 || layers_per_block == 0 || latent_channels == 0 || first == 0 {
+        return Err(ModelError::Config {
+            path,
+            reason: "not a diffusers-layout FLUX.2 VAE".into(),
+        });
+    }
+    let groups = (0..=5)
+        .rev()
+        .map(|p| 1usize << p)
+        .find(|g| first % g == 0)
+        .unwrap_or(1);
+    Ok(VaeConfig {
+        in_channels: conv_in.get(1).copied().unwrap_or(3),
+        out_channels: conv_out.first().copied().unwrap_or(3),
+        decoder_block_out_channels: (decoder_channels != block_out_channels)
+            .then_some(decoder_channels),
+        block_out_channels,
+        layers_per_block,
+        latent_channels,
+        norm_num_groups: groups,
+        batch_norm_eps: 1e-4,
+        use_quant_conv: weights.contains("quant_conv.weight"),
+        use_post_quant_conv: weights.contains("post_quant_conv.weight"),
+        mid_block_add_attention: weights.contains("encoder.mid_block.attentions.0.to_q.weight"),
+        patch_size: vec![2, 2],
+    })
+}
+
 #[derive(Debug, Clone)]
 struct ResnetBlock {
     norm1: GroupNorm,
@@ -342,7 +416,15 @@ pub struct Vae {
 
 impl Vae {
     /// Loads `vae/` (config.json + safetensors).
+    ///
+    /// A single `.safetensors` file with diffusers key names (ComfyUI's `flux2-vae.safetensors`)
+    /// also loads; its configuration is then inferred from the tensor shapes.
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        if dir.is_file() {
+            let weights = Weights::from_file(dir)?;
+            let cfg = infer_vae_config(&weights)?;
+            return Self::from_weights(&weights, cfg, dtype, device);
+        }
         let cfg_path = dir.join("config.json");
         let cfg: VaeConfig = read_json(&cfg_path)?;
         if cfg.patch_size != [2, 2] {

@@ -368,10 +368,32 @@ impl Weights {
             names.push(entry.file_name().to_string_lossy().into_owned());
         }
         names.sort();
-        if let Some(index_name) = names
+        // diffusers/transformers write these names; variant files (`*.fp16.safetensors`) may sit
+        // beside them and must not be mixed in, so the standard names win when present.
+        let standard_index = [
+            "diffusion_pytorch_model.safetensors.index.json",
+            "model.safetensors.index.json",
+        ]
+        .into_iter()
+        .find(|n| names.iter().any(|m| m == n))
+        .map(str::to_string);
+        let any_index: Vec<&String> = names
             .iter()
-            .find(|n| n.ends_with(".safetensors.index.json"))
+            .filter(|n| n.ends_with(".safetensors.index.json"))
+            .collect();
+        let index_name = standard_index.or_else(|| match any_index.as_slice() {
+            [only] => Some((*only).clone()),
+            _ => None,
+        });
+        let standard_file = ["diffusion_pytorch_model.safetensors", "model.safetensors"]
+            .into_iter()
+            .find(|n| names.iter().any(|m| m == n));
+        if index_name.is_none()
+            && let Some(file) = standard_file
         {
+            return Self::from_files(dir, vec![dir.join(file)]);
+        }
+        if let Some(index_name) = index_name {
             let index_path = dir.join(index_name);
             let index: ShardIndex = read_json(&index_path)?;
             let mut shards: Vec<String> = index.weight_map.values().cloned().collect();

@@ -443,3 +443,133 @@ fn missing_component_directory_names_the_path() {
     let message = err.to_string();
     assert!(message.contains("transformer"), "{message}");
 }
+
+#[test]
+fn variant_files_beside_the_standard_name_are_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixtures().join("tiny-klein/transformer");
+    std::fs::copy(
+        source.join("diffusion_pytorch_model.safetensors"),
+        dir.path().join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    // A half-precision variant holding the same tensor names must not count as a second shard.
+    std::fs::copy(
+        source.join("diffusion_pytorch_model.safetensors"),
+        dir.path().join("diffusion_pytorch_model.fp16.safetensors"),
+    )
+    .unwrap();
+    copy_config(dir.path());
+    let model = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(model.config().num_layers, 2);
+    // Without a standard name, two files with the same tensors are reported, naming the tensor.
+    std::fs::remove_file(dir.path().join("diffusion_pytorch_model.safetensors")).unwrap();
+    std::fs::copy(
+        source.join("diffusion_pytorch_model.safetensors"),
+        dir.path().join("other.safetensors"),
+    )
+    .unwrap();
+    let err = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    assert!(err.to_string().contains("more than one shard"), "{err}");
+}
+
+#[test]
+fn vae_single_file_configuration_is_inferred_from_shapes() {
+    use veetance_models::vae::{Vae, VaeConfig, infer_vae_config};
+    let dir = fixtures().join("tiny-klein/vae");
+    let weights = Weights::from_file(&dir.join("diffusion_pytorch_model.safetensors")).unwrap();
+    let inferred = infer_vae_config(&weights).unwrap();
+    let written: VaeConfig =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("config.json")).unwrap()).unwrap();
+    assert_eq!(inferred.block_out_channels, written.block_out_channels);
+    assert_eq!(inferred.decoder_block_out_channels, None);
+    assert_eq!(inferred.layers_per_block, written.layers_per_block);
+    assert_eq!(inferred.latent_channels, 32);
+    assert!(
+        inferred.use_quant_conv && inferred.use_post_quant_conv && inferred.mid_block_add_attention
+    );
+    // The group count is invisible in the weights; with the right one the file loads and decodes
+    // exactly like the directory.
+    let cfg = VaeConfig {
+        norm_num_groups: written.norm_num_groups,
+        ..inferred
+    };
+    let from_file = Vae::from_weights(&weights, cfg, DType::F32, &Device::Cpu).unwrap();
+    let from_dir = Vae::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let z = Tensor::ones((1, 128, 2, 2), DType::F32, &Device::Cpu).unwrap();
+    let diff = (from_file.decode(&z).unwrap() - from_dir.decode(&z).unwrap())
+        .unwrap()
+        .abs()
+        .unwrap();
+    assert_eq!(diff.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    // The released FLUX.2 VAE layout infers to the released configuration (groups 32). The file
+    // is sparse: a real header over 336 MB of holes, so nothing is allocated or written.
+    let released = VaeConfig::flux2();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = sparse_checkpoint(tmp.path(), "vae.safetensors", &released.tensor_specs());
+    let inferred = infer_vae_config(&Weights::from_file(&path).unwrap()).unwrap();
+    assert_eq!(inferred.block_out_channels, vec![128, 256, 512, 512]);
+    assert_eq!(
+        (
+            inferred.layers_per_block,
+            inferred.latent_channels,
+            inferred.norm_num_groups
+        ),
+        (2, 32, 32)
+    );
+    assert_eq!(inferred.tensor_specs(), released.tensor_specs());
+}
+
+/// A safetensors file with the given f32 tensors whose data section is a hole (all zeros).
+fn sparse_checkpoint(
+    dir: &Path,
+    name: &str,
+    specs: &[veetance_models::weights::TensorSpec],
+) -> PathBuf {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for spec in specs {
+        let n_bytes = 4 * spec.shape.iter().product::<usize>();
+        header.insert(
+            spec.name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": spec.shape, "data_offsets": [offset, offset + n_bytes]}),
+        );
+        offset += n_bytes;
+    }
+    let header = serde_json::Value::Object(header).to_string();
+    let path = write_raw(dir, name, header.len() as u64, header.as_bytes(), &[]);
+    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
+    file.set_len((8 + header.len() + offset) as u64).unwrap();
+    path
+}
+
+#[test]
+fn klein_4b_checkpoint_layout_loads_its_header_and_infers_the_preset() {
+    // The exact klein-4B tensor list written as a sparse 15.5 GB file: header validation, key check
+    // and configuration inference run on it without reading or allocating the weights.
+    let tmp = tempfile::tempdir().unwrap();
+    let path = sparse_checkpoint(
+        tmp.path(),
+        "klein-4b.safetensors",
+        &Flux2Config::klein_4b().diffusers_tensor_specs(),
+    );
+    let weights = Weights::from_file(&path).unwrap();
+    assert_eq!(weights.names().len(), 169);
+    let layout = veetance_models::flux2::detect_layout(&weights);
+    assert_eq!(layout, veetance_models::CheckpointLayout::Diffusers);
+    let cfg = veetance_models::flux2::infer_config(&weights, layout).unwrap();
+    assert_eq!(cfg, Flux2Config::klein_4b());
+    weights
+        .check(&cfg.diffusers_tensor_specs(), |_| false)
+        .unwrap();
+    let bfl = sparse_checkpoint(
+        tmp.path(),
+        "klein-9b-bfl.safetensors",
+        &Flux2Config::klein_9b().bfl_tensor_specs(),
+    );
+    let weights = Weights::from_file(&bfl).unwrap();
+    let cfg =
+        veetance_models::flux2::infer_config(&weights, veetance_models::CheckpointLayout::Bfl)
+            .unwrap();
+    assert_eq!(cfg, Flux2Config::klein_9b());
+}
