@@ -467,9 +467,10 @@ fn token_string(value: Option<&serde_json::Value>) -> Option<String> {
 }
 
 impl ChatTemplate {
-    /// Reads the template from a tokenizer directory: `chat_template.jinja` if present (what
-    /// transformers ≥ 4.47 writes), otherwise `tokenizer_config.json`'s `chat_template` (a string, or
-    /// a list of named templates of which `default` is used).
+    /// Reads the template from a tokenizer directory with transformers' priority:
+    /// `chat_template.jinja` (what transformers ≥ 4.47 writes), then `tokenizer_config.json`'s
+    /// `chat_template` (a string, or a list of named templates of which `default` is used), then a
+    /// processor-style `chat_template.json`.
     pub fn load(tokenizer_dir: &Path) -> Result<Self> {
         let config_path = tokenizer_dir.join("tokenizer_config.json");
         let config: serde_json::Value = if config_path.exists() {
@@ -494,10 +495,22 @@ impl ChatTemplate {
                         reason: "no default chat template".into(),
                     })?,
                 _ => {
-                    return Err(ModelError::Config {
+                    // Processor-style checkpoints (vision-language tokenizers) keep it in
+                    // chat_template.json as {"chat_template": "..."}.
+                    let json_path = tokenizer_dir.join("chat_template.json");
+                    let from_json = if json_path.exists() {
+                        let value: serde_json::Value = read_json(&json_path)?;
+                        value
+                            .get("chat_template")
+                            .and_then(|t| t.as_str())
+                            .map(str::to_string)
+                    } else {
+                        None
+                    };
+                    from_json.ok_or_else(|| ModelError::Config {
                         path: tokenizer_dir.to_path_buf(),
-                        reason: "no chat template (neither chat_template.jinja nor tokenizer_config.json chat_template)".into(),
-                    });
+                        reason: "no chat template (no chat_template.jinja, tokenizer_config.json chat_template or chat_template.json)".into(),
+                    })?
                 }
             }
         };

@@ -302,6 +302,16 @@ fn template_is_read_from_tokenizer_config_when_there_is_no_jinja_file() {
     let template = ChatTemplate::load(dir.path()).unwrap();
     let rendered = template.render_user_prompt("a dog is dancing").unwrap();
     assert_eq!(rendered, meta["qwen2vl_prompt_rendered"].as_str().unwrap());
+    // Processor-style chat_template.json is the last fallback.
+    std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
+    let processor = serde_json::json!({"chat_template": meta["qwen2vl_style_template"]});
+    std::fs::write(dir.path().join("chat_template.json"), processor.to_string()).unwrap();
+    let template = ChatTemplate::load(dir.path()).unwrap();
+    assert_eq!(
+        template.render_user_prompt("a dog is dancing").unwrap(),
+        meta["qwen2vl_prompt_rendered"].as_str().unwrap()
+    );
+    std::fs::remove_file(dir.path().join("chat_template.json")).unwrap();
     // And a checkpoint with no template at all is an error naming the directory.
     std::fs::write(dir.path().join("tokenizer_config.json"), "{}").unwrap();
     let err = ChatTemplate::load(dir.path()).unwrap_err().to_string();
