@@ -45,6 +45,24 @@
 //! The SageAttention node calls [`Flux2Transformer::with_attention`] with
 //! [`AttentionBackend::Sage`]; the clone shares the weights.
 //!
+//! # Public API at a glance
+//!
+//! - `Bundle::load(dir, dtype, device) -> Result<Bundle>`: fields `transformer`, `text_encoder`,
+//!   `vae`, `scheduler`, `is_distilled`, `defaults` (steps, guidance).
+//! - `TextEncoder::encode(&[&str]) -> Result<Tensor>` `[B, 512, C]`; `TextEncoder::load(tokenizer_dir,
+//!   text_encoder_dir, out_layers, dtype, device)`; `with_max_tokens(n)`; [`text::ChatTemplate`] renders
+//!   the checkpoint's template.
+//! - `Flux2Transformer::load(path, dtype, device)` (diffusers directory or single file in diffusers or
+//!   BFL layout), `forward(img_tokens, img_ids, txt, txt_ids, timestep, guidance)`,
+//!   `with_attention(AttentionBackend)`, `random(Flux2Config, dtype, device)`; presets
+//!   [`Flux2Config::klein_4b`], [`Flux2Config::klein_9b`].
+//! - `sample(&Flux2Transformer, &SampleRequest, FnMut(step, total) -> ControlFlow<()>) -> Result<Tensor>`
+//!   with [`Start::Noise`] or [`Start::Image`] (img2img with `denoise`), optional negative
+//!   conditioning for CFG; [`seeded_noise`] makes platform-independent noise from a seed.
+//! - `Vae::load(dir_or_file, dtype, device)`, `encode(image) -> latent`, `decode(latent) -> image`
+//!   (clamped to [-1, 1]), `pixels_per_token()`.
+//! - [`latent::pack`] / [`latent::unpack`] / [`latent::grid_for_image`].
+//!
 //! # Conventions
 //!
 //! - **Latent** (SaveLatent/LoadLatent, sampler in/out, VAE in/out): `[B, 128, h, w]`, the 2×2-patchified

@@ -59,6 +59,9 @@ const MAX_EXACT_HEAD_DIM: usize = 1024;
 /// elements along dim 2 (rows). Returns (integer values as f32, per-row scale `[B, H, N, 1]`).
 pub fn quantize_int8_per_block(x: &Tensor, block: usize) -> candle_core::Result<(Tensor, Tensor)> {
     let (b, h, n, d) = x.dims4()?;
+    if block == 0 {
+        candle_core::bail!("quantisation block size must be positive");
+    }
     let n_blocks = n.div_ceil(block);
     let padded_len = n_blocks * block;
     // Zero rows do not change a block's max|x|, so padding the last block is harmless.
