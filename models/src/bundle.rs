@@ -1,4 +1,4 @@
-//! A whole FLUX.2 [klein] checkpoint: transformer, text encoder, VAE and scheduler settings.
+//! A whole FLUX.2 \[klein\] checkpoint: transformer, text encoder, VAE and scheduler settings.
 
 use std::path::{Path, PathBuf};
 

@@ -88,7 +88,7 @@ fn default_patch_size() -> usize {
 }
 
 impl Flux2Config {
-    /// FLUX.2 [klein] 4B (diffusers converter and BFL `Klein4BParams`).
+    /// FLUX.2 \[klein\] 4B (diffusers converter and BFL `Klein4BParams`).
     pub fn klein_4b() -> Self {
         Self {
             in_channels: 128,
@@ -108,7 +108,7 @@ impl Flux2Config {
         }
     }
 
-    /// FLUX.2 [klein] 9B.
+    /// FLUX.2 \[klein\] 9B.
     pub fn klein_9b() -> Self {
         Self {
             num_layers: 8,

@@ -1,4 +1,4 @@
-//! FLUX.2 [klein] model code on candle. Knows no engine and no UI.
+//! FLUX.2 \[klein\] model code on candle. Knows no engine and no UI.
 //!
 //! # What is here
 //!

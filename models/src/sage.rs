@@ -12,7 +12,7 @@
 //!    matmul of the integer values is bit-identical to the kernel's i32 accumulation.
 //! 3. **Online softmax per K tile** in f32 with exp2 and `sm_scale·log2(e)` folded into the
 //!    dequantisation, like the kernel; the row maximum is updated tile by tile.
-//! 4. **P·V in f16 or fp8**: P̃ ∈ [0,1] rounded to f16 with V in f16, or P̃·448 and V (per-channel
+//! 4. **P·V in f16 or fp8**: P̃ ∈ \[0, 1\] rounded to f16 with V in f16, or P̃·448 and V (per-channel
 //!    scale max/448) rounded to E4M3; products accumulated in f32, normalised by the row sum at the end.
 
 use candle_core::{D, DType, Tensor};

@@ -1,4 +1,4 @@
-//! The Qwen3 text encoder for FLUX.2 [klein]: chat template, tokenizer, and hidden states.
+//! The Qwen3 text encoder for FLUX.2 \[klein\]: chat template, tokenizer, and hidden states.
 //!
 //! The pipeline (diffusers `Flux2KleinPipeline._get_qwen3_prompt_embeds`) is:
 //!
@@ -23,7 +23,7 @@ use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json, read_to_string};
 use crate::weights::{Loader, TensorSpec, Weights};
 
-/// Padded prompt length used by FLUX.2 [klein].
+/// Padded prompt length used by FLUX.2 \[klein\].
 pub const MAX_TEXT_TOKENS: usize = 512;
 
 /// The klein default: hidden states after decoder layers 9, 18 and 27 (HF `hidden_states` indices).
