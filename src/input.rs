@@ -5,7 +5,7 @@ use std::path::Path;
 use anyhow::{Context as _, Result, bail};
 
 /// The iTXt key under which Export embeds the workflow as run.
-pub const PNG_WORKFLOW_KEY: &str = "veetance:workflow";
+pub const PNG_WORKFLOW_KEY: &str = veetance_imaging::KEY_WORKFLOW;
 
 /// The workflow text in `path`: the file itself, or for a PNG its embedded workflow.
 pub fn read_workflow_source(path: &Path) -> Result<String> {
@@ -18,20 +18,11 @@ pub fn read_workflow_source(path: &Path) -> Result<String> {
 }
 
 fn workflow_from_png(bytes: &[u8]) -> Result<String> {
-    let decoder = png::Decoder::new(std::io::Cursor::new(bytes));
-    let reader = decoder.read_info().context("not a readable PNG")?;
-    let info = reader.info();
-    for chunk in &info.utf8_text {
-        if chunk.keyword == PNG_WORKFLOW_KEY {
-            return chunk
-                .get_text()
-                .context("the embedded workflow is not valid text");
+    let texts = veetance_imaging::read_png_text(bytes).context("not a readable PNG")?;
+    match texts.into_iter().find(|(key, _)| key == PNG_WORKFLOW_KEY) {
+        Some((_, workflow)) => Ok(workflow),
+        None => {
+            bail!("this PNG has no embedded veetance workflow (no `{PNG_WORKFLOW_KEY}` text chunk)")
         }
     }
-    for chunk in &info.uncompressed_latin1_text {
-        if chunk.keyword == PNG_WORKFLOW_KEY {
-            return Ok(chunk.text.clone());
-        }
-    }
-    bail!("this PNG has no embedded veetance workflow (no `{PNG_WORKFLOW_KEY}` text chunk)")
 }

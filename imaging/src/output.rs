@@ -55,9 +55,13 @@ where
     };
     std::fs::create_dir_all(&dir)?;
 
-    let mut temp = tempfile::Builder::new()
-        .prefix(TEMP_PREFIX)
-        .tempfile_in(&dir)?;
+    let mut builder = tempfile::Builder::new();
+    builder.prefix(TEMP_PREFIX);
+    // Temp files are private (0600) by default; outputs should get the usual permissions,
+    // so ask for 0666 and let the process umask take off what the user wants off.
+    #[cfg(unix)]
+    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
+    let mut temp = builder.tempfile_in(&dir)?;
     {
         let mut buffered = BufWriter::new(temp.as_file_mut());
         write_contents(&mut buffered)?;
@@ -159,6 +163,17 @@ mod tests {
                 "golden_00002.png"
             ]
         );
+    }
+
+    #[cfg(unix)]
+    #[test]
+    fn outputs_are_readable_by_others_unless_the_umask_says_otherwise() {
+        use std::os::unix::fs::PermissionsExt as _;
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_new_file_bytes(&dir.path().join("shared"), "png", b"x").unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        // Tests run under the usual umask (022 or 002): group and others may read.
+        assert_eq!(mode & 0o044, 0o044, "mode {mode:o}");
     }
 
     #[test]

@@ -1,23 +1,69 @@
 //! Decode: latent to image with the VAE.
 
-use veetance_engine::{DataType, InputSpec, NodeSpec, OutputSpec};
+use candle_core::DType;
+use veetance_engine::{
+    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs,
+};
+use veetance_imaging::rgb8_from_chw_f32;
 
-use crate::unavailable::Unavailable;
+use crate::device::{model_error, tensor_error};
+use crate::payload::{ImageValue, TensorValue, VaeValue};
 
 pub fn spec() -> NodeSpec {
-    NodeSpec::new("Decode", "latent", "VAE decode (tiled for large images).")
-        .input(InputSpec::new("vae", DataType::Vae).doc("From Load."))
-        .input(InputSpec::new("latent", DataType::Latent).doc("From Sample or LoadLatent."))
-        .output(OutputSpec::new(
-            "image",
-            DataType::Image,
-            "The decoded RGB image.",
-        ))
+    NodeSpec::new(
+        "Decode",
+        "latent",
+        "VAE decode of a latent to an RGB image.",
+    )
+    .input(InputSpec::new("vae", DataType::Vae).doc("From Load."))
+    .input(InputSpec::new("latent", DataType::Latent).doc("From Sample or LoadLatent."))
+    .output(OutputSpec::new(
+        "image",
+        DataType::Image,
+        "The decoded RGB image.",
+    ))
 }
 
-pub fn node() -> Unavailable {
-    Unavailable::new(
-        spec(),
-        "the VAE (veetance-models) is not wired into the nodes yet",
-    )
+pub struct Decode(NodeSpec);
+
+pub fn node() -> Decode {
+    Decode(spec())
+}
+
+impl Node for Decode {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let vae = inputs.object::<VaeValue>("vae")?;
+        let latent = inputs.object::<TensorValue>("latent")?;
+        let vae = &vae.0.vae;
+        let latent = latent
+            .0
+            .to_device(vae.device())
+            .map_err(tensor_error("moving the latent to the VAE's device"))?;
+        let batch = latent
+            .dim(0)
+            .map_err(tensor_error("reading the latent's shape"))?;
+        if batch != 1 {
+            return Err(NodeError::msg(format!(
+                "Decode takes one latent at a time; this one holds a batch of {batch}"
+            )));
+        }
+        let image = vae
+            .decode(&latent)
+            .map_err(model_error("decoding the latent"))?;
+        let (_, _, height_px, width_px) = image
+            .dims4()
+            .map_err(tensor_error("reading the image's shape"))?;
+        let values: Vec<f32> = image
+            .to_dtype(DType::F32)
+            .and_then(|t| t.flatten_all())
+            .and_then(|t| t.to_vec1())
+            .map_err(tensor_error("reading the decoded pixels"))?;
+        let rgb = rgb8_from_chw_f32(&values, height_px as u32, width_px as u32)
+            .map_err(|err| NodeError::with_context("converting the decoded pixels", err))?;
+        Ok(Outputs::new().with_object("image", DataType::Image, ImageValue(rgb)))
+    }
 }

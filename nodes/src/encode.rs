@@ -1,8 +1,12 @@
 //! Encode: prompt text to conditioning.
 
-use veetance_engine::{DataType, InputSpec, NodeSpec, OutputSpec, TextWidget};
+use veetance_engine::{
+    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs,
+    TextWidget,
+};
 
-use crate::unavailable::Unavailable;
+use crate::device::model_error;
+use crate::payload::{TensorValue, TextEncoderValue};
 
 pub fn spec() -> NodeSpec {
     NodeSpec::new(
@@ -19,9 +23,29 @@ pub fn spec() -> NodeSpec {
     .output(OutputSpec::new("conditioning", DataType::Conditioning, "Text embeddings [B, L, C]."))
 }
 
-pub fn node() -> Unavailable {
-    Unavailable::new(
-        spec(),
-        "the text encoder (veetance-models) is not wired into the nodes yet",
-    )
+pub struct Encode(NodeSpec);
+
+pub fn node() -> Encode {
+    Encode(spec())
+}
+
+impl Node for Encode {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let encoder = inputs.object::<TextEncoderValue>("text_encoder")?;
+        let prompt = inputs.text("prompt")?;
+        let conditioning = encoder
+            .0
+            .text_encoder
+            .encode(&[prompt])
+            .map_err(model_error("encoding the prompt"))?;
+        Ok(Outputs::new().with_object(
+            "conditioning",
+            DataType::Conditioning,
+            TensorValue(conditioning),
+        ))
+    }
 }

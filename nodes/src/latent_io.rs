@@ -1,8 +1,15 @@
-//! SaveLatent and LoadLatent: latents as safetensors with one tensor `latent` [B, 128, h, w].
+//! SaveLatent and LoadLatent: latents as .safetensors with one tensor `latent` [B, 128, h, w].
 
-use veetance_engine::{DataType, InputSpec, Literal, NodeSpec, OutputSpec, TextWidget};
+use std::path::Path;
 
-use crate::unavailable::Unavailable;
+use veetance_engine::{
+    DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
+    Outputs, TextWidget,
+};
+
+use crate::load_image::read_input_file;
+use crate::payload::TensorValue;
+use crate::tensor_io::{load_tensor, save_tensor};
 
 pub fn save_spec() -> NodeSpec {
     NodeSpec::new(
@@ -35,16 +42,41 @@ pub fn load_spec() -> NodeSpec {
     .output(OutputSpec::new("latent", DataType::Latent, "The latent."))
 }
 
-pub fn save_node() -> Unavailable {
-    Unavailable::new(
-        save_spec(),
-        "latent tensors (veetance-models) are not wired into the nodes yet",
-    )
+pub struct SaveLatent(NodeSpec);
+pub struct LoadLatent(NodeSpec);
+
+pub fn save_node() -> SaveLatent {
+    SaveLatent(save_spec())
 }
 
-pub fn load_node() -> Unavailable {
-    Unavailable::new(
-        load_spec(),
-        "latent tensors (veetance-models) are not wired into the nodes yet",
-    )
+pub fn load_node() -> LoadLatent {
+    LoadLatent(load_spec())
+}
+
+impl Node for SaveLatent {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let latent = inputs.object::<TensorValue>("latent")?;
+        save_tensor(ctx, inputs.text("path")?, "latent", &latent.0)
+    }
+}
+
+impl Node for LoadLatent {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    fn identity(&self, inputs: &NodeInputs) -> Result<Option<Vec<u8>>, NodeError> {
+        let bytes = read_input_file(Path::new(inputs.text("path")?))?;
+        Ok(Some(blake3::hash(&bytes).as_bytes().to_vec()))
+    }
+
+    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let path = inputs.text("path")?;
+        let latent = load_tensor(path, "latent", 4)?;
+        Ok(Outputs::new().with_object("latent", DataType::Latent, TensorValue(latent)))
+    }
 }

@@ -8,16 +8,20 @@
 
 mod compile;
 mod decode;
+mod device;
 mod encode;
+mod encode_image;
 mod export;
 mod latent_io;
 mod layer_split;
 mod load;
 mod load_image;
+mod payload;
 mod preview;
 mod sage_attention;
 mod sample;
 mod save_conditioning;
+mod tensor_io;
 mod unavailable;
 
 use veetance_engine::Registry;
@@ -31,6 +35,7 @@ pub fn registry() -> Registry {
     registry.register(compile::node());
     registry.register(sample::node());
     registry.register(decode::node());
+    registry.register(encode_image::node());
     registry.register(layer_split::node());
     registry.register(export::node());
     registry.register(load_image::node());
@@ -38,5 +43,6 @@ pub fn registry() -> Registry {
     registry.register(latent_io::load_node());
     registry.register(save_conditioning::node());
     registry.register(preview::node());
+    payload::register_decoders(&mut registry);
     registry
 }

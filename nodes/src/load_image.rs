@@ -1,26 +1,60 @@
 //! LoadImage: an image file (PNG, JPEG, WebP).
 
-use veetance_engine::{DataType, InputSpec, NodeSpec, OutputSpec, TextWidget};
+use std::path::Path;
 
-use crate::unavailable::Unavailable;
+use veetance_engine::{
+    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs,
+    TextWidget,
+};
+
+use crate::payload::ImageValue;
 
 pub fn spec() -> NodeSpec {
-    NodeSpec::new("LoadImage", "loaders", "Loads a PNG, JPEG or WebP image.")
-        .input(
-            InputSpec::new("path", DataType::Text)
-                .widget(TextWidget::Path)
-                .doc("The image file."),
-        )
-        .output(OutputSpec::new(
-            "image",
-            DataType::Image,
-            "The image as RGB.",
-        ))
+    NodeSpec::new(
+        "LoadImage",
+        "loaders",
+        "Loads a PNG, JPEG or WebP image as RGB.",
+    )
+    .input(
+        InputSpec::new("path", DataType::Text)
+            .widget(TextWidget::Path)
+            .doc("The image file."),
+    )
+    .output(OutputSpec::new(
+        "image",
+        DataType::Image,
+        "The image as RGB.",
+    ))
 }
 
-pub fn node() -> Unavailable {
-    Unavailable::new(
-        spec(),
-        "the image crate (veetance-imaging) is not wired into the nodes yet",
-    )
+pub struct LoadImage(NodeSpec);
+
+pub fn node() -> LoadImage {
+    LoadImage(spec())
+}
+
+/// Reads a file the node depends on, with the path in the error.
+pub fn read_input_file(path: &Path) -> Result<Vec<u8>, NodeError> {
+    std::fs::read(path)
+        .map_err(|err| NodeError::with_context(format!("cannot read {}", path.display()), err))
+}
+
+impl Node for LoadImage {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    /// The file's content hash: an edited image is never served from the cache.
+    fn identity(&self, inputs: &NodeInputs) -> Result<Option<Vec<u8>>, NodeError> {
+        let bytes = read_input_file(Path::new(inputs.text("path")?))?;
+        Ok(Some(blake3::hash(&bytes).as_bytes().to_vec()))
+    }
+
+    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let path = inputs.text("path")?;
+        let bytes = read_input_file(Path::new(path))?;
+        let image = veetance_imaging::load_image(&bytes)
+            .map_err(|err| NodeError::with_context(format!("decoding {path}"), err))?;
+        Ok(Outputs::new().with_object("image", DataType::Image, ImageValue(image)))
+    }
 }

@@ -1,22 +1,50 @@
 //! Preview: a small image sent to whoever watches the run.
 
-use veetance_engine::{DataType, InputSpec, NodeSpec};
+use std::sync::Arc;
 
-use crate::unavailable::Unavailable;
+use veetance_engine::{
+    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, Outputs,
+};
+use veetance_imaging::RgbImage;
+
+use crate::payload::ImageValue;
+
+/// Longest side of a preview, in pixels.
+pub const PREVIEW_MAX_SIDE_PX: u32 = 256;
 
 pub fn spec() -> NodeSpec {
     NodeSpec::new(
         "Preview",
         "output",
-        "Sends a small preview of the image to whoever watches the run (editor, server).",
+        "Sends a small PNG preview of the image to whoever watches the run (editor, server).",
     )
     .effect()
     .input(InputSpec::new("image", DataType::Image).doc("The image to preview."))
 }
 
-pub fn node() -> Unavailable {
-    Unavailable::new(
-        spec(),
-        "the image crate (veetance-imaging) is not wired into the nodes yet",
-    )
+pub struct Preview(NodeSpec);
+
+pub fn node() -> Preview {
+    Preview(spec())
+}
+
+/// A PNG of `image` shrunk (never enlarged) to at most [`PREVIEW_MAX_SIDE_PX`] on its longest side.
+pub fn preview_png(image: &RgbImage) -> Result<Arc<[u8]>, NodeError> {
+    let small = veetance_imaging::thumbnail(image, PREVIEW_MAX_SIDE_PX);
+    let mut bytes = Vec::new();
+    veetance_imaging::write_png(&mut bytes, &small, &[] as &[(&str, &str)])
+        .map_err(|err| NodeError::with_context("encoding the preview", err))?;
+    Ok(bytes.into())
+}
+
+impl Node for Preview {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let image = inputs.object::<ImageValue>("image")?;
+        ctx.preview(preview_png(&image.0)?);
+        Ok(Outputs::new())
+    }
 }

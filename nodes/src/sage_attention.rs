@@ -1,8 +1,12 @@
 //! SageAttention: the model with every attention replaced by 8-bit quantized attention.
 
-use veetance_engine::{DataType, InputSpec, Literal, NodeSpec, OutputSpec};
+use veetance_engine::{
+    DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
+    Outputs,
+};
+use veetance_models::{AttentionBackend, PvPrecision, SageConfig};
 
-use crate::unavailable::Unavailable;
+use crate::payload::ModelValue;
 
 pub fn spec() -> NodeSpec {
     NodeSpec::new(
@@ -25,9 +29,34 @@ pub fn spec() -> NodeSpec {
     .output(OutputSpec::new("model", DataType::Model, "The same weights with SageAttention."))
 }
 
-pub fn node() -> Unavailable {
-    Unavailable::new(
-        spec(),
-        "the attention backends (veetance-models) are not wired into the nodes yet",
-    )
+pub struct SageAttention(NodeSpec);
+
+pub fn node() -> SageAttention {
+    SageAttention(spec())
+}
+
+impl Node for SageAttention {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let model = inputs.object::<ModelValue>("model")?;
+        let pv = match inputs.text("pv")? {
+            "fp8" => PvPrecision::Fp8E4M3,
+            _ => PvPrecision::F16,
+        };
+        let config = SageConfig {
+            smooth_k: inputs.bool("smooth_k")?,
+            pv,
+            ..SageConfig::default()
+        };
+        let patched = ModelValue {
+            transformer: model
+                .transformer
+                .with_attention(AttentionBackend::Sage(config)),
+            ..(*model).clone()
+        };
+        Ok(Outputs::new().with_object("model", DataType::Model, patched))
+    }
 }

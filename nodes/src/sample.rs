@@ -1,8 +1,17 @@
 //! Sample: flow-matching Euler sampling with the FLUX.2 schedule.
 
-use veetance_engine::{DataType, InputSpec, Literal, NodeSpec, OutputSpec};
+use std::ops::ControlFlow;
 
-use crate::unavailable::Unavailable;
+use candle_core::Tensor;
+use veetance_engine::{
+    DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
+    Outputs,
+};
+use veetance_models::latent::grid_for_image;
+use veetance_models::{SampleRequest, Start, sample, seeded_noise};
+
+use crate::device::{model_error, tensor_error};
+use crate::payload::{ModelValue, TensorValue};
 
 pub fn spec() -> NodeSpec {
     NodeSpec::new(
@@ -12,30 +21,151 @@ pub fn spec() -> NodeSpec {
     )
     .input(InputSpec::new("model", DataType::Model).doc("The denoising model."))
     .input(InputSpec::new("positive", DataType::Conditioning).doc("What to draw."))
-    .input(InputSpec::new("negative", DataType::Conditioning).optional().doc("What to avoid (CFG, non-distilled models only)."))
-    .input(InputSpec::new("noise", DataType::Latent).optional().doc("Initial noise instead of the seeded noise."))
-    .input(InputSpec::new("latent", DataType::Latent).optional().doc("Start image for img2img."))
+    .input(
+        InputSpec::new("negative", DataType::Conditioning)
+            .optional()
+            .doc("What to avoid (CFG, used when guidance > 1)."),
+    )
+    .input(
+        InputSpec::new("noise", DataType::Latent)
+            .optional()
+            .doc("Initial noise [B, 128, h, w] instead of the seeded noise."),
+    )
+    .input(InputSpec::new("latent", DataType::Latent).optional().doc("Start latent for img2img."))
     .input(
         InputSpec::new("denoise", DataType::Float)
             .default_value(Literal::Float(1.0))
             .range(0.0, 1.0)
-            .doc("How much of the schedule to run; below 1 keeps part of `latent`."),
+            .doc("Fraction of the schedule to run from `latent`; below 1 keeps part of it."),
     )
     .input(
         InputSpec::new("seed", DataType::Int)
             .default_value(Literal::Int(0))
             .doc("Noise seed (any integer); the same seed gives the same image."),
     )
-    .input(InputSpec::new("steps", DataType::Int).optional().range(1.0, 1000.0).doc("Sampling steps [model default]."))
-    .input(InputSpec::new("guidance", DataType::Float).optional().range(0.0, 100.0).doc("Guidance scale [model default]."))
-    .input(InputSpec::new("width", DataType::Int).optional().range(16.0, 8192.0).doc("Image width in pixels [model default]."))
-    .input(InputSpec::new("height", DataType::Int).optional().range(16.0, 8192.0).doc("Image height in pixels [model default]."))
-    .output(OutputSpec::new("latent", DataType::Latent, "The denoised latent."))
+    .input(
+        InputSpec::new("steps", DataType::Int)
+            .optional()
+            .range(1.0, 1000.0)
+            .doc("Sampling steps [model default]."),
+    )
+    .input(
+        InputSpec::new("guidance", DataType::Float)
+            .optional()
+            .range(0.0, 100.0)
+            .doc("Guidance scale [model default]."),
+    )
+    .input(
+        InputSpec::new("width", DataType::Int)
+            .optional()
+            .range(16.0, 8192.0)
+            .doc("Image width in pixels [model default]."),
+    )
+    .input(
+        InputSpec::new("height", DataType::Int)
+            .optional()
+            .range(16.0, 8192.0)
+            .doc("Image height in pixels [model default]."),
+    )
+    .output(OutputSpec::new(
+        "latent",
+        DataType::Latent,
+        "The denoised latent [B, 128, h, w].",
+    ))
 }
 
-pub fn node() -> Unavailable {
-    Unavailable::new(
-        spec(),
-        "the sampler (veetance-models) is not wired into the nodes yet",
-    )
+pub struct Sample(NodeSpec);
+
+pub fn node() -> Sample {
+    Sample(spec())
+}
+
+fn on_device(value: &TensorValue, model: &ModelValue) -> Result<Tensor, NodeError> {
+    value
+        .0
+        .to_device(model.transformer.device())
+        .map_err(tensor_error("moving a tensor to the model's device"))
+}
+
+impl Node for Sample {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let model = inputs.object::<ModelValue>("model")?;
+        let bundle = &model.bundle;
+        let device = model.transformer.device().clone();
+        let positive = on_device(&*inputs.object::<TensorValue>("positive")?, &model)?;
+        let negative = match inputs.opt_object::<TensorValue>("negative")? {
+            Some(value) => Some(on_device(&value, &model)?),
+            None => None,
+        };
+        let steps = match inputs.opt_int("steps")? {
+            Some(steps) => {
+                usize::try_from(steps).map_err(|_| NodeError::msg("steps must be positive"))?
+            }
+            None => bundle.defaults.steps,
+        };
+        let guidance = inputs
+            .opt_float("guidance")?
+            .unwrap_or(bundle.defaults.guidance);
+        let width_px = inputs
+            .opt_int("width")?
+            .map_or(model.default_size_px, |v| v.max(0) as usize);
+        let height_px = inputs
+            .opt_int("height")?
+            .map_or(model.default_size_px, |v| v.max(0) as usize);
+        let init_latent = match inputs.opt_object::<TensorValue>("latent")? {
+            Some(latent) => Some(on_device(&latent, &model)?),
+            None => None,
+        };
+        let noise = match inputs.opt_object::<TensorValue>("noise")? {
+            Some(noise) => on_device(&noise, &model)?,
+            None => {
+                // The noise takes the start latent's shape in img2img, else the requested size's.
+                let shape = match &init_latent {
+                    Some(latent) => latent
+                        .dims4()
+                        .map_err(tensor_error("reading the start latent's shape"))?,
+                    None => {
+                        let (grid_h, grid_w) =
+                            grid_for_image(height_px, width_px, bundle.vae.pixels_per_token())
+                                .map_err(model_error("choosing the latent size"))?;
+                        (1, model.transformer.config().in_channels, grid_h, grid_w)
+                    }
+                };
+                // The seed is used as raw bits, so every integer is a distinct seed.
+                seeded_noise(inputs.int("seed")? as u64, shape, &device)
+                    .map_err(model_error("making the seeded noise"))?
+            }
+        };
+        let start = match init_latent {
+            Some(latent) => Start::Image {
+                latent,
+                noise,
+                denoise: inputs.float("denoise")?,
+            },
+            None => Start::Noise(noise),
+        };
+        let request = SampleRequest {
+            positive: &positive,
+            negative: negative.as_ref(),
+            start,
+            steps,
+            guidance,
+            scheduler: &bundle.scheduler,
+        };
+        ctx.progress(0, steps as u64);
+        let latent = sample(&model.transformer, &request, |step, total| {
+            ctx.progress(step as u64, total as u64);
+            if ctx.is_cancelled() {
+                ControlFlow::Break(())
+            } else {
+                ControlFlow::Continue(())
+            }
+        })
+        .map_err(model_error("sampling"))?;
+        Ok(Outputs::new().with_object("latent", DataType::Latent, TensorValue(latent)))
+    }
 }

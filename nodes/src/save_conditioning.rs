@@ -1,8 +1,12 @@
-//! SaveConditioning: conditioning as safetensors with one tensor `conditioning` [B, L, C].
+//! SaveConditioning: conditioning as .safetensors with one tensor `conditioning` [B, L, C].
 
-use veetance_engine::{DataType, InputSpec, Literal, NodeSpec, OutputSpec, TextWidget};
+use veetance_engine::{
+    DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
+    Outputs, TextWidget,
+};
 
-use crate::unavailable::Unavailable;
+use crate::payload::TensorValue;
+use crate::tensor_io::save_tensor;
 
 pub fn spec() -> NodeSpec {
     NodeSpec::new(
@@ -25,9 +29,19 @@ pub fn spec() -> NodeSpec {
     ))
 }
 
-pub fn node() -> Unavailable {
-    Unavailable::new(
-        spec(),
-        "conditioning tensors (veetance-models) are not wired into the nodes yet",
-    )
+pub struct SaveConditioning(NodeSpec);
+
+pub fn node() -> SaveConditioning {
+    SaveConditioning(spec())
+}
+
+impl Node for SaveConditioning {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let conditioning = inputs.object::<TensorValue>("conditioning")?;
+        save_tensor(ctx, inputs.text("path")?, "conditioning", &conditioning.0)
+    }
 }

@@ -1,0 +1,57 @@
+//! EncodeImage: an image to a latent with the VAE, the start of img2img.
+
+use candle_core::Tensor;
+use veetance_engine::{
+    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs,
+};
+use veetance_imaging::chw_f32_from_rgb8;
+
+use crate::device::{model_error, tensor_error};
+use crate::payload::{ImageValue, TensorValue, VaeValue};
+
+pub fn spec() -> NodeSpec {
+    NodeSpec::new(
+        "EncodeImage",
+        "latent",
+        "VAE encode of an RGB image to a latent [1, 128, h, w] (the mean of the posterior), for img2img with Sample's `latent` and `denoise`.",
+    )
+    .input(InputSpec::new("vae", DataType::Vae).doc("From Load."))
+    .input(InputSpec::new("image", DataType::Image).doc("Its sides must be multiples of the model's pixels per latent token (16 for FLUX.2)."))
+    .output(OutputSpec::new("latent", DataType::Latent, "The normalised latent."))
+}
+
+pub struct EncodeImage(NodeSpec);
+
+pub fn node() -> EncodeImage {
+    EncodeImage(spec())
+}
+
+impl Node for EncodeImage {
+    fn spec(&self) -> &NodeSpec {
+        &self.0
+    }
+
+    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        let vae = inputs.object::<VaeValue>("vae")?;
+        let image = inputs.object::<ImageValue>("image")?;
+        let vae = &vae.0.vae;
+        let (width_px, height_px) = image.0.dimensions();
+        let step_px = vae.pixels_per_token() as u32;
+        if step_px == 0 || width_px % step_px != 0 || height_px % step_px != 0 {
+            return Err(NodeError::msg(format!(
+                "image is {width_px}x{height_px}; both sides must be multiples of {step_px} for this VAE"
+            )));
+        }
+        let values = chw_f32_from_rgb8(&image.0);
+        let pixels = Tensor::from_vec(
+            values,
+            (1, 3, height_px as usize, width_px as usize),
+            vae.device(),
+        )
+        .map_err(tensor_error("preparing the image"))?;
+        let latent = vae
+            .encode(&pixels)
+            .map_err(model_error("encoding the image"))?;
+        Ok(Outputs::new().with_object("latent", DataType::Latent, TensorValue(latent)))
+    }
+}
