@@ -164,6 +164,7 @@ fn nodes_json_lists_every_built_in_kind_in_full() {
             "Compile",
             "Decode",
             "Encode",
+            "EncodeImage",
             "Export",
             "LayerSplit",
             "Load",
