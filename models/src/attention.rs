@@ -121,7 +121,8 @@ fn attention_block(
     } else {
         DType::F32
     };
-    let scores = (q.to_dtype(compute)?.matmul(&k_t.to_dtype(compute)?)? * scale)?;
+    // Scaling q (L×D) instead of the scores (L×L) saves a pass over the largest tensor.
+    let scores = (q.to_dtype(compute)? * scale)?.matmul(&k_t.to_dtype(compute)?)?;
     let scores = match mask {
         Some(m) => scores.broadcast_add(&m.to_dtype(compute)?)?,
         None => scores,
