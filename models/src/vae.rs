@@ -13,6 +13,7 @@ use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, Module as _};
+use serde::Deserialize as _;
 
 use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json};
@@ -56,6 +57,24 @@ pub struct VaeConfig {
     /// Patchify size; FLUX.2 uses (2, 2).
     #[serde(default = "default_patch")]
     pub patch_size: Vec<usize>,
+    /// Training image size; diffusers' tiled decoding uses it as the tile size in pixels.
+    #[serde(default = "default_sample_size", deserialize_with = "int_or_first")]
+    pub sample_size: usize,
+}
+
+fn default_sample_size() -> usize {
+    1024
+}
+
+/// `sample_size` is an int in FLUX configs but a list in some others; take the first entry.
+fn int_or_first<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
+    let value = serde_json::Value::deserialize(d)?;
+    let n = match &value {
+        serde_json::Value::Array(list) => list.first().and_then(serde_json::Value::as_u64),
+        other => other.as_u64(),
+    };
+    n.and_then(|n| usize::try_from(n).ok())
+        .ok_or_else(|| serde::de::Error::custom(format!("sample_size {value} is not a size")))
 }
 
 fn default_rgb() -> usize {
@@ -96,6 +115,7 @@ impl VaeConfig {
             use_post_quant_conv: true,
             mid_block_add_attention: true,
             patch_size: vec![2, 2],
+            sample_size: 1024,
         }
     }
 
@@ -317,7 +337,34 @@ pub fn infer_vae_config(weights: &Weights) -> Result<VaeConfig> {
         use_post_quant_conv: weights.contains("post_quant_conv.weight"),
         mid_block_add_attention: weights.contains("encoder.mid_block.attentions.0.to_q.weight"),
         patch_size: vec![2, 2],
+        sample_size: 1024,
     })
+}
+
+/// Linear cross-fade of the first `extent` rows (dim 2) or columns (dim 3) of `current` from the
+/// last ones of `previous` (diffusers `blend_v` / `blend_h`).
+fn blend(
+    previous: &Tensor,
+    current: &Tensor,
+    extent: usize,
+    dim: usize,
+) -> candle_core::Result<Tensor> {
+    let extent = extent.min(previous.dim(dim)?).min(current.dim(dim)?);
+    if extent == 0 {
+        return Ok(current.clone());
+    }
+    let weights: Vec<f32> = (0..extent).map(|y| y as f32 / extent as f32).collect();
+    let mut shape = [1usize; 4];
+    if let Some(slot) = shape.get_mut(dim) {
+        *slot = extent;
+    }
+    let ramp =
+        Tensor::from_vec(weights, shape.as_slice(), current.device())?.to_dtype(current.dtype())?;
+    let tail = previous.narrow(dim, previous.dim(dim)? - extent, extent)?;
+    let head = current.narrow(dim, 0, extent)?;
+    let mixed = (tail.broadcast_mul(&(1.0 - &ramp)?)? + head.broadcast_mul(&ramp)?)?;
+    let rest = current.narrow(dim, extent, current.dim(dim)? - extent)?;
+    Tensor::cat(&[mixed, rest], dim)
 }
 
 #[derive(Debug, Clone)]
@@ -689,6 +736,69 @@ impl Vae {
         let raw = self.denormalize(latent)?;
         let image = self.decode_raw(&raw)?;
         Ok(image.clamp(-1f32, 1f32)?)
+    }
+
+    /// Like [`Vae::decode`], but in overlapping tiles so that memory stays bounded for large images.
+    ///
+    /// This is diffusers' `enable_tiling()` decode exactly: tiles of `sample_size / f` latent pixels
+    /// with a quarter overlap, decoded independently and blended linearly (top, then left) over a
+    /// quarter tile. The result differs slightly from [`Vae::decode`] near tile borders, as in diffusers;
+    /// latents no larger than one tile decode identically.
+    pub fn decode_tiled(&self, latent: &Tensor) -> Result<Tensor> {
+        let raw = self.denormalize(latent)?;
+        let (_, _, h, w) = raw.dims4()?;
+        let tile_latent = self.cfg.sample_size / self.cfg.spatial_factor();
+        let image = if h > tile_latent || w > tile_latent {
+            self.decode_raw_tiled(&raw).context("VAE tiled decode")?
+        } else {
+            self.decode_raw(&raw)?
+        };
+        Ok(image.clamp(-1f32, 1f32)?)
+    }
+
+    fn decode_raw_tiled(&self, raw: &Tensor) -> candle_core::Result<Tensor> {
+        let tile_sample = self.cfg.sample_size;
+        let tile_latent = tile_sample / self.cfg.spatial_factor();
+        let overlap_factor = 0.25;
+        let stride = ((tile_latent as f64 * (1.0 - overlap_factor)) as usize).max(1);
+        let blend_extent = (tile_sample as f64 * overlap_factor) as usize;
+        let row_limit = tile_sample - blend_extent;
+        let (_, _, h, w) = raw.dims4()?;
+        let mut rows: Vec<Vec<Tensor>> = Vec::new();
+        for top in (0..h).step_by(stride) {
+            let mut row: Vec<Tensor> = Vec::new();
+            for left in (0..w).step_by(stride) {
+                let tile = raw.narrow(2, top, tile_latent.min(h - top))?.narrow(
+                    3,
+                    left,
+                    tile_latent.min(w - left),
+                )?;
+                let mut decoded = self.decode_raw_inner(&tile)?;
+                // Blend with the already blended tile above, then the one to the left, like diffusers
+                // (whose blend functions modify the current tile in place in this order).
+                if let Some(above) = rows.last().and_then(|r: &Vec<Tensor>| r.get(row.len())) {
+                    decoded = blend(above, &decoded, blend_extent, 2)?;
+                }
+                if let Some(left_tile) = row.last() {
+                    decoded = blend(left_tile, &decoded, blend_extent, 3)?;
+                }
+                row.push(decoded);
+            }
+            rows.push(row);
+        }
+        let mut result_rows = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let cropped = row
+                .iter()
+                .map(|t| {
+                    let (_, _, th, tw) = t.dims4()?;
+                    t.narrow(2, 0, row_limit.min(th))?
+                        .narrow(3, 0, row_limit.min(tw))
+                })
+                .collect::<candle_core::Result<Vec<_>>>()?;
+            result_rows.push(Tensor::cat(&cropped, 3)?);
+        }
+        Tensor::cat(&result_rows, 2)
     }
 
     /// Raw latent `[B, 32, H/f, W/f]` → image `[B, 3, H, W]` (f32, not clamped).
