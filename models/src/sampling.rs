@@ -65,8 +65,30 @@ impl Default for SchedulerConfig {
 
 impl SchedulerConfig {
     /// Reads `scheduler_config.json`.
+    ///
+    /// Options that change the schedule in ways this sampler does not implement (Karras,
+    /// exponential or beta sigmas, inverted sigmas, stochastic sampling) are refused rather than
+    /// silently ignored, so a checkpoint never samples differently from diffusers without notice.
     pub fn load(path: &Path) -> Result<Self> {
-        read_json(path)
+        let raw: serde_json::Value = read_json(path)?;
+        for flag in [
+            "use_karras_sigmas",
+            "use_exponential_sigmas",
+            "use_beta_sigmas",
+            "invert_sigmas",
+            "stochastic_sampling",
+        ] {
+            if raw.get(flag).and_then(serde_json::Value::as_bool) == Some(true) {
+                return Err(ModelError::Config {
+                    path: path.to_path_buf(),
+                    reason: format!("scheduler option {flag} = true is not supported"),
+                });
+            }
+        }
+        serde_json::from_value(raw).map_err(|source| ModelError::Json {
+            path: path.to_path_buf(),
+            source,
+        })
     }
 
     /// σ values for `steps` steps over `image_tokens` noisy tokens: `steps + 1` values ending in 0.

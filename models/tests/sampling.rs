@@ -256,3 +256,26 @@ fn wrong_latent_channels_and_zero_steps_are_errors() {
         Err(ModelError::InvalidArgument(_))
     ));
 }
+
+#[test]
+fn unsupported_scheduler_options_are_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("scheduler_config.json");
+    std::fs::write(
+        &path,
+        r#"{"use_dynamic_shifting": true, "use_karras_sigmas": true}"#,
+    )
+    .unwrap();
+    let err = SchedulerConfig::load(&path).unwrap_err().to_string();
+    assert!(
+        err.contains("use_karras_sigmas") && err.contains("scheduler_config.json"),
+        "{err}"
+    );
+    std::fs::write(
+        &path,
+        r#"{"use_dynamic_shifting": false, "shift": 2.0, "use_karras_sigmas": false}"#,
+    )
+    .unwrap();
+    let cfg = SchedulerConfig::load(&path).unwrap();
+    assert!(!cfg.use_dynamic_shifting && cfg.shift == 2.0);
+}
