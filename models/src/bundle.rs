@@ -65,7 +65,8 @@ impl Bundle {
         } else {
             false
         };
-        let transformer = Flux2Transformer::load(&dir.join("transformer"), dtype, device)?;
+        let transformer = Flux2Transformer::load(&dir.join("transformer"), dtype, device)?
+            .with_distilled(is_distilled);
         let te_dir = dir.join("text_encoder");
         let te_cfg: Qwen3Config = read_json(&te_dir.join("config.json"))?;
         let out_layers = default_out_layers(
@@ -102,5 +103,14 @@ impl Bundle {
             defaults,
             root: dir.to_path_buf(),
         })
+    }
+
+    /// The negative conditioning diffusers' klein pipeline uses for CFG: the empty prompt through the
+    /// same template and encoder. `None` for step-distilled checkpoints, which never run CFG.
+    pub fn negative_conditioning(&self) -> Result<Option<candle_core::Tensor>> {
+        if self.is_distilled {
+            return Ok(None);
+        }
+        self.text_encoder.encode(&[""]).map(Some)
     }
 }

@@ -447,6 +447,8 @@ pub struct Flux2Transformer {
     ln_ones: Tensor,
     ln_zeros: Tensor,
     attention: AttentionBackend,
+    /// Step-distilled checkpoints ignore CFG (diffusers `is_distilled` in model_index.json).
+    is_distilled: bool,
 }
 
 fn linear(w: Tensor) -> Linear {
@@ -595,6 +597,7 @@ impl Flux2Transformer {
                     dtype,
                     device: device.clone(),
                     attention: AttentionBackend::default(),
+                    is_distilled: false,
                 }
             }
             CheckpointLayout::Bfl => {
@@ -658,6 +661,7 @@ impl Flux2Transformer {
                     dtype,
                     device: device.clone(),
                     attention: AttentionBackend::default(),
+                    is_distilled: false,
                 }
             }
         };
@@ -677,6 +681,20 @@ impl Flux2Transformer {
     /// The device the weights live on.
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    /// Whether the checkpoint is step-distilled (klein): the sampler then never runs CFG.
+    pub fn is_distilled(&self) -> bool {
+        self.is_distilled
+    }
+
+    /// A clone marked as step-distilled or not ([`crate::Bundle::load`] reads it from
+    /// `model_index.json`; a lone transformer file defaults to not distilled).
+    pub fn with_distilled(&self, is_distilled: bool) -> Self {
+        Self {
+            is_distilled,
+            ..self.clone()
+        }
     }
 
     /// The attention backend in use.

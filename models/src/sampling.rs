@@ -187,7 +187,9 @@ pub enum Start {
 pub struct SampleRequest<'a> {
     /// Conditioning `[B, L, C]` from the text encoder.
     pub positive: &'a Tensor,
-    /// Negative conditioning for CFG; `None` disables CFG.
+    /// Negative conditioning for CFG; `None` disables CFG. Ignored for step-distilled models and
+    /// when `guidance` ≤ 1, as in diffusers. diffusers' klein pipeline uses the empty prompt:
+    /// see [`crate::Bundle::negative_conditioning`].
     pub negative: Option<&'a Tensor>,
     /// Starting point.
     pub start: Start,
@@ -250,7 +252,8 @@ pub fn sample(
     };
     let total = sigmas.len().saturating_sub(1);
     let positive = req.positive.to_dtype(model.dtype())?;
-    let use_cfg = req.negative.is_some() && req.guidance > 1.0;
+    // diffusers: `do_classifier_free_guidance = guidance_scale > 1 and not is_distilled`.
+    let use_cfg = req.negative.is_some() && req.guidance > 1.0 && !model.is_distilled();
     let negative = match req.negative {
         Some(n) if use_cfg => Some(n.to_dtype(model.dtype())?),
         _ => None,

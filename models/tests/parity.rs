@@ -195,7 +195,12 @@ fn vae_decode_matches_diffusers() {
 }
 
 fn run_sampling(cfg: bool) -> (Tensor, Tensor) {
-    let bundle = Bundle::load(&ckpt(), DType::F32, &Device::Cpu).unwrap();
+    let mut bundle = Bundle::load(&ckpt(), DType::F32, &Device::Cpu).unwrap();
+    assert!(bundle.is_distilled && bundle.transformer.is_distilled());
+    if cfg {
+        // The CFG reference was sampled with the pipeline's is_distilled switched off.
+        bundle.transformer = bundle.transformer.with_distilled(false);
+    }
     let prompts = prompts();
     let cond = bundle.text_encoder.encode(&[prompts[0].as_str()]).unwrap();
     let negative = bundle.text_encoder.encode(&[""]).unwrap();
@@ -333,7 +338,10 @@ fn diffusers_test_shaped_checkpoint_matches_end_to_end() {
     let cond = bundle.text_encoder.encode(&["a dog is dancing"]).unwrap();
     let err = rel_error(&cond, &reference("mini.embeds"));
     assert!(err < 1e-4, "mini text encoder rel error {err}");
-    let negative = bundle.text_encoder.encode(&[""]).unwrap();
+    let negative = bundle
+        .negative_conditioning()
+        .unwrap()
+        .expect("base model has a negative");
     let request = SampleRequest {
         positive: &cond,
         negative: Some(&negative),
@@ -419,4 +427,28 @@ fn tiled_vae_decode_matches_diffusers_enable_tiling() {
             .unwrap(),
         0.0
     );
+}
+
+#[test]
+fn distilled_models_ignore_negative_conditioning_like_diffusers() {
+    let bundle = Bundle::load(&ckpt(), DType::F32, &Device::Cpu).unwrap();
+    assert!(bundle.negative_conditioning().unwrap().is_none());
+    let cond = bundle
+        .text_encoder
+        .encode(&[prompts()[0].as_str()])
+        .unwrap();
+    let negative = bundle.text_encoder.encode(&[""]).unwrap();
+    let request = SampleRequest {
+        positive: &cond,
+        negative: Some(&negative),
+        start: Start::Noise(reference("sample.noise")),
+        steps: 4,
+        guidance: 3.0,
+        scheduler: &bundle.scheduler,
+    };
+    let latent = sample(&bundle.transformer, &request, |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    assert!(rel_error(&latent, &reference("sample.latent")) < 1e-3);
 }
