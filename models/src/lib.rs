@@ -29,9 +29,10 @@
 //! let (h, w) = veetance_models::latent::grid_for_image(32, 32, bundle.vae.pixels_per_token())?;
 //! let channels = bundle.transformer.config().in_channels; // 128 for klein
 //! let noise = seeded_noise(42, (1, channels, h, w), &device)?;
+//! let negative = bundle.negative_conditioning()?; // None for step-distilled klein
 //! let request = SampleRequest {
 //!     positive: &cond,
-//!     negative: None,
+//!     negative: negative.as_ref(),
 //!     start: Start::Noise(noise),
 //!     steps: bundle.defaults.steps,
 //!     guidance: bundle.defaults.guidance,
@@ -48,7 +49,8 @@
 //! # Public API at a glance
 //!
 //! - `Bundle::load(dir, dtype, device) -> Result<Bundle>`: fields `transformer`, `text_encoder`,
-//!   `vae`, `scheduler`, `is_distilled`, `defaults` (steps, guidance).
+//!   `vae`, `scheduler`, `is_distilled`, `defaults` (steps, guidance); `negative_conditioning()` gives
+//!   the empty-prompt conditioning diffusers uses for CFG on base (non-distilled) checkpoints.
 //! - `TextEncoder::encode(&[&str]) -> Result<Tensor>` `[B, 512, C]`; `TextEncoder::load(tokenizer_dir,
 //!   text_encoder_dir, out_layers, dtype, device)`; `with_max_tokens(n)`; [`text::ChatTemplate`] renders
 //!   the checkpoint's template.
@@ -58,9 +60,11 @@
 //!   [`Flux2Config::klein_4b`], [`Flux2Config::klein_9b`].
 //! - `sample(&Flux2Transformer, &SampleRequest, FnMut(step, total) -> ControlFlow<()>) -> Result<Tensor>`
 //!   with [`Start::Noise`] or [`Start::Image`] (img2img with `denoise`), optional negative
-//!   conditioning for CFG; [`seeded_noise`] makes platform-independent noise from a seed.
+//!   conditioning for CFG (ignored for step-distilled models or guidance ≤ 1, as in diffusers);
+//!   [`seeded_noise`] makes platform-independent noise from a seed.
 //! - `Vae::load(dir_or_file, dtype, device)`, `encode(image) -> latent`, `decode(latent) -> image`
-//!   (clamped to [-1, 1]), `pixels_per_token()`.
+//!   (clamped to \[-1, 1\]), `decode_tiled(latent)` (diffusers' tiled decode, for large images),
+//!   `pixels_per_token()`.
 //! - [`latent::pack`] / [`latent::unpack`] / [`latent::grid_for_image`].
 //!
 //! # Conventions
@@ -79,8 +83,10 @@
 //! # Parity
 //!
 //! `tests/fixtures/make_fixtures.py` builds tiny random checkpoints with diffusers/transformers
-//! and reference outputs; `tests/parity.rs` checks text encoder, transformer, VAE and a 4-step
-//! sampling run against them in f32.
+//! (`tiny-klein/`, distilled, klein-like shapes; `tiny-klein-mini/`, shaped like diffusers' own
+//! klein tests; `tiny-klein-bfl/`, the transformer in BFL single-file layout) and reference outputs;
+//! `tests/parity.rs` checks tokenizer, chat template, text encoder, transformer (both layouts), VAE
+//! encode/decode/tiled decode and 4-step sampling with and without CFG against them in f32.
 
 pub mod attention;
 pub mod bundle;
