@@ -19,6 +19,11 @@ use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json};
 use crate::weights::{Loader, TensorSpec, Weights};
 
+/// Upper bound on block counts accepted from a configuration file.
+const MAX_BLOCKS: usize = 4096;
+/// Upper bound on hidden and MLP widths accepted from a configuration file.
+const MAX_WIDTH: usize = 1 << 20;
+
 /// Transformer hyper-parameters, as in diffusers' `transformer/config.json`.
 #[derive(Debug, Clone, PartialEq, serde::Deserialize, serde::Serialize)]
 pub struct Flux2Config {
@@ -146,6 +151,21 @@ impl Flux2Config {
             return bad(format!(
                 "patch_size {} is not supported (FLUX.2 uses 1)",
                 self.patch_size
+            ));
+        }
+        // A hostile or corrupt config.json must not make us build key lists of billions of entries.
+        if self.num_layers > MAX_BLOCKS
+            || self.num_single_layers > MAX_BLOCKS
+            || self.hidden_size() > MAX_WIDTH
+            || self.mlp_hidden() > MAX_WIDTH
+            || self.axes_dims_rope.len() > 16
+        {
+            return bad(format!(
+                "implausible sizes: {} double / {} single blocks, hidden {}, MLP {}",
+                self.num_layers,
+                self.num_single_layers,
+                self.hidden_size(),
+                self.mlp_hidden()
             ));
         }
         if self.axes_dims_rope.iter().sum::<usize>() != self.attention_head_dim {

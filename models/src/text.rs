@@ -122,6 +122,11 @@ pub fn default_out_layers(
         )));
     }
     let n = joint_attention_dim / hidden_size;
+    if n == 0 || n > 64 || num_layers > 4096 {
+        return Err(ModelError::InvalidArgument(format!(
+            "implausible text encoder layout: {n} stacked layers of {num_layers}"
+        )));
+    }
     if num_layers == 36 && n == 3 {
         return Ok(KLEIN_OUT_LAYERS.to_vec());
     }
@@ -194,6 +199,17 @@ impl Qwen3Encoder {
                 reason: format!(
                     "output layer {last} requested but the encoder has {} layers",
                     cfg.num_hidden_layers
+                ),
+            });
+        }
+        if cfg.num_hidden_layers > 4096 || cfg.hidden_size > (1 << 20) || cfg.head_dim() > 4096 {
+            return Err(ModelError::Config {
+                path,
+                reason: format!(
+                    "implausible sizes: {} layers, hidden {}, head_dim {}",
+                    cfg.num_hidden_layers,
+                    cfg.hidden_size,
+                    cfg.head_dim()
                 ),
             });
         }

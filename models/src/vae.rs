@@ -480,6 +480,16 @@ impl Vae {
                 reason: format!("patch_size {:?} is not (2, 2)", cfg.patch_size),
             });
         }
+        if cfg.block_out_channels.len() > 16 || cfg.layers_per_block > 64 {
+            return Err(ModelError::Config {
+                path: cfg_path,
+                reason: format!(
+                    "implausible sizes: {} levels, {} blocks per level",
+                    cfg.block_out_channels.len(),
+                    cfg.layers_per_block
+                ),
+            });
+        }
         if cfg.block_out_channels.is_empty()
             || cfg.decoder_channels().len() != cfg.block_out_channels.len()
         {

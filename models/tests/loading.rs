@@ -573,3 +573,26 @@ fn klein_4b_checkpoint_layout_loads_its_header_and_infers_the_preset() {
             .unwrap();
     assert_eq!(cfg, Flux2Config::klein_9b());
 }
+
+#[test]
+fn implausible_config_sizes_are_refused_before_building_key_lists() {
+    let dir = tempfile::tempdir().unwrap();
+    let source = fixtures().join("tiny-klein/transformer");
+    std::fs::copy(
+        source.join("diffusion_pytorch_model.safetensors"),
+        dir.path().join("diffusion_pytorch_model.safetensors"),
+    )
+    .unwrap();
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(source.join("config.json")).unwrap())
+            .unwrap();
+    cfg["num_single_layers"] = serde_json::json!(1_000_000_000_000u64);
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let err = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("implausible") && err.contains("config.json"),
+        "{err}"
+    );
+}
