@@ -126,7 +126,9 @@ impl Flux2Config {
 
     /// Hidden size D = heads × head_dim.
     pub fn hidden_size(&self) -> usize {
-        self.num_attention_heads * self.attention_head_dim
+        // Saturating: a hostile config must reach `validate`'s size check, not an overflow panic.
+        self.num_attention_heads
+            .saturating_mul(self.attention_head_dim)
     }
 
     /// SwiGLU inner size F (diffusers: `int(dim * mlp_ratio)`).
@@ -159,6 +161,14 @@ impl Flux2Config {
             || self.hidden_size() > MAX_WIDTH
             || self.mlp_hidden() > MAX_WIDTH
             || self.axes_dims_rope.len() > 16
+            || [
+                self.in_channels,
+                self.out_channels(),
+                self.joint_attention_dim,
+                self.timestep_guidance_channels,
+            ]
+            .iter()
+            .any(|&c| c > MAX_WIDTH)
         {
             return bad(format!(
                 "implausible sizes: {} double / {} single blocks, hidden {}, MLP {}",
@@ -168,7 +178,11 @@ impl Flux2Config {
                 self.mlp_hidden()
             ));
         }
-        if self.axes_dims_rope.iter().sum::<usize>() != self.attention_head_dim {
+        let axes_sum = self
+            .axes_dims_rope
+            .iter()
+            .fold(0usize, |acc, &d| acc.saturating_add(d));
+        if axes_sum != self.attention_head_dim {
             return bad(format!(
                 "axes_dims_rope {:?} must sum to attention_head_dim {}",
                 self.axes_dims_rope, self.attention_head_dim
@@ -507,6 +521,7 @@ impl Flux2Transformer {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        cfg.validate(weights.origin())?;
         let specs = match layout {
             CheckpointLayout::Diffusers => cfg.diffusers_tensor_specs(),
             CheckpointLayout::Bfl => cfg.bfl_tensor_specs(),

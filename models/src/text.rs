@@ -202,7 +202,14 @@ impl Qwen3Encoder {
                 ),
             });
         }
-        if cfg.num_hidden_layers > 4096 || cfg.hidden_size > (1 << 20) || cfg.head_dim() > 4096 {
+        if cfg.num_hidden_layers > 4096
+            || cfg.hidden_size > (1 << 20)
+            || cfg.head_dim() > 4096
+            || cfg.num_attention_heads > 4096
+            || cfg.num_key_value_heads > 4096
+            || cfg.intermediate_size > (1 << 22)
+            || cfg.vocab_size > (1 << 24)
+        {
             return Err(ModelError::Config {
                 path,
                 reason: format!(

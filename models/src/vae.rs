@@ -119,6 +119,46 @@ impl VaeConfig {
         }
     }
 
+    /// Checks the numbers are usable and plausible (a hostile config.json must give an error, not an
+    /// overflow or a huge allocation).
+    pub fn validate(&self, path: &Path) -> Result<()> {
+        let cfg = self;
+        let too_wide = |c: &usize| *c > (1 << 20);
+        if cfg.block_out_channels.len() > 16
+            || cfg.layers_per_block > 64
+            || cfg.block_out_channels.iter().any(too_wide)
+            || cfg.decoder_channels().iter().any(too_wide)
+            || [cfg.latent_channels, cfg.in_channels, cfg.out_channels]
+                .iter()
+                .any(too_wide)
+            || cfg.patch_size.iter().any(|p| *p > 16)
+        {
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "implausible sizes: {} levels, {} blocks per level",
+                    cfg.block_out_channels.len(),
+                    cfg.layers_per_block
+                ),
+            });
+        }
+        if cfg.patch_size != [2, 2] {
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                reason: format!("patch_size {:?} is not (2, 2)", cfg.patch_size),
+            });
+        }
+        if cfg.block_out_channels.is_empty()
+            || cfg.decoder_channels().len() != cfg.block_out_channels.len()
+        {
+            return Err(ModelError::Config {
+                path: path.to_path_buf(),
+                reason: "block_out_channels must be non-empty and match the decoder's".into(),
+            });
+        }
+        Ok(())
+    }
+
     /// Pixel size of one latent cell before patchify: 2^(levels − 1).
     pub fn spatial_factor(&self) -> usize {
         1 << self.block_out_channels.len().saturating_sub(1)
@@ -474,30 +514,7 @@ impl Vae {
         }
         let cfg_path = dir.join("config.json");
         let cfg: VaeConfig = read_json(&cfg_path)?;
-        if cfg.patch_size != [2, 2] {
-            return Err(ModelError::Config {
-                path: cfg_path,
-                reason: format!("patch_size {:?} is not (2, 2)", cfg.patch_size),
-            });
-        }
-        if cfg.block_out_channels.len() > 16 || cfg.layers_per_block > 64 {
-            return Err(ModelError::Config {
-                path: cfg_path,
-                reason: format!(
-                    "implausible sizes: {} levels, {} blocks per level",
-                    cfg.block_out_channels.len(),
-                    cfg.layers_per_block
-                ),
-            });
-        }
-        if cfg.block_out_channels.is_empty()
-            || cfg.decoder_channels().len() != cfg.block_out_channels.len()
-        {
-            return Err(ModelError::Config {
-                path: cfg_path,
-                reason: "block_out_channels must be non-empty and match the decoder's".into(),
-            });
-        }
+        cfg.validate(&cfg_path)?;
         let weights = Weights::from_dir(dir)?;
         Self::from_weights(&weights, cfg, dtype, device)
     }
@@ -509,6 +526,7 @@ impl Vae {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
+        cfg.validate(weights.origin())?;
         weights.check(&cfg.tensor_specs(), |n| n == "bn.num_batches_tracked")?;
         // candle's CPU convolutions have no bf16 matmul; the VAE is small (84 M parameters), so on
         // CPU a bf16 request runs it in f32 rather than failing at the first 1×1 conv.

@@ -192,10 +192,16 @@ fn parse_entry(
             "tensor {name} data [{data_start}..{data_end}] is out of range of the {data_len}-byte data section"
         ));
     }
-    let n_bytes = shape
-        .iter()
-        .try_fold(elem_bytes, |acc, &d| acc.checked_mul(d))
-        .ok_or_else(|| format!("tensor {name} shape {shape:?} overflows"))?;
+    // A zero dimension makes the tensor empty whatever the other sizes are; otherwise the product
+    // must not overflow.
+    let n_bytes = if shape.contains(&0) {
+        Some(0)
+    } else {
+        shape
+            .iter()
+            .try_fold(elem_bytes, |acc, &d| acc.checked_mul(d))
+    }
+    .ok_or_else(|| format!("tensor {name} shape {shape:?} overflows"))?;
     if n_bytes != data_end - data_start {
         return Err(format!(
             "tensor {name} is {dtype} {shape:?} = {n_bytes} bytes but its data range holds {} bytes",

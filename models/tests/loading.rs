@@ -596,3 +596,23 @@ fn implausible_config_sizes_are_refused_before_building_key_lists() {
         "{err}"
     );
 }
+
+#[test]
+fn zero_sized_tensors_with_huge_dims_do_not_overflow_inference() {
+    // A zero-byte tensor may legally have an enormous dimension; the inferred VAE config must be
+    // refused, not overflow while building the key list.
+    let dir = tempfile::tempdir().unwrap();
+    let header = r#"{"encoder.down_blocks.0.resnets.0.conv1.weight":{"dtype":"F32","shape":[4611686018427387904,0,3,3],"data_offsets":[0,0]},
+        "encoder.conv_in.weight":{"dtype":"F32","shape":[0,3,3,3],"data_offsets":[0,0]},
+        "decoder.up_blocks.0.resnets.0.conv2.weight":{"dtype":"F32","shape":[0,0,3,3],"data_offsets":[0,0]},
+        "decoder.conv_out.weight":{"dtype":"F32","shape":[3,0,3,3],"data_offsets":[0,0]},
+        "decoder.conv_in.weight":{"dtype":"F32","shape":[0,9223372036854775807,3,3],"data_offsets":[0,0]}}"#;
+    let path = write_header(dir.path(), "vae.safetensors", header, 0);
+    let err = veetance_models::Vae::load(&path, DType::F32, &Device::Cpu)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("implausible") || err.contains("not a diffusers"),
+        "{err}"
+    );
+}
