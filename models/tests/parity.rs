@@ -452,3 +452,37 @@ fn distilled_models_ignore_negative_conditioning_like_diffusers() {
     .unwrap();
     assert!(rel_error(&latent, &reference("sample.latent")) < 1e-3);
 }
+
+/// 48×32 px (a 12×8 token grid): catches height/width swaps in position ids and packing.
+#[test]
+fn non_square_sampling_matches_diffusers() {
+    let bundle = Bundle::load(&ckpt(), DType::F32, &Device::Cpu).unwrap();
+    let (h, w) =
+        veetance_models::latent::grid_for_image(48, 32, bundle.vae.pixels_per_token()).unwrap();
+    assert_eq!((h, w), (12, 8));
+    let cond = bundle
+        .text_encoder
+        .encode(&[prompts()[0].as_str()])
+        .unwrap();
+    let request = SampleRequest {
+        positive: &cond,
+        negative: None,
+        start: Start::Noise(reference("rect.noise")),
+        steps: 4,
+        guidance: 1.0,
+        scheduler: &bundle.scheduler,
+    };
+    let latent = sample(&bundle.transformer, &request, |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap();
+    let err = rel_error(&latent, &reference("rect.latent"));
+    assert!(err < 1e-3, "non-square latent rel error {err}");
+    let image = bundle
+        .vae
+        .decode_raw(&bundle.vae.denormalize(&latent).unwrap())
+        .unwrap();
+    assert_eq!(image.dims(), &[1, 3, 48, 32]);
+    let err = rel_error(&image, &reference("rect.image"));
+    assert!(err < 1e-3, "non-square image rel error {err}");
+}
