@@ -37,6 +37,7 @@
 //!     steps: bundle.defaults.steps,
 //!     guidance: bundle.defaults.guidance,
 //!     scheduler: &bundle.scheduler,
+//!     references: &[],
 //! };
 //! let latent = sample(&bundle.transformer, &request, |_step, _total| ControlFlow::Continue(()))?; // Sample
 //! let image = bundle.vae.decode(&latent)?; // Decode: [1, 3, 32, 32] in [-1, 1]
@@ -60,7 +61,8 @@
 //!   [`Flux2Config::klein_4b`], [`Flux2Config::klein_9b`].
 //! - `sample(&Flux2Transformer, &SampleRequest, FnMut(step, total) -> ControlFlow<()>) -> Result<Tensor>`
 //!   with [`Start::Noise`] or [`Start::Image`] (img2img with `denoise`), optional negative
-//!   conditioning for CFG (ignored for step-distilled models or guidance ≤ 1, as in diffusers);
+//!   conditioning for CFG (ignored for step-distilled models or guidance ≤ 1, as in diffusers),
+//!   optional reference-image latents for FLUX.2 multi-reference editing;
 //!   [`seeded_noise`] makes platform-independent noise from a seed.
 //! - `Vae::load(dir_or_file, dtype, device)`, `encode(image) -> latent`, `decode(latent) -> image`
 //!   (clamped to \[-1, 1\]), `decode_tiled(latent)` (diffusers' tiled decode, for large images),
@@ -86,7 +88,8 @@
 //! (`tiny-klein/`, distilled, klein-like shapes; `tiny-klein-mini/`, shaped like diffusers' own
 //! klein tests; `tiny-klein-bfl/`, the transformer in BFL single-file layout) and reference outputs;
 //! `tests/parity.rs` checks tokenizer, chat template, text encoder, transformer (both layouts), VAE
-//! encode/decode/tiled decode and 4-step sampling with and without CFG against them in f32.
+//! encode/decode/tiled decode, and 4-step sampling (with and without CFG, non-square, with a
+//! reference image) against them in f32.
 
 pub mod attention;
 pub mod bundle;

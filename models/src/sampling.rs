@@ -199,6 +199,10 @@ pub struct SampleRequest<'a> {
     pub guidance: f64,
     /// Scheduler settings.
     pub scheduler: &'a SchedulerConfig,
+    /// Reference images for editing (FLUX.2 multi-reference conditioning): clean normalised latents
+    /// `[B, C, h_k, w_k]` from [`crate::Vae::encode`], any sizes. Their tokens follow the noisy ones
+    /// with time ids 10, 20, …, are fed unchanged every step, and their outputs are dropped.
+    pub references: &'a [Tensor],
 }
 
 /// Runs the sampler and returns the final normalised latent `[B, 128, h, w]` (f32).
@@ -266,10 +270,22 @@ pub fn sample(
             "positive and negative conditioning lengths differ".into(),
         ));
     }
-    let rope = model.rope_tables(
-        &text_ids(txt_len, &device)?,
-        &image_ids(grid_h, grid_w, &device)?,
-    )?;
+    // Reference tokens and their position ids (t = 10·(k+1), h, w, 0), after the noisy tokens.
+    let mut all_ids = vec![image_ids(grid_h, grid_w, &device)?];
+    let mut ref_tokens = Vec::with_capacity(req.references.len());
+    for (k, reference) in req.references.iter().enumerate() {
+        let (ref_batch, ref_channels, ref_h, ref_w) = reference.dims4()?;
+        if ref_batch != batch || ref_channels != channels {
+            return Err(ModelError::InvalidArgument(format!(
+                "reference {k} is [{ref_batch}, {ref_channels}, ..], expected [{batch}, {channels}, ..]"
+            )));
+        }
+        let time_id = Tensor::new(&[10.0 * (k as f32 + 1.0), 0.0, 0.0, 0.0], &device)?;
+        all_ids.push(image_ids(ref_h, ref_w, &device)?.broadcast_add(&time_id)?);
+        ref_tokens.push(pack(reference)?.to_dtype(model.dtype())?);
+    }
+    let n_noisy = grid_h * grid_w;
+    let rope = model.rope_tables(&text_ids(txt_len, &device)?, &Tensor::cat(&all_ids, 0)?)?;
     let guidance_t = Tensor::full(req.guidance as f32, batch, &device)?;
     let guidance = if model.config().guidance_embeds {
         Some(&guidance_t)
@@ -282,10 +298,18 @@ pub fn sample(
         // diffusers passes (σ·1000)/1000 in f32 to the model.
         let t = ((*sigma as f32) * 1000.0) / 1000.0;
         let timestep = Tensor::full(t, batch, &device)?;
-        let tokens = pack(&x)?.to_dtype(model.dtype())?;
+        let noisy = pack(&x)?.to_dtype(model.dtype())?;
+        let tokens = if ref_tokens.is_empty() {
+            noisy
+        } else {
+            let mut parts = vec![noisy];
+            parts.extend(ref_tokens.iter().cloned());
+            Tensor::cat(&parts, 1)?
+        };
         let forward = |cond: &Tensor| -> Result<Tensor> {
             let v = model.forward_with_rope(&tokens, cond, &rope, &timestep, guidance)?;
-            Ok(v.to_dtype(DType::F32)?)
+            // Only the noisy tokens' velocities matter; reference outputs are dropped.
+            Ok(v.narrow(1, 0, n_noisy)?.to_dtype(DType::F32)?)
         };
         let mut v = forward(&positive)?;
         if let Some(neg) = &negative {

@@ -113,6 +113,7 @@ fn cancelling_stops_between_steps() {
         steps: 4,
         guidance: 1.0,
         scheduler: &scheduler,
+        references: &[],
     };
     let mut seen = Vec::new();
     let err = sample(&model, &request, |step, total| {
@@ -153,6 +154,7 @@ fn img2img_runs_the_tail_of_the_schedule() {
             steps: 4,
             guidance: 1.0,
             scheduler: &scheduler,
+            references: &[],
         };
         sample(&model, &request, |_, total| {
             *steps_seen = total;
@@ -219,6 +221,7 @@ fn img2img_runs_the_tail_of_the_schedule() {
         steps: 4,
         guidance: 1.0,
         scheduler: &scheduler,
+        references: &[],
     };
     assert!(matches!(
         sample(&model, &bad, |_, _| ControlFlow::Continue(())),
@@ -239,6 +242,7 @@ fn wrong_latent_channels_and_zero_steps_are_errors() {
         steps: 4,
         guidance: 1.0,
         scheduler: &scheduler,
+        references: &[],
     };
     let err = sample(&model, &request, |_, _| ControlFlow::Continue(())).unwrap_err();
     assert!(err.to_string().contains("64 channels"), "{err}");
@@ -250,6 +254,7 @@ fn wrong_latent_channels_and_zero_steps_are_errors() {
         steps: 0,
         guidance: 1.0,
         scheduler: &scheduler,
+        references: &[],
     };
     assert!(matches!(
         sample(&model, &request, |_, _| ControlFlow::Continue(())),
