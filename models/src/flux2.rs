@@ -19,6 +19,9 @@ use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json};
 use crate::weights::{Loader, TensorSpec, Weights};
 
+/// Prefixes of transformer weights inside full-checkpoint exports (ComfyUI, LDM-style).
+const COMFY_PREFIXES: &[&str] = &["model.diffusion_model.", "diffusion_model."];
+
 /// Upper bound on block counts accepted from a configuration file.
 const MAX_BLOCKS: usize = 4096;
 /// Upper bound on hidden and MLP widths accepted from a configuration file.
@@ -505,7 +508,7 @@ impl Flux2Transformer {
             cfg.validate(&cfg_path)?;
             Self::from_weights(&weights, cfg, layout, dtype, device)
         } else {
-            let weights = Weights::from_file(path)?;
+            let weights = Weights::from_file(path)?.strip_common_prefix(COMFY_PREFIXES);
             let layout = detect_layout(&weights);
             let cfg = infer_config(&weights, layout)?;
             cfg.validate(path)?;

@@ -326,6 +326,8 @@ pub struct Weights {
     origin: PathBuf,
     files: Vec<SafetensorsFile>,
     by_name: HashMap<String, usize>,
+    /// Prefix every stored name carries and callers do not see (ComfyUI's `model.diffusion_model.`).
+    key_prefix: String,
 }
 
 /// The expected name and shape of one tensor.
@@ -463,6 +465,7 @@ impl Weights {
             origin: origin.to_path_buf(),
             files,
             by_name,
+            key_prefix: String::new(),
         })
     }
 
@@ -471,20 +474,44 @@ impl Weights {
         &self.origin
     }
 
+    /// Hides a prefix that *every* tensor name carries, if one of `prefixes` does (single files
+    /// exported from full checkpoints, e.g. ComfyUI's `model.diffusion_model.`). Otherwise unchanged.
+    pub fn strip_common_prefix(mut self, prefixes: &[&str]) -> Self {
+        if self.by_name.is_empty() {
+            return self;
+        }
+        if let Some(prefix) = prefixes
+            .iter()
+            .find(|p| self.by_name.keys().all(|n| n.starts_with(**p)))
+        {
+            self.key_prefix = (*prefix).to_string();
+        }
+        self
+    }
+
+    fn stored_name(&self, name: &str) -> String {
+        format!("{}{name}", self.key_prefix)
+    }
+
     /// Whether a tensor exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(name)
+        self.by_name.contains_key(&self.stored_name(name))
     }
 
     /// Shape of a tensor, if present.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
-        let file = self.files.get(*self.by_name.get(name)?)?;
-        file.tensors().get(name).map(|t| t.shape.as_slice())
+        let stored = self.stored_name(name);
+        let file = self.files.get(*self.by_name.get(&stored)?)?;
+        file.tensors().get(&stored).map(|t| t.shape.as_slice())
     }
 
-    /// All tensor names, sorted.
+    /// All tensor names (without the hidden prefix), sorted.
     pub fn names(&self) -> Vec<&str> {
-        let mut names: Vec<&str> = self.by_name.keys().map(String::as_str).collect();
+        let mut names: Vec<&str> = self
+            .by_name
+            .keys()
+            .filter_map(|n| n.strip_prefix(self.key_prefix.as_str()))
+            .collect();
         names.sort_unstable();
         names
     }
@@ -529,9 +556,10 @@ impl Weights {
 
     /// Loads one tensor converted to `dtype` on `device`.
     pub fn get(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
+        let stored = self.stored_name(name);
         let file = self
             .by_name
-            .get(name)
+            .get(&stored)
             .and_then(|&i| self.files.get(i))
             .ok_or_else(|| ModelError::Keys {
                 path: self.origin.clone(),
@@ -539,7 +567,7 @@ impl Weights {
                 unexpected: Vec::new(),
                 mismatched: Vec::new(),
             })?;
-        file.load(name, dtype, device)
+        file.load(&stored, dtype, device)
     }
 }
 

@@ -616,3 +616,36 @@ fn zero_sized_tensors_with_huge_dims_do_not_overflow_inference() {
         "{err}"
     );
 }
+
+#[test]
+fn comfyui_prefixed_single_file_loads() {
+    let source =
+        Weights::from_file(&fixtures().join("tiny-klein-bfl/flux-2-tiny.safetensors")).unwrap();
+    let prefixed: HashMap<String, Tensor> = source
+        .names()
+        .into_iter()
+        .map(|n| {
+            (
+                format!("model.diffusion_model.{n}"),
+                source.get(n, DType::F32, &Device::Cpu).unwrap(),
+            )
+        })
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("flux-2-klein-comfy.safetensors");
+    candle_core::safetensors::save(&prefixed, &path).unwrap();
+    let model = Flux2Transformer::load(&path, DType::F32, &Device::Cpu).unwrap();
+    let plain = Flux2Transformer::load(
+        &fixtures().join("tiny-klein-bfl/flux-2-tiny.safetensors"),
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    let diff = (forward(&model) - forward(&plain))
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap();
+    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+}
