@@ -527,6 +527,7 @@ fn released_vae_layout_infers_the_released_configuration() {
 }
 
 /// A safetensors file with the given f32 tensors whose data section is a hole (all zeros).
+#[cfg(unix)]
 fn sparse_checkpoint(
     dir: &Path,
     name: &str,
