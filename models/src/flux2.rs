@@ -12,8 +12,10 @@
 
 use std::path::Path;
 
+use candle_core::Module as _;
 use candle_core::{D, DType, Device, Tensor};
-use candle_nn::{Linear, Module as _};
+
+use crate::proj::Proj as Linear;
 
 use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json};
@@ -486,10 +488,12 @@ pub struct Flux2Transformer {
     attention: AttentionBackend,
     /// Step-distilled checkpoints ignore CFG (diffusers `is_distilled` in model_index.json).
     is_distilled: bool,
+    /// Caches of a compiled model (see [`Flux2Transformer::compile`]); `None` when eager.
+    compiled: Option<std::sync::Arc<crate::compile::CompiledState>>,
 }
 
 fn linear(w: Tensor) -> Linear {
-    Linear::new(w, None)
+    Linear::new(w)
 }
 
 impl Flux2Transformer {
@@ -636,6 +640,7 @@ impl Flux2Transformer {
                     device: device.clone(),
                     attention: AttentionBackend::default(),
                     is_distilled: false,
+                    compiled: None,
                 }
             }
             CheckpointLayout::Bfl => {
@@ -700,6 +705,7 @@ impl Flux2Transformer {
                     device: device.clone(),
                     attention: AttentionBackend::default(),
                     is_distilled: false,
+                    compiled: None,
                 }
             }
         };
@@ -878,6 +884,96 @@ impl Flux2Transformer {
         out.transpose(1, 2)?.reshape((b, l, self.cfg.hidden_size()))
     }
 
+    /// A clone whose projection weights are stored pre-transposed (see [`crate::proj::Proj`]).
+    pub(crate) fn with_projections_laid_out(&self) -> Result<Self> {
+        let lay = |p: &Linear| p.laid_out_for_matmul();
+        let lay_pair = |(a, b): &(Linear, Linear)| -> candle_core::Result<(Linear, Linear)> {
+            Ok((lay(a)?, lay(b)?))
+        };
+        let lay_stream = |s: &StreamWeights| -> candle_core::Result<StreamWeights> {
+            Ok(StreamWeights {
+                qkv: lay(&s.qkv)?,
+                proj: lay(&s.proj)?,
+                mlp_in: lay(&s.mlp_in)?,
+                mlp_out: lay(&s.mlp_out)?,
+                ..s.clone()
+            })
+        };
+        Ok(Self {
+            img_in: lay(&self.img_in)?,
+            txt_in: lay(&self.txt_in)?,
+            time_in: lay_pair(&self.time_in)?,
+            guidance_in: self.guidance_in.as_ref().map(lay_pair).transpose()?,
+            mod_img: lay(&self.mod_img)?,
+            mod_txt: lay(&self.mod_txt)?,
+            mod_single: lay(&self.mod_single)?,
+            final_mod: lay(&self.final_mod)?,
+            final_linear: lay(&self.final_linear)?,
+            double_blocks: self
+                .double_blocks
+                .iter()
+                .map(|b| {
+                    Ok(DoubleBlock {
+                        img: lay_stream(&b.img)?,
+                        txt: lay_stream(&b.txt)?,
+                    })
+                })
+                .collect::<candle_core::Result<_>>()?,
+            single_blocks: self
+                .single_blocks
+                .iter()
+                .map(|b| {
+                    Ok(SingleBlock {
+                        linear1: lay(&b.linear1)?,
+                        linear2: lay(&b.linear2)?,
+                        ..b.clone()
+                    })
+                })
+                .collect::<candle_core::Result<_>>()?,
+            ..self.clone()
+        })
+    }
+
+    /// A clone carrying `state` as its compiled caches.
+    pub(crate) fn with_compiled_state(
+        &self,
+        state: std::sync::Arc<crate::compile::CompiledState>,
+    ) -> Self {
+        Self {
+            compiled: Some(state),
+            ..self.clone()
+        }
+    }
+
+    pub(crate) fn compiled_ref(&self) -> Option<&std::sync::Arc<crate::compile::CompiledState>> {
+        self.compiled.as_ref()
+    }
+
+    /// Everything the timestep (and guidance) decide for one step: the shared modulation vectors
+    /// of the double and single blocks and of the final layer, each `[B, 1, D]` (final: `[B, 1, 2D]`).
+    pub(crate) fn modulation(
+        &self,
+        timestep: &Tensor,
+        guidance: Option<&Tensor>,
+    ) -> candle_core::Result<Modulation> {
+        let d = self.cfg.hidden_size();
+        let mut temb = self.timestep_embedding(timestep, &self.time_in)?;
+        if let (Some(g), Some(mlp)) = (guidance, &self.guidance_in) {
+            temb = (temb + self.timestep_embedding(g, mlp)?)?;
+        }
+        let silu_temb = temb.silu()?;
+        let chunks = |m: &Linear, n: usize| -> candle_core::Result<Vec<Tensor>> {
+            let out = m.forward(&silu_temb)?.unsqueeze(1)?;
+            (0..n).map(|i| out.narrow(D::Minus1, i * d, d)).collect()
+        };
+        Ok(Modulation {
+            img: chunks(&self.mod_img, 6)?,
+            txt: chunks(&self.mod_txt, 6)?,
+            single: chunks(&self.mod_single, 3)?,
+            final_emb: self.final_mod.forward(&silu_temb)?.unsqueeze(1)?,
+        })
+    }
+
     /// The forward pass with precomputed RoPE tables (the sampler reuses them across steps).
     pub fn forward_with_rope(
         &self,
@@ -889,18 +985,18 @@ impl Flux2Transformer {
     ) -> candle_core::Result<Tensor> {
         let d = self.cfg.hidden_size();
         let f = self.cfg.mlp_hidden();
-        let mut temb = self.timestep_embedding(timestep, &self.time_in)?;
-        if let (Some(g), Some(mlp)) = (guidance, &self.guidance_in) {
-            temb = (temb + self.timestep_embedding(g, mlp)?)?;
-        }
-        let silu_temb = temb.silu()?;
-        let chunks = |m: &Linear, n: usize| -> candle_core::Result<Vec<Tensor>> {
-            let out = m.forward(&silu_temb)?.unsqueeze(1)?;
-            (0..n).map(|i| out.narrow(D::Minus1, i * d, d)).collect()
+        let modulation = match &self.compiled {
+            Some(compiled) => {
+                compiled.modulation(timestep, guidance, || self.modulation(timestep, guidance))?
+            }
+            None => std::sync::Arc::new(self.modulation(timestep, guidance)?),
         };
-        let mod_img = chunks(&self.mod_img, 6)?;
-        let mod_txt = chunks(&self.mod_txt, 6)?;
-        let mod_single = chunks(&self.mod_single, 3)?;
+        let Modulation {
+            img: mod_img,
+            txt: mod_txt,
+            single: mod_single,
+            final_emb,
+        } = modulation.as_ref();
         let [i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2] = mod_img.as_slice() else {
             candle_core::bail!("image modulation has the wrong size");
         };
@@ -912,7 +1008,12 @@ impl Flux2Transformer {
         };
 
         let mut img = self.img_in.forward(&img_tokens.to_dtype(self.dtype)?)?;
-        let mut txt = self.txt_in.forward(&txt.to_dtype(self.dtype)?)?;
+        let mut txt = match &self.compiled {
+            Some(compiled) => {
+                compiled.text(txt, || self.txt_in.forward(&txt.to_dtype(self.dtype)?))?
+            }
+            None => self.txt_in.forward(&txt.to_dtype(self.dtype)?)?,
+        };
         let txt_len = txt.dim(1)?;
 
         for block in &self.double_blocks {
@@ -973,12 +1074,20 @@ impl Flux2Transformer {
 
         let img_len = x.dim(1)? - txt_len;
         let img = x.narrow(1, txt_len, img_len)?;
-        let emb = self.final_mod.forward(&silu_temb)?.unsqueeze(1)?;
-        let scale = emb.narrow(D::Minus1, 0, d)?;
-        let shift = emb.narrow(D::Minus1, d, d)?;
+        let scale = final_emb.narrow(D::Minus1, 0, d)?;
+        let shift = final_emb.narrow(D::Minus1, d, d)?;
         self.final_linear
             .forward(&self.modulate(&img, &shift, &scale)?)
     }
+}
+
+/// The per-step modulation vectors (see [`Flux2Transformer::modulation`]).
+#[derive(Debug, Clone)]
+pub(crate) struct Modulation {
+    pub(crate) img: Vec<Tensor>,
+    pub(crate) txt: Vec<Tensor>,
+    pub(crate) single: Vec<Tensor>,
+    pub(crate) final_emb: Tensor,
 }
 
 /// Where [`Flux2Transformer::build`] takes its tensors from.

@@ -93,9 +93,11 @@
 
 pub mod attention;
 pub mod bundle;
+pub mod compile;
 pub mod error;
 pub mod flux2;
 pub mod latent;
+mod proj;
 pub mod sage;
 pub mod sampling;
 pub mod text;
@@ -104,6 +106,7 @@ pub mod weights;
 
 pub use attention::AttentionBackend;
 pub use bundle::{Bundle, SamplingDefaults};
+pub use compile::{CompileOptions, CompiledState};
 pub use error::{ModelError, Result};
 pub use flux2::{CheckpointLayout, Flux2Config, Flux2Transformer};
 pub use sage::{PvPrecision, SageConfig};

@@ -2,9 +2,10 @@
 //! all.
 //!
 //! Port names and types follow the node table of the design document exactly: workflow files
-//! name them, so they are part of the format. A node whose implementation needs a subsystem
-//! that is not built yet fails with an explicit error naming what is missing; it never
-//! produces a placeholder result.
+//! name them, so they are part of the format. Each node is a thin adapter: model work lives in
+//! `veetance-models`, pixels and file formats in `veetance-imaging`; what a node adds is
+//! validation of its inputs, progress and cancellation, and the payload types that carry
+//! tensors, images and models between nodes (`payload.rs`).
 
 mod compile;
 mod decode;
@@ -22,7 +23,6 @@ mod sage_attention;
 mod sample;
 mod save_conditioning;
 mod tensor_io;
-mod unavailable;
 
 use veetance_engine::Registry;
 

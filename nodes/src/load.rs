@@ -198,7 +198,7 @@ impl Node for Load {
                     transformer: bundle.transformer.clone(),
                     bundle: bundle.clone(),
                     weight_bytes,
-                    default_size_px: default_size_px(&dir),
+                    default_size_px: (default_size_px(&dir), default_size_px(&dir)),
                 },
             )
             .with_object(

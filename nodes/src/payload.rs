@@ -163,9 +163,9 @@ pub struct ModelValue {
     pub transformer: Flux2Transformer,
     /// Bytes of weights (shared with the bundle).
     pub weight_bytes: u64,
-    /// Image side used when Sample is given no width or height: the size Compile prepared
-    /// for, else the VAE's `sample_size`.
-    pub default_size_px: usize,
+    /// (width, height) Sample uses when given none: the size Compile prepared for, else the
+    /// VAE's `sample_size` on both sides.
+    pub default_size_px: (usize, usize),
 }
 
 impl Payload for ModelValue {

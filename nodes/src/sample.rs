@@ -97,8 +97,14 @@ impl Node for Sample {
         let bundle = &model.bundle;
         let device = model.transformer.device().clone();
         let positive = on_device(&*inputs.object::<TensorValue>("positive")?, &model)?;
+        let guidance_given = inputs.opt_float("guidance")?;
         let negative = match inputs.opt_object::<TensorValue>("negative")? {
             Some(value) => Some(on_device(&value, &model)?),
+            // Like diffusers: a non-distilled model with guidance > 1 always runs CFG, against
+            // the empty prompt when no negative is linked.
+            None if guidance_given.unwrap_or(bundle.defaults.guidance) > 1.0 => bundle
+                .negative_conditioning()
+                .map_err(model_error("encoding the empty negative prompt"))?,
             None => None,
         };
         let steps = match inputs.opt_int("steps")? {
@@ -107,15 +113,14 @@ impl Node for Sample {
             }
             None => bundle.defaults.steps,
         };
-        let guidance = inputs
-            .opt_float("guidance")?
-            .unwrap_or(bundle.defaults.guidance);
+        let guidance = guidance_given.unwrap_or(bundle.defaults.guidance);
+        let (default_width_px, default_height_px) = model.default_size_px;
         let width_px = inputs
             .opt_int("width")?
-            .map_or(model.default_size_px, |v| v.max(0) as usize);
+            .map_or(default_width_px, |v| v.max(0) as usize);
         let height_px = inputs
             .opt_int("height")?
-            .map_or(model.default_size_px, |v| v.max(0) as usize);
+            .map_or(default_height_px, |v| v.max(0) as usize);
         let init_latent = match inputs.opt_object::<TensorValue>("latent")? {
             Some(latent) => Some(on_device(&latent, &model)?),
             None => None,
@@ -155,6 +160,7 @@ impl Node for Sample {
             steps,
             guidance,
             scheduler: &bundle.scheduler,
+            references: &[],
         };
         ctx.progress(0, steps as u64);
         let latent = sample(&model.transformer, &request, |step, total| {

@@ -1,0 +1,244 @@
+//! End-to-end runs of the shipped workflows on the built-in tiny model: outputs, embedded
+//! workflows, layered PSDs, replay from a PNG, and which nodes re-run after an edit.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn repo() -> &'static Path {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn veetance(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_veetance"))
+        .args(args)
+        .current_dir(repo())
+        .env("RUST_BACKTRACE", "0")
+        .output()
+        .unwrap()
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+struct Dirs {
+    _root: tempfile::TempDir,
+    out: PathBuf,
+    cache: PathBuf,
+}
+
+fn dirs() -> Dirs {
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("out");
+    let cache = root.path().join("cache");
+    Dirs {
+        _root: root,
+        out,
+        cache,
+    }
+}
+
+fn run(dirs: &Dirs, files: &[&str], extra: &[&str]) -> Output {
+    let mut args = vec![
+        "run",
+        "--out",
+        dirs.out.to_str().unwrap(),
+        "--cache-dir",
+        dirs.cache.to_str().unwrap(),
+    ];
+    args.extend_from_slice(files);
+    args.extend_from_slice(extra);
+    let out = veetance(&args);
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "stdout:\n{}\nstderr:\n{}",
+        text(&out.stdout),
+        text(&out.stderr)
+    );
+    out
+}
+
+/// `(event, node)` pairs of a `--json` trace for one file, in order, without progress events.
+fn trace(stdout: &[u8], file: &str) -> Vec<(String, String)> {
+    text(stdout)
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .filter(|event| event["file"] == file)
+        .filter(|event| matches!(event["event"].as_str(), Some("cached" | "node_started")))
+        .map(|event| {
+            (
+                event["event"].as_str().unwrap().to_owned(),
+                event["node"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn sorted_nodes(trace: &[(String, String)], event: &str) -> Vec<String> {
+    let mut nodes: Vec<String> = trace
+        .iter()
+        .filter(|(e, _)| e == event)
+        .map(|(_, n)| n.clone())
+        .collect();
+    nodes.sort();
+    nodes
+}
+
+#[test]
+fn every_shipped_workflow_runs_on_the_tiny_model() {
+    let dirs = dirs();
+    for workflow in ["golden", "txt2img", "img2img", "layers"] {
+        run(&dirs, &[&format!("workflows/{workflow}.ron")], &[]);
+    }
+    let mut written: Vec<String> = std::fs::read_dir(&dirs.out)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    assert_eq!(
+        written,
+        [
+            "golden.png",
+            "golden.psd",
+            "img2img.png",
+            "layers.psd",
+            "txt2img.png"
+        ]
+    );
+}
+
+#[test]
+fn a_changed_seed_reruns_only_sampling_and_what_follows() {
+    let dirs = dirs();
+    let changed = dirs.out.parent().unwrap().join("golden_seed7.ron");
+    let source = std::fs::read_to_string(repo().join("workflows/golden.ron")).unwrap();
+    std::fs::write(
+        &changed,
+        source.replace("\"seed\": Int(42)", "\"seed\": Int(7)"),
+    )
+    .unwrap();
+    let changed = changed.to_str().unwrap();
+    let out = run(&dirs, &["workflows/golden.ron", changed], &["--json"]);
+    let second = trace(&out.stdout, changed);
+    assert_eq!(
+        sorted_nodes(&second, "cached"),
+        ["compile", "encode", "load"]
+    );
+    assert_eq!(
+        sorted_nodes(&second, "node_started"),
+        ["decode", "png", "psd", "sample", "split"]
+    );
+}
+
+#[test]
+fn a_repeated_prompt_skips_the_encoder_in_a_new_process() {
+    let dirs = dirs();
+    run(&dirs, &["workflows/txt2img.ron"], &[]);
+    let out = run(
+        &dirs,
+        &["workflows/txt2img.ron"],
+        &["--json", "--set", "sample.seed=8"],
+    );
+    let trace = trace(&out.stdout, "workflows/txt2img.ron");
+    assert_eq!(sorted_nodes(&trace, "cached"), ["encode"]);
+    assert!(sorted_nodes(&trace, "node_started").contains(&"sample".to_owned()));
+}
+
+#[test]
+fn the_png_embeds_the_workflow_as_run_and_replays_to_the_same_image() {
+    let dirs = dirs();
+    run(
+        &dirs,
+        &["workflows/txt2img.ron"],
+        &[
+            "--set",
+            "sample.seed=11",
+            "--set",
+            "encode.prompt=a green star on a white background",
+        ],
+    );
+    let png = dirs.out.join("txt2img.png");
+    let bytes = std::fs::read(&png).unwrap();
+    let texts = veetance_imaging::read_png_text(&bytes).unwrap();
+    let workflow = &texts
+        .iter()
+        .find(|(k, _)| k == "veetance:workflow")
+        .unwrap()
+        .1;
+    assert!(workflow.contains("\"seed\": Int(11)"), "{workflow}");
+    assert!(workflow.contains("a green star on a white background"));
+    let parameters = &texts
+        .iter()
+        .find(|(k, _)| k == "veetance:parameters")
+        .unwrap()
+        .1;
+    let parameters: serde_json::Value = serde_json::from_str(parameters).unwrap();
+    assert_eq!(parameters["sample"]["inputs"]["seed"], 11);
+
+    // Replay in a fresh cache so nothing is served from the first run.
+    let replay = Dirs {
+        out: dirs.out.clone(),
+        cache: dirs.cache.join("fresh"),
+        _root: tempfile::tempdir().unwrap(),
+    };
+    run(&replay, &[png.to_str().unwrap()], &[]);
+    let (first, _) = veetance_imaging::read_png_rgba(&bytes).unwrap();
+    let (again, _) = veetance_imaging::read_png_rgba(
+        &std::fs::read(dirs.out.join("txt2img_00001.png")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        first, again,
+        "replaying the embedded workflow gave a different image"
+    );
+
+    let out = veetance(&["validate", png.to_str().unwrap()]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}
+
+#[test]
+fn the_layered_psd_has_the_requested_layers_and_composites_to_the_picture() {
+    let dirs = dirs();
+    run(&dirs, &["workflows/layers.ron"], &[]);
+    let psd = psd::Psd::from_bytes(&std::fs::read(dirs.out.join("layers.psd")).unwrap()).unwrap();
+    assert_eq!(psd.layers().len(), 3);
+    let merged = psd.rgba();
+    let source = veetance_imaging::load_image_rgba(
+        &std::fs::read(repo().join("workflows/assets/shapes.png")).unwrap(),
+    )
+    .unwrap();
+    let max_diff = merged
+        .iter()
+        .zip(source.as_raw())
+        .map(|(a, b)| a.abs_diff(*b))
+        .max()
+        .unwrap();
+    assert!(
+        max_diff <= 1,
+        "merged image differs from the input by {max_diff}"
+    );
+}
+
+#[test]
+fn a_failing_node_exits_1_naming_the_node() {
+    let dirs = dirs();
+    let out = veetance(&[
+        "run",
+        "--out",
+        dirs.out.to_str().unwrap(),
+        "--no-cache",
+        "workflows/layers.ron",
+        "--set",
+        "picture.path=workflows/assets/missing.png",
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr)
+            .contains("node `picture` failed: cannot read workflows/assets/missing.png"),
+        "{}",
+        text(&out.stderr)
+    );
+}
