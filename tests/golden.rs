@@ -242,3 +242,103 @@ fn a_failing_node_exits_1_naming_the_node() {
         text(&out.stderr)
     );
 }
+
+/// The header of a .safetensors file: tensor name → shape.
+fn safetensors_shapes(path: &Path) -> Vec<(String, Vec<u64>)> {
+    let bytes = std::fs::read(path).unwrap();
+    let len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+    let header: serde_json::Value = serde_json::from_slice(&bytes[8..8 + len]).unwrap();
+    let mut shapes: Vec<(String, Vec<u64>)> = header
+        .as_object()
+        .unwrap()
+        .iter()
+        .filter(|(name, _)| *name != "__metadata__")
+        .map(|(name, info)| {
+            let shape = info["shape"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|d| d.as_u64().unwrap())
+                .collect();
+            (name.clone(), shape)
+        })
+        .collect();
+    shapes.sort();
+    shapes
+}
+
+#[test]
+fn saved_latents_and_conditioning_load_back_and_decode_to_the_same_picture() {
+    let dirs = dirs();
+    std::fs::create_dir_all(&dirs.out).unwrap();
+    let save = dirs.out.join("save.ron");
+    std::fs::write(
+        &save,
+        r#"Workflow(version: 1, nodes: {
+            "load": Node(kind: "Load"),
+            "encode": Node(kind: "Encode", inputs: {"text_encoder": Link("load", "text_encoder"), "prompt": Text("a pink heart on a white background")}),
+            "cond": Node(kind: "SaveConditioning", inputs: {"conditioning": Link("encode", "conditioning"), "path": Text("cond")}),
+            "sample": Node(kind: "Sample", inputs: {"model": Link("load", "model"), "positive": Link("encode", "conditioning"), "seed": Int(5), "width": Int(64), "height": Int(64)}),
+            "latent": Node(kind: "SaveLatent", inputs: {"latent": Link("sample", "latent"), "path": Text("lat")}),
+            "decode": Node(kind: "Decode", inputs: {"vae": Link("load", "vae"), "latent": Link("sample", "latent")}),
+            "export": Node(kind: "Export", inputs: {"image": Link("decode", "image"), "path": Text("direct")}),
+        })"#,
+    )
+    .unwrap();
+    run(&dirs, &[save.to_str().unwrap()], &[]);
+    let latent_path = dirs.out.join("lat.safetensors");
+    let latent_shape = safetensors_shapes(&latent_path);
+    assert_eq!(latent_shape.len(), 1);
+    assert_eq!(latent_shape[0].0, "latent");
+    assert_eq!(latent_shape[0].1.len(), 4);
+    let cond_shape = safetensors_shapes(&dirs.out.join("cond.safetensors"));
+    assert_eq!(cond_shape[0].0, "conditioning");
+    assert_eq!(cond_shape[0].1.len(), 3);
+
+    let load = dirs.out.join("load.ron");
+    std::fs::write(
+        &load,
+        format!(
+            r#"Workflow(version: 1, nodes: {{
+            "load": Node(kind: "Load"),
+            "latent": Node(kind: "LoadLatent", inputs: {{"path": Text({:?})}}),
+            "decode": Node(kind: "Decode", inputs: {{"vae": Link("load", "vae"), "latent": Link("latent", "latent")}}),
+            "export": Node(kind: "Export", inputs: {{"image": Link("decode", "image"), "path": Text("reloaded")}}),
+        }})"#,
+            latent_path.to_str().unwrap()
+        ),
+    )
+    .unwrap();
+    let no_cache = Dirs {
+        out: dirs.out.clone(),
+        cache: dirs.cache.join("unused"),
+        _root: tempfile::tempdir().unwrap(),
+    };
+    run(&no_cache, &[load.to_str().unwrap()], &[]);
+    let pixels = |name: &str| {
+        veetance_imaging::read_png_rgba(&std::fs::read(dirs.out.join(name)).unwrap())
+            .unwrap()
+            .0
+    };
+    assert_eq!(pixels("direct.png"), pixels("reloaded.png"));
+
+    // A file without the expected tensor is a clear error, not a crash.
+    let out = veetance(&[
+        "run",
+        "--no-cache",
+        "--out",
+        dirs.out.to_str().unwrap(),
+        load.to_str().unwrap(),
+        "--set",
+        &format!(
+            "latent.path={}",
+            dirs.out.join("cond.safetensors").display()
+        ),
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        text(&out.stderr).contains("has no tensor `latent` (it has: conditioning)"),
+        "{}",
+        text(&out.stderr)
+    );
+}

@@ -9,11 +9,14 @@ use veetance_imaging::rgb8_from_chw_f32;
 use crate::device::{model_error, tensor_error};
 use crate::payload::{ImageValue, TensorValue, VaeValue};
 
+/// Images with more pixels than this (2048²) decode in tiles.
+pub const TILED_DECODE_ABOVE_PIXELS: usize = 2048 * 2048;
+
 pub fn spec() -> NodeSpec {
     NodeSpec::new(
         "Decode",
         "latent",
-        "VAE decode of a latent to an RGB image.",
+        "VAE decode of a latent to an RGB image; images above 2048² decode in overlapping blended tiles so memory stays bounded.",
     )
     .input(InputSpec::new("vae", DataType::Vae).doc("From Load."))
     .input(InputSpec::new("latent", DataType::Latent).doc("From Sample or LoadLatent."))
@@ -51,9 +54,19 @@ impl Node for Decode {
                 "Decode takes one latent at a time; this one holds a batch of {batch}"
             )));
         }
-        let image = vae
-            .decode(&latent)
-            .map_err(model_error("decoding the latent"))?;
+        let (_, _, grid_h, grid_w) = latent
+            .dims4()
+            .map_err(tensor_error("reading the latent's shape"))?;
+        let pixels = grid_h * grid_w * vae.pixels_per_token() * vae.pixels_per_token();
+        // Whole-image decode matches diffusers exactly; above this size the decoder's
+        // activations (128 channels at full resolution) would take gigabytes, so decode in
+        // overlapping, blended tiles as diffusers' `enable_tiling` does.
+        let image = if pixels > TILED_DECODE_ABOVE_PIXELS {
+            vae.decode_tiled(&latent)
+        } else {
+            vae.decode(&latent)
+        }
+        .map_err(model_error("decoding the latent"))?;
         let (_, _, height_px, width_px) = image
             .dims4()
             .map_err(tensor_error("reading the image's shape"))?;
