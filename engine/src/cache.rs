@@ -161,7 +161,13 @@ impl DiskCache {
         let path = self.entry_path(fingerprint);
         let bytes = std::fs::read(&path).ok()?;
         match decode_entry(&bytes, registry) {
-            Some(values) => Some(values),
+            Some(values) => {
+                // Mark it recently used, so trimming removes entries nobody reads first.
+                if let Ok(file) = std::fs::File::options().append(true).open(&path) {
+                    let _ = file.set_modified(std::time::SystemTime::now());
+                }
+                Some(values)
+            }
             None => {
                 let _ = std::fs::remove_file(&path);
                 None
@@ -185,6 +191,45 @@ impl DiskCache {
         file.as_file().sync_all()?;
         file.persist(&path).map_err(|err| err.error)?;
         Ok(true)
+    }
+}
+
+impl DiskCache {
+    /// Deletes the least recently used entries until the cache holds at most `max_bytes`.
+    /// Returns the bytes removed. Entries that cannot be inspected are left alone.
+    pub fn trim(&self, max_bytes: u64) -> u64 {
+        let mut entries: Vec<(std::time::SystemTime, u64, PathBuf)> = Vec::new();
+        let Ok(shards) = std::fs::read_dir(&self.dir) else {
+            return 0;
+        };
+        for shard in shards.flatten() {
+            let Ok(files) = std::fs::read_dir(shard.path()) else {
+                continue;
+            };
+            for file in files.flatten() {
+                let path = file.path();
+                if path.extension().is_none_or(|ext| ext != "vtc") {
+                    continue;
+                }
+                if let Ok(meta) = file.metadata() {
+                    let used = meta.modified().unwrap_or(std::time::UNIX_EPOCH);
+                    entries.push((used, meta.len(), path));
+                }
+            }
+        }
+        let mut total: u64 = entries.iter().map(|(_, len, _)| len).sum();
+        entries.sort();
+        let mut removed = 0;
+        for (_, len, path) in entries {
+            if total <= max_bytes {
+                break;
+            }
+            if std::fs::remove_file(&path).is_ok() {
+                total -= len;
+                removed += len;
+            }
+        }
+        removed
     }
 }
 
@@ -287,6 +332,37 @@ mod tests {
         assert!(cache.get(&fp(3)).is_some());
         assert!(cache.get(&fp(4)).is_some());
         assert_eq!(cache.used_bytes(), 3 * 72);
+    }
+
+    #[test]
+    fn trimming_removes_least_recently_used_entries_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskCache::new(dir.path());
+        let blob = |n: i64| {
+            vec![
+                Value::Text(Arc::from("x".repeat(1000).as_str())),
+                Value::Int(n),
+            ]
+        };
+        for byte in 1..=3u8 {
+            disk.store(&fp(byte), &blob(i64::from(byte))).unwrap();
+            let path = disk.entry_path(&fp(byte));
+            let age = std::time::Duration::from_secs(100 * u64::from(4 - byte));
+            let file = std::fs::File::options().append(true).open(&path).unwrap();
+            file.set_modified(std::time::SystemTime::now() - age)
+                .unwrap();
+        }
+        // Reading entry 1 makes it the most recently used.
+        assert!(disk.load(&fp(1), &Registry::new()).is_some());
+        let entry_bytes = std::fs::metadata(disk.entry_path(&fp(1))).unwrap().len();
+        let removed = disk.trim(2 * entry_bytes);
+        assert_eq!(removed, entry_bytes);
+        assert!(
+            !disk.entry_path(&fp(2)).exists(),
+            "2 was least recently used"
+        );
+        assert!(disk.entry_path(&fp(1)).exists());
+        assert!(disk.entry_path(&fp(3)).exists());
     }
 
     #[test]

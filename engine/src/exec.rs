@@ -245,6 +245,12 @@ impl Session {
         &self.registry
     }
 
+    /// Trims the disk cache (if any) to at most `max_bytes`, least recently used first.
+    /// Returns the bytes removed.
+    pub fn trim_disk_cache(&self, max_bytes: u64) -> u64 {
+        self.disk.as_ref().map_or(0, |disk| disk.trim(max_bytes))
+    }
+
     /// Bytes held by the in-memory cache.
     pub fn memory_cache_bytes(&self) -> u64 {
         lock(&self.memory).used_bytes()
