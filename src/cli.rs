@@ -20,6 +20,8 @@ pub enum Command {
     Validate(ValidateArgs),
     /// List every node kind with its inputs and outputs.
     Nodes(NodesArgs),
+    /// Open the node editor, optionally on a workflow (.ron, or a PNG written by Export).
+    Edit(EditArgs),
     /// Measure the engine or the models.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -74,6 +76,12 @@ impl Device {
             Device::Cuda => "cuda",
         }
     }
+}
+
+#[derive(Debug, Args)]
+pub struct EditArgs {
+    /// Workflow to open; without it the editor starts on an empty workflow.
+    pub file: Option<PathBuf>,
 }
 
 #[derive(Debug, Args)]

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod bench;
+mod edit;
 mod nodes;
 mod run;
 mod validate;
@@ -16,6 +17,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Run(args) => run::run(&args),
         Command::Validate(args) => validate::validate(&args),
         Command::Nodes(args) => nodes::nodes(&args),
+        Command::Edit(args) => edit::edit(&args),
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(&args),
     }
 }

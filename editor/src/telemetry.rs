@@ -1,0 +1,162 @@
+//! Host telemetry at 10 Hz on its own thread: GPU stats from NVML when an NVIDIA driver is
+//! present (otherwise the reason it is not), CPU and RAM from sysinfo always.
+//!
+//! NVML is initialised once; a missing driver is a normal state, shown to the user, not an
+//! error. Every GPU field is optional because cards differ in what they report.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, PoisonError};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use nvml_wrapper::Nvml;
+use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
+
+/// Time between polls: 10 Hz.
+const POLL_INTERVAL: Duration = Duration::from_millis(100);
+
+/// One GPU's numbers; `None` where the card does not report a field.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GpuStats {
+    /// Device name.
+    pub name: String,
+    /// Memory in use, bytes.
+    pub vram_used_bytes: Option<u64>,
+    /// Memory in all, bytes.
+    pub vram_total_bytes: Option<u64>,
+    /// GPU utilisation, percent.
+    pub utilization_percent: Option<u32>,
+    /// Core temperature, °C.
+    pub temperature_c: Option<u32>,
+    /// Power draw, milliwatts.
+    pub power_mw: Option<u32>,
+}
+
+/// The latest sample.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Telemetry {
+    /// GPU stats, or why there are none.
+    pub gpu: Result<GpuStats, String>,
+    /// Whole-machine CPU use, percent.
+    pub cpu_percent: f32,
+    /// Host memory in use, bytes.
+    pub ram_used_bytes: u64,
+    /// Host memory in all, bytes.
+    pub ram_total_bytes: u64,
+    /// Samples taken so far (the panel shows it is alive).
+    pub samples: u64,
+}
+
+impl Default for Telemetry {
+    fn default() -> Telemetry {
+        Telemetry {
+            gpu: Err("no sample yet".to_owned()),
+            cpu_percent: 0.0,
+            ram_used_bytes: 0,
+            ram_total_bytes: 0,
+            samples: 0,
+        }
+    }
+}
+
+/// The polling thread; stops when dropped.
+pub struct TelemetryThread {
+    latest: Arc<Mutex<Telemetry>>,
+    stop: Arc<AtomicBool>,
+    worker: Option<JoinHandle<()>>,
+}
+
+impl TelemetryThread {
+    /// Starts polling; `wake` is called after each sample (the UI repaints the panel).
+    pub fn start(wake: Arc<dyn Fn() + Send + Sync>) -> TelemetryThread {
+        let latest = Arc::new(Mutex::new(Telemetry {
+            gpu: Err("starting…".to_owned()),
+            ..Telemetry::default()
+        }));
+        let stop = Arc::new(AtomicBool::new(false));
+        let worker = {
+            let latest = latest.clone();
+            let stop = stop.clone();
+            std::thread::Builder::new()
+                .name("veetance-telemetry".to_owned())
+                .spawn(move || poll_loop(&latest, &stop, wake.as_ref()))
+                .ok()
+        };
+        if worker.is_none()
+            && let Ok(mut latest) = latest.lock()
+        {
+            latest.gpu = Err("cannot start the telemetry thread".to_owned());
+        }
+        TelemetryThread {
+            latest,
+            stop,
+            worker,
+        }
+    }
+
+    /// The latest sample.
+    pub fn latest(&self) -> Telemetry {
+        self.latest
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+}
+
+impl Drop for TelemetryThread {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(worker) = self.worker.take() {
+            let _ = worker.join();
+        }
+    }
+}
+
+fn poll_loop(latest: &Mutex<Telemetry>, stop: &AtomicBool, wake: &(dyn Fn() + Send + Sync)) {
+    let nvml = Nvml::init().map_err(|err| format!("no NVIDIA GPU telemetry: {err}"));
+    let mut system = sysinfo::System::new().ok();
+    let mut samples = 0;
+    while !stop.load(Ordering::Relaxed) {
+        samples += 1;
+        let gpu = match &nvml {
+            Ok(nvml) => gpu_stats(nvml),
+            Err(reason) => Err(reason.clone()),
+        };
+        let (cpu_percent, ram_used_bytes, ram_total_bytes) = match system.as_mut() {
+            Some(system) => {
+                system.refresh_cpu_usage();
+                system.refresh_memory();
+                (
+                    system.global_cpu_usage(),
+                    system.used_memory(),
+                    system.total_memory(),
+                )
+            }
+            None => (0.0, 0, 0),
+        };
+        *latest.lock().unwrap_or_else(PoisonError::into_inner) = Telemetry {
+            gpu,
+            cpu_percent,
+            ram_used_bytes,
+            ram_total_bytes,
+            samples,
+        };
+        wake();
+        std::thread::sleep(POLL_INTERVAL);
+    }
+}
+
+fn gpu_stats(nvml: &Nvml) -> Result<GpuStats, String> {
+    let device = nvml
+        .device_by_index(0)
+        .map_err(|err| format!("NVML found no usable GPU: {err}"))?;
+    let memory = device.memory_info().ok();
+    Ok(GpuStats {
+        name: device.name().unwrap_or_else(|_| "NVIDIA GPU".to_owned()),
+        vram_used_bytes: memory.as_ref().map(|m| m.used),
+        vram_total_bytes: memory.as_ref().map(|m| m.total),
+        utilization_percent: device.utilization_rates().ok().map(|u| u.gpu),
+        temperature_c: device.temperature(TemperatureSensor::Gpu).ok(),
+        power_mw: device.power_usage().ok(),
+    })
+}

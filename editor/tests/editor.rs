@@ -1,0 +1,466 @@
+//! Headless editor tests (egui_kittest): widgets are found by their accessible labels and
+//! driven with clicks, keys and typed text, as a user would.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use egui::accesskit::{self, Role};
+use egui::{Key, Modifiers};
+use egui_kittest::Harness;
+use egui_kittest::kittest::{NodeT as _, Queryable as _};
+use veetance_editor::files::StateDir;
+use veetance_editor::{Command, EditorApp, EditorConfig};
+use veetance_engine::{InputValue, Workflow};
+
+fn config(dir: &Path) -> EditorConfig {
+    EditorConfig {
+        state_dir: Some(StateDir(dir.join("state"))),
+        out_dir: dir.join("out"),
+        disk_cache_dir: None,
+        telemetry: false,
+        watch_files: true,
+    }
+}
+
+fn registry() -> std::sync::Arc<veetance_engine::Registry> {
+    std::sync::Arc::new(veetance_nodes::registry())
+}
+
+fn harness(app: EditorApp) -> Harness<'static, EditorApp> {
+    Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .build_ui_state(|ui, app: &mut EditorApp| app.ui(ui), app)
+}
+
+fn frames(h: &mut Harness<'_, EditorApp>, n: usize) {
+    for _ in 0..n {
+        h.step();
+    }
+}
+
+/// Steps frames until `done` holds, sleeping between them (background threads are at work).
+fn wait_for(h: &mut Harness<'_, EditorApp>, what: &str, done: impl Fn(&EditorApp) -> bool) {
+    let start = Instant::now();
+    while !done(h.state()) {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    frames(h, 2);
+}
+
+/// Space, the kind typed into the palette's search field, then the kind's button.
+fn add_node(h: &mut Harness<'_, EditorApp>, kind: &str) {
+    h.key_press(Key::Space);
+    frames(h, 2);
+    h.event(egui::Event::Text(kind.to_lowercase()));
+    frames(h, 2);
+    h.get_by_role_and_label(Role::Button, kind).click();
+    frames(h, 3);
+}
+
+/// Picks `source` (`node.output`) in the inspector's source list of `input` (`node.input`).
+fn link(h: &mut Harness<'_, EditorApp>, input: &str, source: &str) {
+    h.get_by_role_and_label(Role::ComboBox, &format!("{input} source"))
+        .click();
+    frames(h, 2);
+    h.get_by_label(source).click();
+    frames(h, 3);
+}
+
+fn set_number(h: &mut Harness<'_, EditorApp>, label: &str, value: f64) {
+    let node = h.get_by_role_and_label(Role::SpinButton, label);
+    let (target_node, target_tree) = node.accesskit_node().locate();
+    h.event(egui::Event::AccessKitActionRequest(
+        accesskit::ActionRequest {
+            action: accesskit::Action::SetValue,
+            target_node,
+            target_tree,
+            data: Some(accesskit::ActionData::NumericValue(value)),
+        },
+    ));
+    frames(h, 3);
+}
+
+/// Replaces the text of the field labelled `label` and presses Enter.
+fn set_text(h: &mut Harness<'_, EditorApp>, role: Role, label: &str, text: &str) {
+    h.get_by_role_and_label(role, label).focus();
+    frames(h, 2);
+    h.key_press_modifiers(Modifiers::COMMAND, Key::A);
+    frames(h, 1);
+    h.get_by_role_and_label(role, label).type_text(text);
+    frames(h, 2);
+    if role == Role::TextInput {
+        h.key_press(Key::Enter);
+    } else {
+        h.key_press(Key::Escape);
+    }
+    frames(h, 3);
+}
+
+fn rename_selected(h: &mut Harness<'_, EditorApp>, new_id: &str) {
+    set_text(h, Role::TextInput, "node id", new_id);
+}
+
+/// The workflow with positions dropped and inputs equal to their spec defaults removed:
+/// what a workflow means, independent of layout and of spelling out defaults.
+fn meaning(workflow: &Workflow) -> Workflow {
+    let registry = veetance_nodes::registry();
+    let mut workflow = workflow.clone();
+    for node in workflow.nodes.0.values_mut() {
+        node.pos = None;
+        let spec = registry.get(&node.kind).unwrap().spec().clone();
+        node.inputs.0.retain(|name, value| {
+            let default = spec
+                .input_named(name)
+                .and_then(|(_, input)| input.default.clone())
+                .map(InputValue::from);
+            default.as_ref() != Some(value)
+        });
+    }
+    workflow
+}
+
+/// A file dropped on the window, as the native integration would report it.
+#[derive(Debug)]
+struct DroppedPath(PathBuf);
+
+impl egui::DroppedFile for DroppedPath {
+    fn path(&self) -> &Path {
+        &self.0
+    }
+
+    fn bytes(&self) -> Result<Vec<u8>, String> {
+        std::fs::read(&self.0).map_err(|err| err.to_string())
+    }
+}
+
+fn workspace_file(relative: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("..")
+        .join(relative)
+}
+
+#[test]
+fn golden_workflow_built_through_the_ui_saves_and_reopens_equal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), None));
+    frames(&mut h, 2);
+    set_text(&mut h, Role::TextInput, "workflow name", "golden");
+
+    add_node(&mut h, "Load");
+
+    add_node(&mut h, "Encode");
+    link(&mut h, "encode.text_encoder", "load.text_encoder");
+    set_text(
+        &mut h,
+        Role::MultilineTextInput,
+        "encode.prompt",
+        "a red circle on a blue background",
+    );
+
+    add_node(&mut h, "SageAttention");
+    rename_selected(&mut h, "sage");
+    link(&mut h, "sage.model", "load.model");
+
+    add_node(&mut h, "Compile");
+    link(&mut h, "compile.model", "sage.model");
+    set_number(&mut h, "compile.width", 64.0);
+    set_number(&mut h, "compile.height", 64.0);
+
+    add_node(&mut h, "Sample");
+    link(&mut h, "sample.model", "compile.model");
+    link(&mut h, "sample.positive", "encode.conditioning");
+    set_number(&mut h, "sample.seed", 42.0);
+    set_number(&mut h, "sample.width", 64.0);
+    set_number(&mut h, "sample.height", 64.0);
+
+    add_node(&mut h, "Decode");
+    link(&mut h, "decode.vae", "load.vae");
+    link(&mut h, "decode.latent", "sample.latent");
+
+    add_node(&mut h, "LayerSplit");
+    rename_selected(&mut h, "split");
+    link(&mut h, "split.image", "decode.image");
+    set_number(&mut h, "split.layers", 3.0);
+
+    add_node(&mut h, "Export");
+    rename_selected(&mut h, "png");
+    link(&mut h, "png.image", "decode.image");
+    set_text(&mut h, Role::TextInput, "png.path", "golden");
+
+    add_node(&mut h, "Export");
+    rename_selected(&mut h, "psd");
+    link(&mut h, "psd.image", "decode.image");
+    link(&mut h, "psd.layers", "split.layers");
+    set_text(&mut h, Role::TextInput, "psd.path", "golden");
+    h.get_by_role_and_label(Role::ComboBox, "psd.format")
+        .click();
+    frames(&mut h, 2);
+    h.get_by_label("psd").click();
+    frames(&mut h, 3);
+
+    let golden_path = workspace_file("workflows/golden.ron");
+    let golden = Workflow::parse(&std::fs::read_to_string(&golden_path).unwrap()).unwrap();
+    assert_eq!(meaning(h.state().workflow()), meaning(&golden));
+    assert!(h.state().is_dirty());
+
+    // Ctrl+S on an untitled workflow asks for a path.
+    let saved = dir.path().join("built.ron");
+    h.key_press_modifiers(Modifiers::COMMAND, Key::S);
+    frames(&mut h, 2);
+    set_text(
+        &mut h,
+        Role::TextInput,
+        "file path",
+        saved.to_str().unwrap(),
+    );
+    frames(&mut h, 2);
+    assert!(!h.state().is_dirty(), "status: {}", h.state().status());
+    assert_eq!(h.state().path(), Some(saved.as_path()));
+
+    let reopened = harness(EditorApp::new(
+        config(dir.path()),
+        registry(),
+        Some(saved.clone()),
+    ));
+    let mut reopened = reopened;
+    frames(&mut reopened, 2);
+    assert_eq!(reopened.state().workflow(), h.state().workflow());
+    assert_eq!(
+        std::fs::read_to_string(&saved).unwrap(),
+        h.state().workflow().to_ron()
+    );
+}
+
+#[test]
+fn incompatible_connection_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), None));
+    frames(&mut h, 2);
+    add_node(&mut h, "Load");
+    add_node(&mut h, "Sample");
+    // The inspector offers only outputs the engine's type rule accepts.
+    h.get_by_role_and_label(Role::ComboBox, "sample.model source")
+        .click();
+    frames(&mut h, 2);
+    assert!(h.query_by_label("load.model").is_some());
+    assert!(h.query_by_label("load.vae").is_none());
+    h.key_press(Key::Escape);
+    frames(&mut h, 2);
+    // A wire dropped on the canvas becomes the same edit; it is refused with a reason.
+    h.state_mut()
+        .queue(Command::Edit(veetance_editor::Edit::Connect {
+            from: veetance_editor::Port::new("load", "vae"),
+            to: veetance_editor::Port::new("sample", "model"),
+        }));
+    frames(&mut h, 2);
+    assert!(
+        !h.state().workflow().nodes.0["sample"]
+            .inputs
+            .0
+            .contains_key("model")
+    );
+    assert!(
+        h.query_by_label_contains("cannot connect").is_some(),
+        "status: {}",
+        h.state().status()
+    );
+}
+
+#[test]
+fn undo_redo_copy_paste_and_problems() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), None));
+    frames(&mut h, 2);
+    add_node(&mut h, "Sample");
+    set_number(&mut h, "sample.seed", 7.0);
+    assert_eq!(
+        h.state().workflow().nodes.0["sample"].inputs.0["seed"],
+        InputValue::Int(7)
+    );
+
+    // The missing model is a problem; clicking it selects its node.
+    h.state_mut().queue(Command::Select(Vec::new()));
+    frames(&mut h, 2);
+    h.get_all_by_label_contains("sample: ")
+        .next()
+        .unwrap()
+        .click();
+    frames(&mut h, 2);
+    assert_eq!(h.state().selection(), ["sample".to_owned()]);
+
+    h.event(egui::Event::Copy);
+    frames(&mut h, 2);
+    assert!(h.state().clipboard().contains("\"sample\": Node("));
+    let text = h.state().clipboard().to_owned();
+    h.event(egui::Event::Paste(text));
+    frames(&mut h, 3);
+    assert_eq!(h.state().workflow().nodes.0.len(), 2);
+    assert_eq!(
+        h.state().workflow().nodes.0["sample2"].inputs.0["seed"],
+        InputValue::Int(7)
+    );
+    h.key_press_modifiers(Modifiers::COMMAND, Key::D);
+    frames(&mut h, 3);
+    assert_eq!(h.state().workflow().nodes.0.len(), 3);
+    h.key_press(Key::Delete);
+    frames(&mut h, 3);
+    assert_eq!(h.state().workflow().nodes.0.len(), 2);
+
+    // Undo walks back every edit: delete, duplicate, paste, seed, add.
+    for expected in [3, 2, 1, 1, 0] {
+        h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+        frames(&mut h, 2);
+        assert_eq!(h.state().workflow().nodes.0.len(), expected);
+    }
+    for _ in 0..2 {
+        h.key_press_modifiers(Modifiers::COMMAND | Modifiers::SHIFT, Key::Z);
+        frames(&mut h, 2);
+    }
+    assert_eq!(
+        h.state().workflow().nodes.0["sample"].inputs.0["seed"],
+        InputValue::Int(7)
+    );
+}
+
+const TXT2IMG_PREVIEW: &str = r#"Workflow(
+    version: 1,
+    name: "preview",
+    nodes: {
+        "load": Node(kind: "Load", inputs: {"model": Text("tiny"), "device": Text("cpu")}),
+        "encode": Node(kind: "Encode", inputs: {
+            "text_encoder": Link("load", "text_encoder"),
+            "prompt": Text("a small yellow star"),
+        }),
+        "sample": Node(kind: "Sample", inputs: {
+            "model": Link("load", "model"),
+            "positive": Link("encode", "conditioning"),
+            "seed": Int(7), "width": Int(64), "height": Int(64), "steps": Int(2),
+        }),
+        "decode": Node(kind: "Decode", inputs: {"vae": Link("load", "vae"), "latent": Link("sample", "latent")}),
+        "export": Node(kind: "Export", inputs: {"image": Link("decode", "image"), "path": Text("preview")}),
+        "preview": Node(kind: "Preview", inputs: {"image": Link("decode", "image")}),
+    },
+)
+"#;
+
+#[test]
+fn run_shows_progress_previews_and_cached_badges_then_png_drop_opens_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("preview.ron");
+    std::fs::write(&file, TXT2IMG_PREVIEW).unwrap();
+    let mut h = harness(EditorApp::new(
+        config(dir.path()),
+        registry(),
+        Some(file.clone()),
+    ));
+    frames(&mut h, 2);
+    assert_eq!(h.state().workflow().nodes.0.len(), 6);
+
+    h.get_by_label("▶ Run").click();
+    frames(&mut h, 1);
+    wait_for(&mut h, "the first run", |app| !app.is_running());
+    assert!(
+        h.query_by_label("run succeeded").is_some(),
+        "status: {}",
+        h.state().status()
+    );
+    assert!(h.query_all_by_label_contains("done ").count() >= 5);
+    // The node may lie outside the visible canvas: click through AccessKit.
+    h.get_by_label("preview preview").click_accesskit();
+    frames(&mut h, 3);
+    assert!(h.query_by_label("Preview preview").is_some());
+    assert!(h.query_by_label("preview export").is_some());
+
+    // Second run: Decode's outputs come from the cache (so nothing upstream of it is even
+    // needed), and the two effect nodes run again.
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Enter);
+    frames(&mut h, 1);
+    wait_for(&mut h, "the second run", |app| !app.is_running());
+    assert_eq!(h.query_all_by_label("cached").count(), 1);
+    assert_eq!(h.query_all_by_label_contains("done ").count(), 2);
+
+    // The exported PNG carries the workflow; dropping it opens it.
+    let png = dir.path().join("out").join("preview.png");
+    assert!(png.exists());
+    h.input_mut()
+        .dropped_files
+        .push(std::sync::Arc::new(DroppedPath(png)));
+    frames(&mut h, 3);
+    assert_eq!(h.state().path(), None, "a PNG is never saved over");
+    assert_eq!(h.state().workflow().nodes.0.len(), 6);
+    assert!(h.state().status().starts_with("opened"));
+}
+
+#[test]
+fn external_change_reloads_and_invalid_change_keeps_the_graph() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("watched.ron");
+    std::fs::write(&file, TXT2IMG_PREVIEW).unwrap();
+    let mut h = harness(EditorApp::new(
+        config(dir.path()),
+        registry(),
+        Some(file.clone()),
+    ));
+    frames(&mut h, 2);
+
+    std::fs::write(
+        &file,
+        TXT2IMG_PREVIEW.replace("\"preview\",", "\"changed\","),
+    )
+    .unwrap();
+    wait_for(&mut h, "the reload", |app| app.workflow().name == "changed");
+    assert!(!h.state().is_dirty());
+
+    std::fs::write(&file, "Workflow(version: 1, nodes: {").unwrap();
+    wait_for(&mut h, "the refusal", |app| {
+        app.status().contains("keeping the last good graph")
+    });
+    assert_eq!(h.state().workflow().name, "changed");
+
+    // With unsaved edits, the editor asks first.
+    set_text(&mut h, Role::TextInput, "workflow name", "mine");
+    std::fs::write(
+        &file,
+        TXT2IMG_PREVIEW.replace("\"preview\",", "\"theirs\","),
+    )
+    .unwrap();
+    let start = Instant::now();
+    while h.query_by_label("File changed on disk").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(30),
+            "no question asked"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    assert_eq!(h.state().workflow().name, "mine");
+    h.get_by_label("Reload").click();
+    frames(&mut h, 2);
+    assert_eq!(h.state().workflow().name, "theirs");
+}
+
+#[test]
+fn unsaved_work_is_offered_back_after_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), None));
+    frames(&mut h, 2);
+    add_node(&mut h, "Load");
+    h.state_mut().autosave_now().unwrap();
+    let before = h.state().workflow().clone();
+    // A crash: the app is gone without a clean exit.
+    drop(h);
+
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), None));
+    frames(&mut h, 2);
+    h.get_by_label("Recover").click();
+    frames(&mut h, 2);
+    assert_eq!(h.state().workflow(), &before);
+    assert!(h.state().is_dirty());
+}

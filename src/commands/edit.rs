@@ -1,0 +1,22 @@
+//! `veetance edit`: opens the node editor window (the `editor` feature).
+
+use std::process::ExitCode;
+
+use anyhow::Result;
+
+use crate::cli::EditArgs;
+
+#[cfg(feature = "editor")]
+pub fn edit(args: &EditArgs) -> Result<ExitCode> {
+    let registry = std::sync::Arc::new(veetance_nodes::registry());
+    veetance_editor::run_native(args.file.clone(), registry)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+#[cfg(not(feature = "editor"))]
+pub fn edit(args: &EditArgs) -> Result<ExitCode> {
+    let _ = args;
+    anyhow::bail!(
+        "this veetance was built without the editor (the `editor` feature); rebuild with default features"
+    )
+}
