@@ -56,9 +56,9 @@ if [ -z "$window" ]; then
 fi
 DISPLAY=$display xdotool windowmove "$window" 0 0 windowsize "$window" 1280 800 || true
 sleep "${SCREENSHOT_WAIT_S:-4}"
-# Click the Sample node's title so the inspector shows its inputs.
-DISPLAY=$display xdotool mousemove "${SCREENSHOT_CLICK_X:-480}" "${SCREENSHOT_CLICK_Y:-300}" click 1 || true
-sleep 1
+# Park the pointer off the canvas so no hover highlight lands in the picture.
+DISPLAY=$display xdotool mousemove 1270 790 || true
+sleep 0.5
 
 mkdir -p "$(dirname "$out")"
 DISPLAY=$display import -window root -strip "PNG8:$out"

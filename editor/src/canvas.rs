@@ -23,6 +23,9 @@ use crate::runner::{NodeRunState, Runner};
 /// Horizontal spacing of nodes that have no saved position, in canvas units.
 const AUTO_LAYOUT_STEP: f64 = 260.0;
 
+/// Space between the canvas edge and the first node of a freshly opened document, in points.
+const INITIAL_MARGIN: f32 = 24.0;
+
 /// Side of the inline preview image, in points.
 const PREVIEW_SIDE: f32 = 128.0;
 
@@ -128,7 +131,7 @@ impl Canvas {
         let ids: Vec<String> = workflow.nodes.0.keys().cloned().collect();
         if ids != self.node_ids {
             self.epoch += 1;
-            self.restore_transform = self.built_revision.is_some();
+            self.restore_transform = true;
             self.last_snarl_selection.clear();
         }
         let mut snarl = Snarl::new();
@@ -204,6 +207,30 @@ impl Canvas {
         selection: &mut Vec<String>,
     ) -> CanvasOutput {
         let rebuilt = self.built_revision != Some(inputs.revision);
+        if self.built_revision.is_none() {
+            // First view of a document: actual size, its top-left node near the corner.
+            // (snarl's own first view fits everything, which makes big graphs unreadable.)
+            let (min_x, min_y) = inputs
+                .workflow
+                .nodes
+                .0
+                .values()
+                .enumerate()
+                .map(|(i, n)| n.pos.unwrap_or_else(|| auto_pos(i)))
+                .fold((f64::MAX, f64::MAX), |(ax, ay), (x, y)| {
+                    (ax.min(x), ay.min(y))
+                });
+            let (min_x, min_y) = if min_x == f64::MAX {
+                (0.0, 0.0)
+            } else {
+                (min_x, min_y)
+            };
+            let corner = ui.max_rect().min + egui::vec2(INITIAL_MARGIN, INITIAL_MARGIN);
+            self.to_global = TSTransform::from_translation(
+                corner.to_vec2() - egui::vec2(min_x as f32, min_y as f32),
+            );
+            self.restore_transform = true;
+        }
         self.sync(inputs.workflow, inputs.revision);
         if rebuilt {
             self.connect_wires(inputs.workflow, inputs.registry);
@@ -655,7 +682,7 @@ pub fn literal_widget(
                     .desired_rows(3)
                     .desired_width(220.0),
                 TextWidget::Line | TextWidget::Path => {
-                    egui::TextEdit::singleline(&mut v).desired_width(160.0)
+                    egui::TextEdit::singleline(&mut v).desired_width(120.0)
                 }
             };
             ui.add(edit).labelled_by(label);
