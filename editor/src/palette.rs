@@ -84,3 +84,34 @@ pub fn palette_list(
         });
     chosen
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn dropped_wires_filter_to_compatible_kinds_and_search_matches_categories() {
+        let registry = veetance_nodes::registry();
+        let names = |filter: Filter, query: &str| -> Vec<String> {
+            registry
+                .nodes_sorted()
+                .into_iter()
+                .map(|n| n.spec())
+                .filter(|spec| matches(spec, filter, query))
+                .map(|spec| spec.kind.clone())
+                .collect()
+        };
+        // A wire from a Latent output: nodes that take a latent.
+        let takes_latent = names(Filter::TakesInput(DataType::Latent), "");
+        assert!(takes_latent.contains(&"Decode".to_owned()));
+        assert!(takes_latent.contains(&"Sample".to_owned()));
+        assert!(!takes_latent.contains(&"Load".to_owned()));
+        // A wire from a Vae input: nodes that give one.
+        assert_eq!(names(Filter::GivesOutput(DataType::Vae), ""), ["Load"]);
+        let category = registry.get("Sample").unwrap().spec().category.clone();
+        assert!(names(Filter::All, &category).contains(&"Sample".to_owned()));
+        assert!(names(Filter::All, "no such node at all").is_empty());
+    }
+}

@@ -253,6 +253,10 @@ impl Runner {
     /// Fraction of the planned work done, 0..=1; `None` when nothing runs.
     pub fn progress(&self) -> Option<f32> {
         self.active.as_ref()?;
+        Some(self.fraction_done())
+    }
+
+    fn fraction_done(&self) -> f32 {
         let planned = self.n_planned.max(1) as f32;
         let done: f32 = self
             .states
@@ -263,7 +267,7 @@ impl Runner {
                 _ => 0.0,
             })
             .sum();
-        Some((done / planned).clamp(0.0, 1.0))
+        (done / planned).clamp(0.0, 1.0)
     }
 }
 
@@ -272,5 +276,51 @@ impl Drop for Runner {
         // Cancel rather than join: a sampling step may take a while, and the worker owns
         // everything it touches.
         self.cancel();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use veetance_engine::Registry;
+
+    use super::*;
+
+    #[test]
+    fn events_fold_into_node_states_and_progress() {
+        let session = Arc::new(Session::new(
+            Arc::new(Registry::new()),
+            &veetance_engine::SessionConfig::default(),
+        ));
+        let mut runner = Runner::new(session, PathBuf::from("out"));
+        let node: Arc<str> = Arc::from("sample");
+        let kind: Arc<str> = Arc::from("Sample");
+        runner.fold(Event::RunStarted {
+            n_to_run: 1,
+            n_cached: 1,
+        });
+        runner.fold(Event::Cached {
+            node: Arc::from("load"),
+            kind: Arc::from("Load"),
+        });
+        runner.fold(Event::Progress {
+            node: node.clone(),
+            kind: kind.clone(),
+            step: 5,
+            total: 10,
+        });
+        assert_eq!(runner.states["sample"].badge(), "running 5/10");
+        assert!((runner.fraction_done() - 0.75).abs() < 1e-6);
+        runner.fold(Event::NodeFailed {
+            node,
+            kind,
+            error: "out of memory".to_owned(),
+        });
+        assert_eq!(
+            runner.states["sample"],
+            NodeRunState::Failed("out of memory".to_owned())
+        );
+        assert_eq!(runner.states["load"].badge(), "cached");
     }
 }

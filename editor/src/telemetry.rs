@@ -160,3 +160,31 @@ fn gpu_stats(nvml: &Nvml) -> Result<GpuStats, String> {
         power_mw: device.power_usage().ok(),
     })
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
+    use super::*;
+
+    #[test]
+    fn samples_host_memory_and_explains_a_missing_gpu() {
+        let thread = TelemetryThread::start(Arc::new(|| {}));
+        let start = std::time::Instant::now();
+        while thread.latest().samples < 2 {
+            assert!(start.elapsed() < Duration::from_secs(10), "no samples");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let sample = thread.latest();
+        assert!(sample.ram_total_bytes > 0);
+        assert!(sample.ram_used_bytes <= sample.ram_total_bytes);
+        match sample.gpu {
+            Ok(gpu) => assert!(!gpu.name.is_empty()),
+            // Without a driver the reason is shown, not a blank panel.
+            Err(reason) => assert!(
+                reason.contains("NVIDIA") || reason.contains("NVML"),
+                "{reason}"
+            ),
+        }
+    }
+}

@@ -464,3 +464,24 @@ fn unsaved_work_is_offered_back_after_a_crash() {
     assert_eq!(h.state().workflow(), &before);
     assert!(h.state().is_dirty());
 }
+
+#[test]
+fn unsaved_changes_are_guarded() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), None));
+    frames(&mut h, 2);
+    add_node(&mut h, "Load");
+    h.key_press_modifiers(Modifiers::COMMAND, Key::N);
+    frames(&mut h, 2);
+    assert!(h.query_by_label("Unsaved changes").is_some());
+    h.get_by_label("Cancel").click();
+    frames(&mut h, 2);
+    assert_eq!(h.state().workflow().nodes.0.len(), 1);
+
+    h.key_press_modifiers(Modifiers::COMMAND, Key::N);
+    frames(&mut h, 2);
+    h.get_by_label("Discard").click();
+    frames(&mut h, 2);
+    assert!(h.state().workflow().nodes.0.is_empty());
+    assert!(!h.state().is_dirty());
+}
