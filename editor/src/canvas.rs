@@ -11,7 +11,8 @@ use std::collections::HashMap;
 use egui::emath::TSTransform;
 use egui::{Color32, Id, Pos2, Stroke, TextureHandle, Ui};
 use egui_snarl::ui::{
-    AnyPins, PinInfo, SnarlPin, SnarlStyle, SnarlViewer, SnarlWidget, get_selected_nodes,
+    AnyPins, PinInfo, PinPlacement, SnarlPin, SnarlStyle, SnarlViewer, SnarlWidget,
+    get_selected_nodes,
 };
 use egui_snarl::{InPin, InPinId, NodeId, OutPin, OutPinId, Snarl};
 use veetance_engine::{DataType, InputSpec, InputValue, Literal, Registry, TextWidget, Workflow};
@@ -247,6 +248,9 @@ impl Canvas {
         let style = SnarlStyle {
             // Double-click opens the palette; centring on double-click would fight it.
             centering: Some(false),
+            // Pins on the frame edge leave the whole row to the label; inside the frame the
+            // output pins cover the last letters of their labels.
+            pin_placement: Some(PinPlacement::Edge),
             ..SnarlStyle::new()
         };
         let response =
