@@ -275,6 +275,12 @@ impl EditorApp {
         &self.clipboard
     }
 
+    /// Canvas space → screen space, as last drawn (canvas widgets report canvas-space rects
+    /// to AccessKit).
+    pub fn canvas_transform(&self) -> egui::emath::TSTransform {
+        self.canvas.transform()
+    }
+
     /// The latest telemetry sample, when telemetry is on.
     pub fn telemetry(&self) -> Option<Telemetry> {
         self.telemetry.as_ref().map(TelemetryThread::latest)

@@ -118,6 +118,11 @@ pub struct CanvasInputs<'a> {
 }
 
 impl Canvas {
+    /// Canvas space → screen space, as last drawn.
+    pub fn transform(&self) -> TSTransform {
+        self.to_global
+    }
+
     /// Canvas-space position of a screen position.
     pub fn to_canvas(&self, screen: Pos2) -> (f64, f64) {
         let pos = self.to_global.inverse() * screen;

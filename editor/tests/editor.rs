@@ -485,3 +485,131 @@ fn unsaved_changes_are_guarded() {
     assert!(h.state().workflow().nodes.0.is_empty());
     assert!(!h.state().is_dirty());
 }
+
+/// Screen position of the pin beside a label: the unlabelled interactive area on the
+/// label's row nearest the label's outer edge. Canvas widgets report canvas-space rects to
+/// AccessKit, so the canvas transform is applied.
+fn pin_near(h: &Harness<'_, EditorApp>, label: egui::Rect, output: bool) -> egui::Pos2 {
+    let edge = if output { label.right() } else { label.left() };
+    let pin = h
+        .get_all_by_role(Role::Unknown)
+        .map(|n| n.rect())
+        .filter(|r| (r.center().y - label.center().y).abs() < 4.0)
+        .min_by(|a, b| {
+            let da = (a.center().x - edge).abs();
+            let db = (b.center().x - edge).abs();
+            da.total_cmp(&db)
+        })
+        .expect("the pin")
+        .center();
+    h.state().canvas_transform() * pin
+}
+
+/// The pin of the port labelled `label` inside the canvas-space box `area`.
+fn pin(h: &Harness<'_, EditorApp>, label: &str, area: egui::Rect, output: bool) -> egui::Pos2 {
+    let rect = h
+        .get_all_by_role_and_label(Role::Label, label)
+        .map(|n| n.rect())
+        .filter(|r| area.contains(r.center()))
+        .max_by(|a, b| {
+            // Outputs are the right-hand labels of a row, inputs the left-hand ones.
+            if output {
+                a.left().total_cmp(&b.left())
+            } else {
+                b.left().total_cmp(&a.left())
+            }
+        })
+        .expect("the pin's label");
+    pin_near(h, rect, output)
+}
+
+/// Presses at `from`, moves in steps to `to` and releases there (with the pointer still
+/// present, as a hand would leave it).
+fn drag_wire(h: &mut Harness<'_, EditorApp>, from: egui::Pos2, to: egui::Pos2) {
+    h.hover_at(from);
+    frames(h, 1);
+    h.drag_at(from);
+    frames(h, 1);
+    for step in 1..=10 {
+        h.hover_at(from + (to - from) * (step as f32 / 10.0));
+        frames(h, 1);
+    }
+    h.event(egui::Event::PointerButton {
+        pos: to,
+        button: egui::PointerButton::Primary,
+        pressed: false,
+        modifiers: Modifiers::NONE,
+    });
+    frames(h, 3);
+}
+
+#[test]
+fn a_wire_dropped_on_empty_canvas_offers_compatible_nodes_and_links_the_choice() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), None));
+    frames(&mut h, 2);
+    add_node(&mut h, "Load");
+    frames(&mut h, 3);
+    let everywhere = egui::Rect::EVERYTHING;
+    let from = pin(&h, "vae", everywhere, true);
+    drag_wire(&mut h, from, egui::pos2(700.0, 700.0));
+    // Only kinds with a Vae input are offered.
+    assert!(h.query_by_role_and_label(Role::Button, "Decode").is_some());
+    assert!(h.query_by_role_and_label(Role::Button, "Sample").is_none());
+    h.get_by_role_and_label(Role::Button, "Decode").click();
+    frames(&mut h, 3);
+    assert_eq!(
+        h.state().workflow().nodes.0["decode"].inputs.0["vae"],
+        InputValue::Link("load".to_owned(), "vae".to_owned())
+    );
+}
+
+#[test]
+fn wires_drawn_on_the_canvas_follow_the_type_rule_and_replace_occupied_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), None));
+    frames(&mut h, 2);
+    add_node(&mut h, "Load");
+    add_node(&mut h, "Load");
+    add_node(&mut h, "Sample");
+    h.state_mut()
+        .queue(Command::Edit(veetance_editor::Edit::Move(vec![
+            ("load2".to_owned(), (100.0, 400.0)),
+            ("sample".to_owned(), (700.0, 100.0)),
+        ])));
+    frames(&mut h, 4);
+
+    // Canvas-space boxes around each node (AccessKit rects are in canvas space).
+    let load = egui::Rect::from_min_max(egui::pos2(0.0, 0.0), egui::pos2(500.0, 300.0));
+    let load2 = egui::Rect::from_min_max(egui::pos2(0.0, 300.0), egui::pos2(500.0, 700.0));
+    let sample = egui::Rect::from_min_max(egui::pos2(500.0, 0.0), egui::pos2(1200.0, 700.0));
+
+    // Vae → Model: refused, with the reason shown.
+    let from = pin(&h, "vae", load, true);
+    let to = pin(&h, "model", sample, false);
+    drag_wire(&mut h, from, to);
+    assert!(
+        !h.state().workflow().nodes.0["sample"]
+            .inputs
+            .0
+            .contains_key("model")
+    );
+    assert!(h.query_by_label_contains("cannot connect").is_some());
+
+    // Model → Model connects; a second wire into the same input replaces the first.
+    for (source, area) in [("load", load), ("load2", load2)] {
+        let from = pin(&h, "model", area, true);
+        let to = pin(&h, "model", sample, false);
+        drag_wire(&mut h, from, to);
+        assert_eq!(
+            h.state().workflow().nodes.0["sample"].inputs.0["model"],
+            InputValue::Link(source.to_owned(), "model".to_owned())
+        );
+    }
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    frames(&mut h, 2);
+    assert_eq!(
+        h.state().workflow().nodes.0["sample"].inputs.0["model"],
+        InputValue::Link("load".to_owned(), "model".to_owned())
+    );
+}
