@@ -245,6 +245,7 @@ impl Canvas {
         let mut output = CanvasOutput::default();
         let mut viewer = Viewer {
             inputs,
+            viewport: ui.max_rect(),
             selection,
             out: &mut output,
             to_global: &mut self.to_global,
@@ -265,6 +266,8 @@ impl Canvas {
                 .show(&mut self.snarl, &mut viewer, ui);
         if response.double_clicked() {
             output.open_palette_at = response.interact_pointer_pos();
+        } else if response.clicked() {
+            selection.clear();
         }
 
         // Selection made on the canvas replaces the app's selection.
@@ -305,6 +308,8 @@ impl Canvas {
 
 struct Viewer<'a, 'b> {
     inputs: &'a CanvasInputs<'b>,
+    /// The canvas on screen: node rects may extend under the side panels.
+    viewport: egui::Rect,
     selection: &'a mut Vec<String>,
     out: &'a mut CanvasOutput,
     to_global: &'a mut TSTransform,
@@ -374,7 +379,11 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
         let Some(view) = snarl.get_node(node) else {
             return;
         };
-        ui.label(egui::RichText::new(self.title(&view.clone())).strong());
+        ui.add(
+            egui::Label::new(egui::RichText::new(self.title(&view.clone())).strong())
+                .selectable(false)
+                .sense(egui::Sense::hover()),
+        );
         if let Some(state) = self.inputs.runner.states.get(&view.id) {
             let color = match state {
                 NodeRunState::Failed(_) => Color32::from_rgb(0xe0, 0x50, 0x50),
@@ -591,6 +600,47 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
                 link_to,
             });
             ui.close();
+        }
+    }
+
+    fn final_node_rect(
+        &mut self,
+        node: NodeId,
+        rect: egui::Rect,
+        ui: &mut Ui,
+        snarl: &mut Snarl<ViewNode>,
+    ) {
+        // snarl selects only on Shift+click or with the box; a plain click on a node selecting
+        // it is what people expect. Checked here rather than with a clickable title so drags
+        // on the title still move the node. `rect` is in canvas space; a click is on the canvas
+        // only when no window or popup (higher layer orders) lies over it.
+        let Some(pointer) = ui.input(|i| {
+            i.pointer
+                .primary_clicked()
+                .then(|| i.pointer.interact_pos())
+                .flatten()
+        }) else {
+            return;
+        };
+        let on_canvas = ui
+            .ctx()
+            .layer_id_at(pointer)
+            .is_some_and(|layer| layer.order == egui::Order::Background);
+        if !on_canvas
+            || !self.viewport.contains(pointer)
+            || !rect.contains(self.to_global.inverse() * pointer)
+        {
+            return;
+        }
+        let Some(view) = snarl.get_node(node) else {
+            return;
+        };
+        if ui.input(|i| i.modifiers.shift) {
+            if !self.selection.contains(&view.id) {
+                self.selection.push(view.id.clone());
+            }
+        } else {
+            *self.selection = vec![view.id.clone()];
         }
     }
 

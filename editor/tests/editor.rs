@@ -613,3 +613,76 @@ fn wires_drawn_on_the_canvas_follow_the_type_rule_and_replace_occupied_inputs() 
         InputValue::Link("load".to_owned(), "model".to_owned())
     );
 }
+
+fn press_release(h: &mut Harness<'_, EditorApp>, at: egui::Pos2) {
+    for pressed in [true, false] {
+        h.event(egui::Event::PointerButton {
+            pos: at,
+            button: egui::PointerButton::Primary,
+            pressed,
+            modifiers: Modifiers::NONE,
+        });
+        frames(h, 1);
+    }
+}
+
+#[test]
+fn canvas_gestures_select_move_delete_and_double_click_opens_the_palette() {
+    let dir = tempfile::tempdir().unwrap();
+    // Frames 1/60 s apart (kittest's default is 1/4 s), so two clicks make a double-click.
+    let mut h = Harness::builder()
+        .with_size([1600.0, 1000.0])
+        .with_step_dt(1.0 / 60.0)
+        .build_ui_state(
+            |ui, app: &mut EditorApp| app.ui(ui),
+            EditorApp::new(config(dir.path()), registry(), None),
+        );
+    frames(&mut h, 2);
+    add_node(&mut h, "Decode");
+    h.state_mut().queue(Command::Select(Vec::new()));
+    frames(&mut h, 3);
+
+    // Clicking a node's title selects it (the inspector follows).
+    let title = h.get_by_label("decode · Decode").rect();
+    let title = h.state().canvas_transform() * title.center();
+    h.hover_at(title);
+    frames(&mut h, 1);
+    press_release(&mut h, title);
+    frames(&mut h, 2);
+    assert_eq!(h.state().selection(), ["decode".to_owned()]);
+    assert!(h.query_by_label("node id").is_some());
+
+    // Dragging the title moves the node: one undoable step.
+    let before = h.state().workflow().nodes.0["decode"].pos.unwrap();
+    drag_wire(&mut h, title, title + egui::vec2(120.0, 60.0));
+    let after = h.state().workflow().nodes.0["decode"].pos.unwrap();
+    assert!(
+        (after.0 - before.0 - 120.0).abs() < 2.0,
+        "{before:?} → {after:?}"
+    );
+    assert!(
+        (after.1 - before.1 - 60.0).abs() < 2.0,
+        "{before:?} → {after:?}"
+    );
+    h.key_press_modifiers(Modifiers::COMMAND, Key::Z);
+    frames(&mut h, 2);
+    assert_eq!(h.state().workflow().nodes.0["decode"].pos.unwrap(), before);
+
+    // Delete removes the selection.
+    h.state_mut()
+        .queue(Command::Select(vec!["decode".to_owned()]));
+    frames(&mut h, 2);
+    h.key_press(Key::Delete);
+    frames(&mut h, 2);
+    assert!(h.state().workflow().nodes.0.is_empty());
+
+    // A double-click on empty canvas opens the palette.
+    let empty = egui::pos2(600.0, 600.0);
+    h.hover_at(empty);
+    // A second away from the title click, so the pair is not read as part of a triple-click.
+    frames(&mut h, 60);
+    press_release(&mut h, empty);
+    press_release(&mut h, empty);
+    frames(&mut h, 2);
+    assert!(h.query_by_label("Add node").is_some());
+}
