@@ -686,3 +686,35 @@ fn canvas_gestures_select_move_delete_and_double_click_opens_the_palette() {
     frames(&mut h, 2);
     assert!(h.query_by_label("Add node").is_some());
 }
+
+#[test]
+fn a_long_run_shows_step_progress_and_cancels() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("long.ron");
+    std::fs::write(
+        &file,
+        TXT2IMG_PREVIEW.replace("\"steps\": Int(2)", "\"steps\": Int(1000)"),
+    )
+    .unwrap();
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), Some(file)));
+    frames(&mut h, 2);
+    h.get_by_label("▶ Run").click();
+    frames(&mut h, 1);
+    let start = Instant::now();
+    while h.query_by_label_contains("/1000").is_none() {
+        assert!(
+            start.elapsed() < Duration::from_secs(60),
+            "no step progress shown"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+        h.step();
+    }
+    assert!(
+        h.state().is_running(),
+        "the UI kept running while the worker sampled"
+    );
+    h.get_by_label("Cancel").click();
+    frames(&mut h, 1);
+    wait_for(&mut h, "the cancellation", |app| !app.is_running());
+    assert!(h.query_by_label("run cancelled").is_some());
+}
