@@ -718,3 +718,70 @@ fn a_long_run_shows_step_progress_and_cancels() {
     wait_for(&mut h, "the cancellation", |app| !app.is_running());
     assert!(h.query_by_label("run cancelled").is_some());
 }
+
+/// A node that says it needs 10 GiB of accelerator memory and does nothing.
+struct NeedsVram(veetance_engine::NodeSpec);
+
+impl veetance_engine::Node for NeedsVram {
+    fn spec(&self) -> &veetance_engine::NodeSpec {
+        &self.0
+    }
+
+    fn run(
+        &self,
+        _inputs: &veetance_engine::NodeInputs,
+        _ctx: &veetance_engine::NodeCtx<'_>,
+    ) -> Result<veetance_engine::Outputs, veetance_engine::NodeError> {
+        Ok(veetance_engine::Outputs::new())
+    }
+
+    fn estimate(&self, _inputs: &veetance_engine::NodeInputs) -> veetance_engine::MemoryEstimate {
+        veetance_engine::MemoryEstimate {
+            ram_bytes: 0,
+            vram_bytes: 10 << 30,
+        }
+    }
+}
+
+#[test]
+fn the_vram_budget_slider_feeds_the_engines_preflight_check() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = veetance_engine::Registry::new();
+    registry.register(NeedsVram(
+        veetance_engine::NodeSpec::new("Big", "test", "Needs 10 GiB of VRAM.").effect(),
+    ));
+    let file = dir.path().join("big.ron");
+    std::fs::write(
+        &file,
+        "Workflow(version: 1, nodes: {\"big\": Node(kind: \"Big\")})",
+    )
+    .unwrap();
+    let mut h = harness(EditorApp::new(
+        config(dir.path()),
+        std::sync::Arc::new(registry),
+        Some(file),
+    ));
+    frames(&mut h, 2);
+
+    // With an 8 GiB budget (the slider's default) the plan is refused before anything runs.
+    h.get_by_role_and_label(Role::CheckBox, "VRAM budget")
+        .click();
+    frames(&mut h, 2);
+    h.get_by_label("▶ Run").click();
+    frames(&mut h, 1);
+    wait_for(&mut h, "the refusal", |app| !app.is_running());
+    assert!(
+        h.query_by_label_contains("run refused").is_some(),
+        "{}",
+        h.state().status()
+    );
+
+    // Without a budget it runs.
+    h.get_by_role_and_label(Role::CheckBox, "VRAM budget")
+        .click();
+    frames(&mut h, 2);
+    h.get_by_label("▶ Run").click();
+    frames(&mut h, 1);
+    wait_for(&mut h, "the run", |app| !app.is_running());
+    assert!(h.query_by_label("run succeeded").is_some());
+}
