@@ -16,7 +16,7 @@ use veetance_engine::{
 
 use crate::canvas::{Canvas, CanvasInputs, NodeProblems, literal_widget};
 use crate::document::{Document, Edit, Port, spec_of};
-use crate::files::{FileError, StateDir, atomic_write, load_workflow, parse_workflow};
+use crate::files::{FileError, StateDir, atomic_write, parse_workflow, workflow_source_from_bytes};
 use crate::palette::{Filter, palette_list};
 use crate::runner::Runner;
 use crate::telemetry::{Telemetry, TelemetryThread};
@@ -883,6 +883,7 @@ impl EditorApp {
             return;
         };
         let mut close = false;
+        let mut rewatch = false;
         let mut then = Vec::new();
         match dialog {
             Dialog::Unsaved { then: next } => {
@@ -962,6 +963,11 @@ impl EditorApp {
                                         self.doc.replace(workflow, "recover");
                                         self.path.clone_from(original);
                                         self.saved_revision = 0;
+                                        // The recovered text differs from the file on disk:
+                                        // disk_text stays unset so any later change of the
+                                        // file is reported.
+                                        self.disk_text = None;
+                                        rewatch = true;
                                         self.status = "recovered unsaved work".to_owned();
                                     }
                                     Err(_) => {
@@ -1006,6 +1012,9 @@ impl EditorApp {
         }
         if close {
             self.dialog = None;
+        }
+        if rewatch {
+            self.watch();
         }
         self.commands.extend(then);
     }
@@ -1241,15 +1250,23 @@ impl EditorApp {
     }
 
     fn open(&mut self, path: &Path) {
-        match load_workflow(path) {
+        let bytes = match std::fs::read(path) {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                self.status = format!("cannot open {}: {err}", path.display());
+                return;
+            }
+        };
+        let is_png = bytes.starts_with(b"\x89PNG\r\n\x1a\n");
+        let loaded = workflow_source_from_bytes(path, bytes)
+            .and_then(|source| Ok((parse_workflow(path, &source)?, source)));
+        match loaded {
             Ok((workflow, source)) => {
-                let is_ron = !source.is_empty()
-                    && std::fs::read(path).is_ok_and(|b| !b.starts_with(b"\x89PNG"));
                 // A workflow taken from a PNG is new work: saving must not overwrite the image.
-                let (doc_path, disk_text) = if is_ron {
-                    (Some(path.to_owned()), Some(source))
-                } else {
+                let (doc_path, disk_text) = if is_png {
                     (None, None)
+                } else {
+                    (Some(path.to_owned()), Some(source))
                 };
                 self.set_document(Document::new(workflow), doc_path, disk_text);
                 self.status = format!("opened {}", path.display());
