@@ -56,9 +56,11 @@ if [ -z "$window" ]; then
 fi
 DISPLAY=$display xdotool windowmove "$window" 0 0 windowsize "$window" 1280 800 || true
 sleep "${SCREENSHOT_WAIT_S:-4}"
-# Park the pointer off the canvas so no hover highlight lands in the picture.
-DISPLAY=$display xdotool mousemove 1270 790 || true
-sleep 0.5
+# Click the Sample node's title so the inspector shows its inputs, then park the pointer
+# off the canvas so no hover highlight lands in the picture.
+DISPLAY=$display xdotool mousemove "${SCREENSHOT_CLICK_X:-862}" "${SCREENSHOT_CLICK_Y:-143}" \
+    sleep 0.3 mousedown 1 sleep 0.2 mouseup 1 sleep 0.3 mousemove 1270 790 || true
+sleep 1
 
 mkdir -p "$(dirname "$out")"
 DISPLAY=$display import -window root -strip "PNG8:$out"
