@@ -91,7 +91,8 @@ impl Port {
 }
 
 /// A change to the workflow. Each applied edit is one undo step (except consecutive
-/// [`Edit::SetInput`]s of the same input, which merge so a drag is one step).
+/// [`Edit::SetInput`]s of the same input, or [`Edit::SetName`]s, which merge so a drag or
+/// a typed word is one step).
 #[derive(Debug, Clone, PartialEq)]
 pub enum Edit {
     /// Adds a node of `kind` at `pos`; optionally links it to a dropped wire's pin.
@@ -147,7 +148,8 @@ pub struct Document {
     revision: u64,
     undo: Vec<(Workflow, String)>,
     redo: Vec<(Workflow, String)>,
-    /// Key of the last edit when it may merge with the next one (same input being set).
+    /// Key of the last edit when it may merge with the next one (the same input being set,
+    /// or the name being typed), so a drag or a typed word is one undo step.
     merge_key: Option<Port>,
 }
 
@@ -232,6 +234,8 @@ impl Document {
         let label = edit_label(&edit);
         let merge = match &edit {
             Edit::SetInput { input, .. } => Some(input.clone()),
+            // No node has an empty id, so this key never collides with an input's.
+            Edit::SetName(_) => Some(Port::new("", "name")),
             _ => None,
         };
         let created = apply_to(&mut next, edit, registry)?;
@@ -687,6 +691,19 @@ mod tests {
             doc.workflow().nodes.0[&sample].inputs.0["seed"],
             InputValue::Int(4)
         );
+    }
+
+    #[test]
+    fn typing_a_name_is_one_undo_step() {
+        let registry = veetance_nodes::registry();
+        let mut doc = Document::default();
+        for name in ["g", "go", "gol"] {
+            doc.apply(Edit::SetName(name.to_owned()), &registry)
+                .unwrap();
+        }
+        doc.undo().unwrap();
+        assert_eq!(doc.workflow().name, "untitled");
+        assert!(doc.undo().is_err());
     }
 
     #[test]
