@@ -483,9 +483,10 @@ impl EditorApp {
             self.commands.push(Command::DeleteSelection);
         }
         if self.palette.is_none() && shortcut(ctx, Modifiers::NONE, Key::Space) {
-            let at = ctx
-                .pointer_hover_pos()
-                .map_or((100.0, 100.0), |p| self.canvas.to_canvas(p));
+            let at = ctx.pointer_hover_pos().map_or_else(
+                || self.canvas.visible_center(),
+                |p| self.canvas.to_canvas(p),
+            );
             self.commands.push(Command::OpenPalette(at));
         }
         let events = ctx.input(|i| i.events.clone());
@@ -566,7 +567,8 @@ impl EditorApp {
                 }
                 ui.separator();
                 if ui.button("Add node…").clicked() {
-                    self.commands.push(Command::OpenPalette((100.0, 100.0)));
+                    self.commands
+                        .push(Command::OpenPalette(self.canvas.visible_center()));
                 }
                 if ui.button("Copy").clicked() {
                     self.commands.push(Command::Copy);

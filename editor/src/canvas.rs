@@ -81,6 +81,8 @@ pub struct Canvas {
     to_global: TSTransform,
     restore_transform: bool,
     last_snarl_selection: Vec<String>,
+    /// The canvas's screen rect in the last frame.
+    viewport: egui::Rect,
 }
 
 impl Default for Canvas {
@@ -93,6 +95,7 @@ impl Default for Canvas {
             to_global: TSTransform::IDENTITY,
             restore_transform: false,
             last_snarl_selection: Vec::new(),
+            viewport: egui::Rect::from_min_size(Pos2::ZERO, egui::vec2(800.0, 600.0)),
         }
     }
 }
@@ -121,6 +124,11 @@ impl Canvas {
     /// Canvas space → screen space, as last drawn.
     pub fn transform(&self) -> TSTransform {
         self.to_global
+    }
+
+    /// Canvas-space position of the middle of the visible canvas (where menu-added nodes go).
+    pub fn visible_center(&self) -> (f64, f64) {
+        self.to_canvas(self.viewport.center())
     }
 
     /// Canvas-space position of a screen position.
@@ -243,9 +251,10 @@ impl Canvas {
         }
         let widget_id = Id::new(("veetance-canvas", self.epoch));
         let mut output = CanvasOutput::default();
+        self.viewport = ui.max_rect();
         let mut viewer = Viewer {
             inputs,
-            viewport: ui.max_rect(),
+            viewport: self.viewport,
             selection,
             out: &mut output,
             to_global: &mut self.to_global,

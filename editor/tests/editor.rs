@@ -574,6 +574,7 @@ fn wires_drawn_on_the_canvas_follow_the_type_rule_and_replace_occupied_inputs() 
     add_node(&mut h, "Sample");
     h.state_mut()
         .queue(Command::Edit(veetance_editor::Edit::Move(vec![
+            ("load".to_owned(), (100.0, 100.0)),
             ("load2".to_owned(), (100.0, 400.0)),
             ("sample".to_owned(), (700.0, 100.0)),
         ])));
