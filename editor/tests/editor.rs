@@ -786,3 +786,34 @@ fn the_vram_budget_slider_feeds_the_engines_preflight_check() {
     wait_for(&mut h, "the run", |app| !app.is_running());
     assert!(h.query_by_label("run succeeded").is_some());
 }
+
+#[test]
+fn closing_the_window_with_unsaved_edits_asks_first() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut h = harness(EditorApp::new(config(dir.path()), registry(), None));
+    frames(&mut h, 2);
+    add_node(&mut h, "Load");
+    h.input_mut()
+        .viewports
+        .entry(egui::ViewportId::ROOT)
+        .or_default()
+        .events
+        .push(egui::ViewportEvent::Close);
+    h.step();
+    let cancelled = h
+        .output()
+        .viewport_output
+        .get(&egui::ViewportId::ROOT)
+        .is_some_and(|v| v.commands.contains(&egui::ViewportCommand::CancelClose));
+    assert!(cancelled, "the window must stay open");
+    frames(&mut h, 1);
+    assert!(h.query_by_label("Unsaved changes").is_some());
+    h.get_by_label("Discard").click();
+    frames(&mut h, 1);
+    let closing = h
+        .output()
+        .viewport_output
+        .get(&egui::ViewportId::ROOT)
+        .is_some_and(|v| v.commands.contains(&egui::ViewportCommand::Close));
+    assert!(closing, "Discard closes the window");
+}
