@@ -8,6 +8,7 @@ use veetance_imaging::rgb8_from_chw_f32;
 
 use crate::device::{model_error, tensor_error};
 use crate::payload::{ImageValue, TensorValue, VaeValue};
+use crate::preview::preview_png;
 
 /// Images with more pixels than this (2048²) decode in tiles.
 pub const TILED_DECODE_ABOVE_PIXELS: usize = 2048 * 2048;
@@ -38,7 +39,7 @@ impl Node for Decode {
         &self.0
     }
 
-    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let vae = inputs.object::<VaeValue>("vae")?;
         let latent = inputs.object::<TensorValue>("latent")?;
         let vae = &vae.0.vae;
@@ -77,6 +78,8 @@ impl Node for Decode {
             .map_err(tensor_error("reading the decoded pixels"))?;
         let rgb = rgb8_from_chw_f32(&values, height_px as u32, width_px as u32)
             .map_err(|err| NodeError::with_context("converting the decoded pixels", err))?;
+        // Whoever watches the run (the editor) sees the picture on the Decode node itself.
+        ctx.preview(preview_png(&rgb)?);
         Ok(Outputs::new().with_object("image", DataType::Image, ImageValue(rgb)))
     }
 }
