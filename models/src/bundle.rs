@@ -38,10 +38,27 @@ pub struct Bundle {
     pub root: PathBuf,
 }
 
-#[derive(serde::Deserialize)]
+/// The parts of `model_index.json` we read. Besides diffusers' `is_distilled`, a checkpoint may set
+/// these optional Veetance keys (the built-in tiny model does; diffusers ignores unknown keys):
+///
+/// - `max_sequence_length`: prompt length in tokens after padding (diffusers' pipeline argument of
+///   the same name; 512 when absent). Small models trained on short captions use far fewer.
+/// - `text_encoder_out_layers`: which Qwen3 hidden states feed the transformer (diffusers'
+///   `text_encoder_out_layers` pipeline argument); derived by [`default_out_layers`] when absent.
+/// - `default_steps`, `default_guidance`: suggested sampling settings, overriding the
+///   distilled/base defaults.
+#[derive(serde::Deserialize, Default)]
 struct ModelIndex {
     #[serde(default)]
     is_distilled: Option<bool>,
+    #[serde(default)]
+    max_sequence_length: Option<usize>,
+    #[serde(default)]
+    text_encoder_out_layers: Option<Vec<usize>>,
+    #[serde(default)]
+    default_steps: Option<usize>,
+    #[serde(default)]
+    default_guidance: Option<f64>,
 }
 
 impl Bundle {
@@ -58,24 +75,40 @@ impl Bundle {
             });
         }
         let index_path = dir.join("model_index.json");
-        let is_distilled = if index_path.exists() {
+        let index = if index_path.exists() {
             read_json::<ModelIndex>(&index_path)?
-                .is_distilled
-                .unwrap_or(false)
         } else {
-            false
+            ModelIndex::default()
         };
+        let is_distilled = index.is_distilled.unwrap_or(false);
         let transformer = Flux2Transformer::load(&dir.join("transformer"), dtype, device)?
             .with_distilled(is_distilled);
         let te_dir = dir.join("text_encoder");
         let te_cfg: Qwen3Config = read_json(&te_dir.join("config.json"))?;
-        let out_layers = default_out_layers(
-            transformer.config().joint_attention_dim,
-            te_cfg.hidden_size,
-            te_cfg.num_hidden_layers,
-        )?;
-        let text_encoder =
+        let out_layers = match index.text_encoder_out_layers {
+            Some(layers) => layers,
+            None => default_out_layers(
+                transformer.config().joint_attention_dim,
+                te_cfg.hidden_size,
+                te_cfg.num_hidden_layers,
+            )?,
+        };
+        if out_layers.len() * te_cfg.hidden_size != transformer.config().joint_attention_dim {
+            return Err(ModelError::Config {
+                path: index_path,
+                reason: format!(
+                    "{} text encoder layers of width {} do not make the transformer's joint_attention_dim {}",
+                    out_layers.len(),
+                    te_cfg.hidden_size,
+                    transformer.config().joint_attention_dim
+                ),
+            });
+        }
+        let mut text_encoder =
             TextEncoder::load(&dir.join("tokenizer"), &te_dir, &out_layers, dtype, device)?;
+        if let Some(max_tokens) = index.max_sequence_length {
+            text_encoder = text_encoder.with_max_tokens(max_tokens);
+        }
         let vae = Vae::load(&dir.join("vae"), dtype, device)?;
         let scheduler_path = dir.join("scheduler").join("scheduler_config.json");
         let scheduler = if scheduler_path.exists() {
@@ -83,7 +116,7 @@ impl Bundle {
         } else {
             SchedulerConfig::default()
         };
-        let defaults = if is_distilled {
+        let mut defaults = if is_distilled {
             SamplingDefaults {
                 steps: 4,
                 guidance: 1.0,
@@ -94,6 +127,12 @@ impl Bundle {
                 guidance: 4.0,
             }
         };
+        if let Some(steps) = index.default_steps {
+            defaults.steps = steps.max(1);
+        }
+        if let Some(guidance) = index.default_guidance {
+            defaults.guidance = guidance;
+        }
         Ok(Self {
             transformer,
             text_encoder,

@@ -488,6 +488,8 @@ pub struct Flux2Transformer {
     attention: AttentionBackend,
     /// Step-distilled checkpoints ignore CFG (diffusers `is_distilled` in model_index.json).
     is_distilled: bool,
+    /// Training mode: composite differentiable kernels instead of candle's fused ones (see [`crate::ops`]).
+    differentiable: bool,
     /// Caches of a compiled model (see [`Flux2Transformer::compile`]); `None` when eager.
     compiled: Option<std::sync::Arc<crate::compile::CompiledState>>,
 }
@@ -640,6 +642,7 @@ impl Flux2Transformer {
                     device: device.clone(),
                     attention: AttentionBackend::default(),
                     is_distilled: false,
+                    differentiable: false,
                     compiled: None,
                 }
             }
@@ -705,11 +708,22 @@ impl Flux2Transformer {
                     device: device.clone(),
                     attention: AttentionBackend::default(),
                     is_distilled: false,
+                    differentiable: false,
                     compiled: None,
                 }
             }
         };
         Ok(model)
+    }
+
+    /// A clone (sharing weights) that computes with differentiable kernels when `on` (training), or
+    /// with candle's fused kernels (inference, the default). Both compute the same function; the fused
+    /// ones have no backward pass (see [`crate::ops`]).
+    pub fn with_differentiable(&self, on: bool) -> Self {
+        Self {
+            differentiable: on,
+            ..self.clone()
+        }
     }
 
     /// The configuration.
@@ -829,7 +843,13 @@ impl Flux2Transformer {
     }
 
     fn layer_norm(&self, x: &Tensor) -> candle_core::Result<Tensor> {
-        candle_nn::ops::layer_norm(x, &self.ln_ones, &self.ln_zeros, self.cfg.eps as f32)
+        crate::ops::layer_norm(
+            x,
+            &self.ln_ones,
+            &self.ln_zeros,
+            self.cfg.eps as f32,
+            self.differentiable,
+        )
     }
 
     /// `(1 + scale) · LN(x) + shift` with per-sample vectors `[B, 1, D]`.
@@ -852,8 +872,8 @@ impl Flux2Transformer {
         let d = self.cfg.hidden_size();
         let eps = self.cfg.eps as f32;
         let split = |i: usize| qkv.narrow(D::Minus1, i * d, d)?.reshape((b, l, h, hd));
-        let q = candle_nn::ops::rms_norm(&split(0)?.contiguous()?, q_norm, eps)?;
-        let k = candle_nn::ops::rms_norm(&split(1)?.contiguous()?, k_norm, eps)?;
+        let q = crate::ops::rms_norm(&split(0)?, q_norm, eps, self.differentiable)?;
+        let k = crate::ops::rms_norm(&split(1)?, k_norm, eps, self.differentiable)?;
         let v = split(2)?;
         Ok((
             q.transpose(1, 2)?.contiguous()?,
@@ -863,10 +883,7 @@ impl Flux2Transformer {
     }
 
     fn rope(&self, x: &Tensor, rope: &RopeTables) -> candle_core::Result<Tensor> {
-        let x_dtype = x.dtype();
-        let cos = rope.cos.to_dtype(DType::F32)?;
-        let sin = rope.sin.to_dtype(DType::F32)?;
-        candle_nn::rotary_emb::rope_i(&x.to_dtype(DType::F32)?, &cos, &sin)?.to_dtype(x_dtype)
+        crate::ops::rope_i(x, &rope.cos, &rope.sin, self.differentiable)
     }
 
     /// Joint attention over `[B, H, L, hd]`; returns `[B, L, D]`.
@@ -879,7 +896,11 @@ impl Flux2Transformer {
     ) -> candle_core::Result<Tensor> {
         let q = self.rope(q, rope)?;
         let k = self.rope(k, rope)?;
-        let out = self.attention.attend(&q, &k, v, None)?;
+        let out = if self.differentiable {
+            crate::ops::differentiable_attention(&q, &k, v, None)?
+        } else {
+            self.attention.attend(&q, &k, v, None)?
+        };
         let (b, _, l, _) = out.dims4()?;
         out.transpose(1, 2)?.reshape((b, l, self.cfg.hidden_size()))
     }

@@ -97,6 +97,7 @@ pub mod compile;
 pub mod error;
 pub mod flux2;
 pub mod latent;
+pub mod ops;
 mod proj;
 pub mod sage;
 pub mod sampling;

@@ -21,6 +21,7 @@ use candle_nn::{Embedding, Linear, Module as _};
 
 use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json, read_to_string};
+use crate::ops;
 use crate::weights::{Loader, TensorSpec, Weights};
 
 /// Padded prompt length used by FLUX.2 \[klein\].
@@ -161,6 +162,8 @@ pub struct Qwen3Encoder {
     out_layers: Vec<usize>,
     dtype: DType,
     device: Device,
+    /// Training mode: composite differentiable kernels (see [`crate::ops`]).
+    differentiable: bool,
 }
 
 impl Qwen3Encoder {
@@ -278,7 +281,16 @@ impl Qwen3Encoder {
             cfg,
             dtype,
             device: device.clone(),
+            differentiable: false,
         })
+    }
+
+    /// A clone (sharing weights) computing with differentiable kernels when `on` (training).
+    pub fn with_differentiable(&self, on: bool) -> Self {
+        Self {
+            differentiable: on,
+            ..self.clone()
+        }
     }
 
     /// The configuration.
@@ -336,6 +348,7 @@ impl Qwen3Encoder {
         let cos = angles.cos()?;
         let sin = angles.sin()?;
         let exact = AttentionBackend::default();
+        let train = self.differentiable;
 
         let mut hidden = self.embed.forward(input_ids)?;
         let mut collected: Vec<(usize, Tensor)> = Vec::new();
@@ -344,32 +357,34 @@ impl Qwen3Encoder {
         }
         for (idx, layer) in self.layers.iter().enumerate() {
             let residual = hidden.clone();
-            let x = candle_nn::ops::rms_norm(&hidden, &layer.input_norm, eps)?;
+            let x = ops::rms_norm(&hidden, &layer.input_norm, eps, train)?;
             let q = layer.q_proj.forward(&x)?.reshape((b, len, n_heads, hd))?;
             let k = layer.k_proj.forward(&x)?.reshape((b, len, n_kv, hd))?;
             let v = layer.v_proj.forward(&x)?.reshape((b, len, n_kv, hd))?;
-            let q = candle_nn::ops::rms_norm(&q.contiguous()?, &layer.q_norm, eps)?
+            let q = ops::rms_norm(&q, &layer.q_norm, eps, train)?
                 .transpose(1, 2)?
                 .contiguous()?;
-            let k = candle_nn::ops::rms_norm(&k.contiguous()?, &layer.k_norm, eps)?
+            let k = ops::rms_norm(&k, &layer.k_norm, eps, train)?
                 .transpose(1, 2)?
                 .contiguous()?;
             let v = v.transpose(1, 2)?.contiguous()?;
-            let q = candle_nn::rotary_emb::rope(&q.to_dtype(DType::F32)?, &cos, &sin)?
-                .to_dtype(self.dtype)?;
-            let k = candle_nn::rotary_emb::rope(&k.to_dtype(DType::F32)?, &cos, &sin)?
-                .to_dtype(self.dtype)?;
+            let q = ops::rope(&q, &cos, &sin, train)?;
+            let k = ops::rope(&k, &cos, &sin, train)?;
             let (k, v) = if n_kv != n_heads {
                 let rep = n_heads / n_kv.max(1);
                 (repeat_kv(&k, rep)?, repeat_kv(&v, rep)?)
             } else {
                 (k, v)
             };
-            let attn = exact.attend(&q, &k, &v, Some(&mask))?;
+            let attn = if train {
+                ops::differentiable_attention(&q, &k, &v, Some(&mask))?
+            } else {
+                exact.attend(&q, &k, &v, Some(&mask))?
+            };
             let attn = attn.transpose(1, 2)?.reshape((b, len, n_heads * hd))?;
             hidden = (residual + layer.o_proj.forward(&attn)?)?;
             let residual = hidden.clone();
-            let x = candle_nn::ops::rms_norm(&hidden, &layer.post_norm, eps)?;
+            let x = ops::rms_norm(&hidden, &layer.post_norm, eps, train)?;
             let mlp = layer
                 .down_proj
                 .forward(&(layer.gate_proj.forward(&x)?.silu()? * layer.up_proj.forward(&x)?)?)?;
@@ -377,7 +392,7 @@ impl Qwen3Encoder {
             let k_index = idx + 1;
             if self.out_layers.contains(&k_index) {
                 let state = match (&self.final_norm, k_index == self.cfg.num_hidden_layers) {
-                    (Some(norm), true) => candle_nn::ops::rms_norm(&hidden, norm, eps)?,
+                    (Some(norm), true) => ops::rms_norm(&hidden, norm, eps, train)?,
                     _ => hidden.clone(),
                 };
                 collected.push((k_index, state));

@@ -445,7 +445,12 @@ struct MidBlock {
 }
 
 impl MidBlock {
-    fn forward(&self, x: &Tensor, attention: &AttentionBackend) -> candle_core::Result<Tensor> {
+    /// `attention` is `None` in training mode: plain differentiable attention.
+    fn forward(
+        &self,
+        x: &Tensor,
+        attention: Option<&AttentionBackend>,
+    ) -> candle_core::Result<Tensor> {
         let mut x = self.res0.forward(x)?;
         if let Some(a) = &self.attn {
             let (b, c, h, w) = x.dims4()?;
@@ -459,9 +464,12 @@ impl MidBlock {
             let heads = |l: &Linear| -> candle_core::Result<Tensor> {
                 l.forward(&tokens)?.unsqueeze(1)?.contiguous()
             };
-            let o = attention
-                .attend(&heads(&a.q)?, &heads(&a.k)?, &heads(&a.v)?, None)?
-                .squeeze(1)?;
+            let (q, k, v) = (heads(&a.q)?, heads(&a.k)?, heads(&a.v)?);
+            let o = match attention {
+                Some(backend) => backend.attend(&q, &k, &v, None)?,
+                None => crate::ops::differentiable_attention(&q, &k, &v, None)?,
+            }
+            .squeeze(1)?;
             let o = a.out.forward(&o)?.transpose(1, 2)?.reshape((b, c, h, w))?;
             x = (x + o)?;
         }
@@ -499,6 +507,8 @@ pub struct Vae {
     /// `sqrt(running_var + eps)`, `[1, C·4, 1, 1]` f32.
     bn_std: Tensor,
     attention: AttentionBackend,
+    /// Training mode: differentiable mid-block attention (convolutions and GroupNorm always are).
+    differentiable: bool,
 }
 
 impl Vae {
@@ -671,6 +681,7 @@ impl Vae {
             dtype,
             device: device.clone(),
             attention: AttentionBackend::default(),
+            differentiable: false,
         })
     }
 
@@ -702,12 +713,31 @@ impl Vae {
         }
     }
 
-    /// Raw posterior mean `[B, latent_channels, H/f, W/f]` (before patchify and normalisation).
-    pub fn encode_raw(&self, image: &Tensor) -> Result<Tensor> {
-        self.encode_raw_inner(image).context("VAE encode")
+    /// A clone (sharing weights) computing with differentiable kernels when `on` (training).
+    pub fn with_differentiable(&self, on: bool) -> Self {
+        Self {
+            differentiable: on,
+            ..self.clone()
+        }
     }
 
-    fn encode_raw_inner(&self, image: &Tensor) -> candle_core::Result<Tensor> {
+    fn mid_attention(&self) -> Option<&AttentionBackend> {
+        (!self.differentiable).then_some(&self.attention)
+    }
+
+    /// Raw posterior mean `[B, latent_channels, H/f, W/f]` (before patchify and normalisation).
+    pub fn encode_raw(&self, image: &Tensor) -> Result<Tensor> {
+        let moments = self.encode_moments(image)?;
+        Ok(moments.narrow(1, 0, self.cfg.latent_channels)?)
+    }
+
+    /// Posterior moments `[B, 2·latent_channels, H/f, W/f]`: mean, then log-variance, along channels.
+    /// Training needs the log-variance for the KL term; inference uses only the mean.
+    pub fn encode_moments(&self, image: &Tensor) -> Result<Tensor> {
+        self.encode_moments_inner(image).context("VAE encode")
+    }
+
+    fn encode_moments_inner(&self, image: &Tensor) -> candle_core::Result<Tensor> {
         let mut x = self.enc_conv_in.forward(&image.to_dtype(self.dtype)?)?;
         for level in &self.enc_levels {
             for r in &level.resnets {
@@ -722,7 +752,7 @@ impl Vae {
                 )?)?;
             }
         }
-        x = self.enc_mid.forward(&x, &self.attention)?;
+        x = self.enc_mid.forward(&x, self.mid_attention())?;
         x = self
             .enc_conv_out
             .forward(&self.enc_norm_out.forward(&x)?.silu()?)?;
@@ -730,7 +760,7 @@ impl Vae {
             x = q.forward(&x)?;
         }
         // Moments are (mean, logvar) along channels; FLUX.2 uses the mean, never a sample.
-        x.narrow(1, 0, self.cfg.latent_channels)
+        Ok(x)
     }
 
     /// Image `[B, 3, H, W]` in [-1, 1] → normalised token grid `[B, 128, H/16, W/16]`.
@@ -840,7 +870,7 @@ impl Vae {
             x = p.forward(&x)?;
         }
         x = self.dec_conv_in.forward(&x)?;
-        x = self.dec_mid.forward(&x, &self.attention)?;
+        x = self.dec_mid.forward(&x, self.mid_attention())?;
         for level in &self.dec_levels {
             for r in &level.resnets {
                 x = r.forward(&x)?;

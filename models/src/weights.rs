@@ -326,6 +326,8 @@ pub struct Weights {
     origin: PathBuf,
     files: Vec<SafetensorsFile>,
     by_name: HashMap<String, usize>,
+    /// Tensors held in memory instead of files (training builds models from its variables).
+    memory: HashMap<String, Tensor>,
     /// Prefix every stored name carries and callers do not see (ComfyUI's `model.diffusion_model.`).
     key_prefix: String,
 }
@@ -465,8 +467,22 @@ impl Weights {
             origin: origin.to_path_buf(),
             files,
             by_name,
+            memory: HashMap::new(),
             key_prefix: String::new(),
         })
+    }
+
+    /// Tensors already in memory, by checkpoint name. Training uses this to build the same model
+    /// types from its variables: `get` hands out the tensors themselves (not copies) when dtype and
+    /// device already match, so gradients flow back to them.
+    pub fn from_tensors(origin: &Path, tensors: HashMap<String, Tensor>) -> Self {
+        Self {
+            origin: origin.to_path_buf(),
+            files: Vec::new(),
+            by_name: HashMap::new(),
+            memory: tensors,
+            key_prefix: String::new(),
+        }
     }
 
     /// The file or directory these weights came from.
@@ -477,7 +493,7 @@ impl Weights {
     /// Hides a prefix that *every* tensor name carries, if one of `prefixes` does (single files
     /// exported from full checkpoints, e.g. ComfyUI's `model.diffusion_model.`). Otherwise unchanged.
     pub fn strip_common_prefix(mut self, prefixes: &[&str]) -> Self {
-        if self.by_name.is_empty() {
+        if self.by_name.is_empty() || !self.memory.is_empty() {
             return self;
         }
         if let Some(prefix) = prefixes
@@ -495,12 +511,16 @@ impl Weights {
 
     /// Whether a tensor exists.
     pub fn contains(&self, name: &str) -> bool {
-        self.by_name.contains_key(&self.stored_name(name))
+        let stored = self.stored_name(name);
+        self.by_name.contains_key(&stored) || self.memory.contains_key(&stored)
     }
 
     /// Shape of a tensor, if present.
     pub fn shape(&self, name: &str) -> Option<&[usize]> {
         let stored = self.stored_name(name);
+        if let Some(tensor) = self.memory.get(&stored) {
+            return Some(tensor.dims());
+        }
         let file = self.files.get(*self.by_name.get(&stored)?)?;
         file.tensors().get(&stored).map(|t| t.shape.as_slice())
     }
@@ -510,6 +530,7 @@ impl Weights {
         let mut names: Vec<&str> = self
             .by_name
             .keys()
+            .chain(self.memory.keys())
             .filter_map(|n| n.strip_prefix(self.key_prefix.as_str()))
             .collect();
         names.sort_unstable();
@@ -557,6 +578,10 @@ impl Weights {
     /// Loads one tensor converted to `dtype` on `device`.
     pub fn get(&self, name: &str, dtype: DType, device: &Device) -> Result<Tensor> {
         let stored = self.stored_name(name);
+        if let Some(tensor) = self.memory.get(&stored) {
+            // Same dtype and device: the tensor itself, so a training variable stays tracked.
+            return Ok(tensor.to_device(device)?.to_dtype(dtype)?);
+        }
         let file = self
             .by_name
             .get(&stored)
