@@ -2,6 +2,7 @@
 //! blocks at 512² (random weights). Prints one JSON line per configuration.
 //!
 //! Usage: `cargo run --release -p veetance-models --example bench_compile -- [tiny|klein4b-512] [runs]`
+//! Set `RELAYOUT_WEIGHTS=1` to also store the projection weights pre-transposed.
 
 use std::ops::ControlFlow;
 use std::path::Path;

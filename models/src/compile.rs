@@ -1,8 +1,8 @@
 //! Compile: a transformer prepared for repeated sampling at one size.
 //!
 //! What a compiled model does differently from the eager one, all without changing the maths:
-//! - every projection weight is stored pre-transposed as a contiguous `[in, out]` matrix, the
-//!   layout the CPU GEMM reads fastest ([`crate::proj::Proj`]);
+//! - optionally ([`CompileOptions::relayout_weights`]), every projection weight is stored
+//!   pre-transposed as a contiguous `[in, out]` matrix ([`crate::proj::Proj`]);
 //! - the per-step modulation vectors (timestep embedding, the shared double/single/final
 //!   modulation projections) are computed once per distinct timestep and guidance: eagerly for
 //!   the schedule the model will be sampled with, and memoised for any other;
@@ -34,6 +34,11 @@ pub struct CompileOptions {
     pub steps: Vec<usize>,
     /// Guidance values to precompute for (only matters for models with a guidance embedder).
     pub guidance: Option<f64>,
+    /// Store projection weights pre-transposed (`[in, out]`). The GEMM alone is 4–7 % faster
+    /// that way at klein widths on the development CPU (`examples/gemm_layout.rs`), but whole
+    /// sampling runs showed no gain within the noise of a shared machine, and the compiled
+    /// clone then holds a second copy of every projection weight, so it is off by default.
+    pub relayout_weights: bool,
 }
 
 type ModulationKey = (Vec<u32>, Option<Vec<u32>>);
@@ -125,11 +130,12 @@ impl CompiledState {
 }
 
 impl Flux2Transformer {
-    /// A clone prepared for repeated sampling (see the module docs): weights re-laid out for
-    /// the GEMM, modulation precomputed for `options.steps` at `options.grid` under `scheduler`.
+    /// A clone prepared for repeated sampling (see the module docs): modulation precomputed for
+    /// `options.steps` at `options.grid` under `scheduler`, and, if asked, weights re-laid out.
     ///
-    /// The clone holds its own copy of the projection weights (the eager model's stay as they
-    /// are), so compiling doubles the transformer's weight memory while both are alive.
+    /// With `relayout_weights` the clone holds its own copy of the projection weights (the
+    /// eager model's stay as they are), doubling the transformer's weight memory while both are
+    /// alive; without it the clone shares every weight.
     pub fn compile(&self, options: &CompileOptions, scheduler: &SchedulerConfig) -> Result<Self> {
         let state = Arc::new(CompiledState {
             grid: options.grid,

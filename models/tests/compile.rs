@@ -43,6 +43,7 @@ fn compiled_sampling_matches_eager_and_fills_its_caches() {
         grid: (grid_h, grid_w),
         steps: vec![steps],
         guidance: None,
+        relayout_weights: true,
     };
     let compiled = bundle
         .transformer
@@ -119,6 +120,7 @@ fn compiling_leaves_the_eager_model_untouched() {
                 grid: (8, 8),
                 steps: vec![],
                 guidance: None,
+                relayout_weights: true,
             },
             &bundle.scheduler,
         )
