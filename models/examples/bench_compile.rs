@@ -104,6 +104,7 @@ fn main() -> Result<(), ModelError> {
             grid,
             steps: vec![steps],
             guidance: None,
+            relayout_weights: std::env::var_os("RELAYOUT_WEIGHTS").is_some(),
         },
         &scheduler,
     )?;
