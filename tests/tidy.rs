@@ -104,6 +104,26 @@ fn crates_depend_only_in_the_allowed_direction() {
             ],
         ),
         ("veetance-nodes", &["veetance-editor", "egui", "eframe"]),
+        (
+            "veetance-scenes",
+            &[
+                "veetance-engine",
+                "veetance-models",
+                "veetance-nodes",
+                "egui",
+                "candle-core",
+            ],
+        ),
+        (
+            "veetance-train",
+            &[
+                "veetance-engine",
+                "veetance-nodes",
+                "veetance-editor",
+                "egui",
+                "eframe",
+            ],
+        ),
         ("veetance-editor", &["veetance-models"]),
     ];
     for (package, forbidden) in rules {
@@ -138,7 +158,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_rust_file_starts_with_a_module_doc_and_todos_are_named() {
     let mut files = Vec::new();
     for dir in [
-        "src", "engine", "nodes", "models", "imaging", "editor", "tests",
+        "src", "engine", "nodes", "models", "imaging", "editor", "scenes", "train", "tests",
     ] {
         let dir = root().join(dir);
         if dir.exists() {

@@ -59,10 +59,8 @@ pub fn spec() -> NodeSpec {
 }
 
 /// Where the built-in `tiny` model lives: `$VEETANCE_TINY_DIR`, a `tiny/` folder next to the
-/// binary, or the repository's `models/tiny` (compiled in for source builds).
-///
-/// Until the trained tiny model lands, the repository location falls back to the tiny random
-/// checkpoint the model tests make, so every code path runs (the pictures are noise).
+/// binary, or the repository's `models/tiny` (compiled in for source builds). If a source tree
+/// lacks `models/tiny`, the tiny random test checkpoint stands in so every code path still runs.
 pub fn builtin_tiny_dir() -> Option<PathBuf> {
     if let Some(dir) = std::env::var_os("VEETANCE_TINY_DIR") {
         return Some(PathBuf::from(dir));
