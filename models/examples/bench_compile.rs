@@ -1,7 +1,7 @@
 //! Eager vs compiled sampling on CPU: the tiny test checkpoint, and klein-4B widths with a few
 //! blocks at 512² (random weights). Prints one JSON line per configuration.
 //!
-//! Usage: `cargo run --release -p veetance-models --example bench_compile -- [tiny|klein4b-512] [runs]`
+//! Usage: `cargo run --release -p veetance-models --example bench_compile -- [tiny|fixture|klein4b-512] [runs]`
 //! Set `RELAYOUT_WEIGHTS=1` to also store the projection weights pre-transposed.
 
 use std::ops::ControlFlow;
@@ -71,14 +71,21 @@ fn main() -> Result<(), ModelError> {
     let runs: usize = args.get(2).and_then(|r| r.parse().ok()).unwrap_or(5);
     let device = Device::Cpu;
     let (model, cond, grid, steps, scheduler) = match name {
-        "tiny" => {
-            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-klein");
+        "tiny" | "fixture" => {
+            // `tiny` is the shipped built-in model; `fixture` the random test checkpoint.
+            let sub = if name == "tiny" {
+                "tiny"
+            } else {
+                "tests/fixtures/tiny-klein"
+            };
+            let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join(sub);
             let bundle = Bundle::load(&dir, DType::F32, &device)?;
             let cond = bundle
                 .text_encoder
                 .encode(&["a red circle on a blue background"])?;
             let grid = grid_for_image(64, 64, bundle.vae.pixels_per_token())?;
-            (bundle.transformer, cond, grid, 4, bundle.scheduler)
+            let steps = bundle.defaults.steps;
+            (bundle.transformer, cond, grid, steps, bundle.scheduler)
         }
         "klein4b-512" => {
             let cfg = Flux2Config {
@@ -92,7 +99,7 @@ fn main() -> Result<(), ModelError> {
         }
         other => {
             return Err(ModelError::InvalidArgument(format!(
-                "unknown config {other}; use tiny or klein4b-512"
+                "unknown config {other}; use tiny, fixture or klein4b-512"
             )));
         }
     };
