@@ -685,14 +685,11 @@ fn fingerprint(
     hasher.update(spec.kind.as_bytes());
     hasher.update(&spec.version.to_le_bytes());
     let mut literals: Vec<Option<Value>> = Vec::new();
-    let wants_identity = true;
     for slot in &node.inputs {
         match slot {
             Slot::Literal(value) => {
                 hash_literal(&mut hasher, value);
-                if wants_identity {
-                    literals.push(Some(value.clone()));
-                }
+                literals.push(Some(value.clone()));
             }
             Slot::Link { from, output } => {
                 hasher.update(&[10]);
