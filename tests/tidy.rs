@@ -125,6 +125,18 @@ fn crates_depend_only_in_the_allowed_direction() {
             ],
         ),
         ("veetance-editor", &["veetance-models"]),
+        (
+            "veetance-gpu",
+            &[
+                "veetance-engine",
+                "veetance-models",
+                "veetance-nodes",
+                "veetance-imaging",
+                "veetance-editor",
+                "candle-nn",
+                "egui",
+            ],
+        ),
     ];
     for (package, forbidden) in rules {
         let Some(package_deps) = deps.get(*package) else {
@@ -158,7 +170,7 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_rust_file_starts_with_a_module_doc_and_todos_are_named() {
     let mut files = Vec::new();
     for dir in [
-        "src", "engine", "nodes", "models", "imaging", "editor", "scenes", "train", "tests",
+        "src", "engine", "nodes", "models", "imaging", "editor", "scenes", "train", "gpu", "tests",
     ] {
         let dir = root().join(dir);
         if dir.exists() {

@@ -1,0 +1,130 @@
+//! VRAM accounting: what the device holds now and the peak since the last reset.
+//!
+//! candle allocates through the CUDA driver's stream-ordered allocator (`cuMemAllocAsync`) on
+//! devices that support memory pools, so the default pool's high-water marks are the peak
+//! memory of everything candle allocated, the same quantity PyTorch reports as
+//! `max_memory_allocated` (used) and `max_memory_reserved` (reserved).
+
+use candle_core::Device;
+
+/// A snapshot of device memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VramInfo {
+    /// Bytes in use on the device (all processes, like nvidia-smi).
+    pub used_bytes: u64,
+    /// Total device memory.
+    pub total_bytes: u64,
+    /// Peak bytes in use by allocations of the default memory pool since the last
+    /// [`reset_peak`] (None when the device has no memory pools).
+    pub pool_peak_used_bytes: Option<u64>,
+    /// Peak bytes the pool reserved from the device since the last [`reset_peak`].
+    pub pool_peak_reserved_bytes: Option<u64>,
+}
+
+/// Memory of a CUDA device; `None` for other devices or builds without CUDA.
+pub fn vram(device: &Device) -> Option<VramInfo> {
+    imp::vram(device)
+}
+
+/// Resets the pool's peak counters to the current use.
+pub fn reset_peak(device: &Device) {
+    imp::reset_peak(device);
+}
+
+/// The name of the GPU (e.g. "NVIDIA H100 80GB HBM3"); `None` for other devices.
+pub fn device_name(device: &Device) -> Option<String> {
+    imp::device_name(device)
+}
+
+#[cfg(feature = "cuda")]
+mod imp {
+    use candle_core::Device;
+    use candle_core::cuda::cudarc::driver::sys;
+
+    use super::VramInfo;
+
+    fn pool(device: &Device) -> Option<sys::CUmemoryPool> {
+        let Device::Cuda(cuda) = device else {
+            return None;
+        };
+        let stream = cuda.cuda_stream();
+        let ctx = stream.context();
+        ctx.bind_to_thread().ok()?;
+        let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: the context is current and `pool` is a valid out pointer.
+        let rc = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) };
+        (rc == sys::CUresult::CUDA_SUCCESS && !pool.is_null()).then_some(pool)
+    }
+
+    fn pool_attr(pool: sys::CUmemoryPool, attr: sys::CUmemPool_attribute) -> Option<u64> {
+        let mut value: u64 = 0;
+        // SAFETY: the high-water attributes are cuuint64_t values.
+        let rc = unsafe {
+            sys::cuMemPoolGetAttribute(pool, attr, (&mut value as *mut u64).cast())
+        };
+        (rc == sys::CUresult::CUDA_SUCCESS).then_some(value)
+    }
+
+    pub(super) fn vram(device: &Device) -> Option<VramInfo> {
+        let Device::Cuda(cuda) = device else {
+            return None;
+        };
+        let stream = cuda.cuda_stream();
+        stream.synchronize().ok()?;
+        let (free, total) = stream.context().mem_get_info().ok()?;
+        let pool = pool(device);
+        Some(VramInfo {
+            used_bytes: (total - free) as u64,
+            total_bytes: total as u64,
+            pool_peak_used_bytes: pool.and_then(|p| {
+                pool_attr(p, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)
+            }),
+            pool_peak_reserved_bytes: pool.and_then(|p| {
+                pool_attr(p, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)
+            }),
+        })
+    }
+
+    pub(super) fn reset_peak(device: &Device) {
+        let Some(pool) = self::pool(device) else {
+            return;
+        };
+        if let Device::Cuda(cuda) = device {
+            let _ = cuda.cuda_stream().synchronize();
+        }
+        for attr in [
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH,
+            sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+        ] {
+            let mut zero: u64 = 0;
+            // SAFETY: setting a high-water mark to 0 resets it to the current value.
+            unsafe {
+                sys::cuMemPoolSetAttribute(pool, attr, (&mut zero as *mut u64).cast());
+            }
+        }
+    }
+
+    pub(super) fn device_name(device: &Device) -> Option<String> {
+        let Device::Cuda(cuda) = device else {
+            return None;
+        };
+        cuda.cuda_stream().context().name().ok()
+    }
+}
+
+#[cfg(not(feature = "cuda"))]
+mod imp {
+    use candle_core::Device;
+
+    use super::VramInfo;
+
+    pub(super) fn vram(_device: &Device) -> Option<VramInfo> {
+        None
+    }
+
+    pub(super) fn reset_peak(_device: &Device) {}
+
+    pub(super) fn device_name(_device: &Device) -> Option<String> {
+        None
+    }
+}
