@@ -5,8 +5,19 @@
 //! (CI, CPU-only machines) they return an error saying so, and [`is_built`] lets callers pick
 //! their portable path instead.
 //!
+//! - [`attention`]: fused exact attention and SageAttention (INT8 Q·Kᵀ, f16 P·V), no L×L matrix.
+//! - [`fused`]: LayerNorm + modulation, gate + residual, SwiGLU, QK-RMSNorm + RoPE + layout.
+//! - [`graph`]: CUDA graph capture and replay around candle work.
 //! - [`memory`]: VRAM in use and peak since a reset (the bench's "peak VRAM").
+//!
+//! The kernels are CUDA C++ in `kernels/`, compiled to PTX by `build.rs` with nvcc and loaded by
+//! the driver on first use.
 
+pub mod attention;
+pub mod fused;
+pub mod graph;
+#[cfg(feature = "cuda")]
+mod launch;
 pub mod memory;
 
 /// Whether this build contains the CUDA kernels.

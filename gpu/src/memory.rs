@@ -59,9 +59,7 @@ mod imp {
     fn pool_attr(pool: sys::CUmemoryPool, attr: sys::CUmemPool_attribute) -> Option<u64> {
         let mut value: u64 = 0;
         // SAFETY: the high-water attributes are cuuint64_t values.
-        let rc = unsafe {
-            sys::cuMemPoolGetAttribute(pool, attr, (&mut value as *mut u64).cast())
-        };
+        let rc = unsafe { sys::cuMemPoolGetAttribute(pool, attr, (&mut value as *mut u64).cast()) };
         (rc == sys::CUresult::CUDA_SUCCESS).then_some(value)
     }
 
@@ -80,7 +78,10 @@ mod imp {
                 pool_attr(p, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_USED_MEM_HIGH)
             }),
             pool_peak_reserved_bytes: pool.and_then(|p| {
-                pool_attr(p, sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH)
+                pool_attr(
+                    p,
+                    sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RESERVED_MEM_HIGH,
+                )
             }),
         })
     }

@@ -9,10 +9,16 @@
 //!   (1024² FLUX.2 has L = 4608 and 24 heads: a full f32 score tensor would be 2 GB per layer).
 //! - [`AttentionBackend::Sage`]: the CPU reference of SageAttention (see [`crate::sage`]); it is
 //!   numerically faithful to the GPU kernel, not fast.
+//!
+//! On CUDA with bf16/f16 inputs and head dim 32, 64 or 128 (Sage: 64 or 128), both backends run fused kernels of
+//! `veetance-gpu` instead (flash-style exact attention; SageAttention with INT8 Q·Kᵀ and f16
+//! P·V). The CUDA Sage kernel honours `smooth_k`, quantises in 64-row blocks whatever the
+//! [`SageConfig`] block sizes say, and exists for f16 P·V only (fp8 P·V runs the reference). Masked calls (the text encoder's padding)
+//! take the portable path.
 
 use candle_core::{D, DType, Tensor};
 
-use crate::sage::{SageConfig, sage_attention};
+use crate::sage::{PvPrecision, SageConfig, sage_attention};
 
 /// Default number of score elements (per batch×head slab) above which exact attention is chunked.
 pub const DEFAULT_CHUNK_THRESHOLD_ELEMS: usize = 1 << 22;
@@ -50,6 +56,11 @@ impl AttentionBackend {
         v: &Tensor,
         mask: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
+        if mask.is_none()
+            && let Some(out) = self.attend_cuda(q, k, v)
+        {
+            return out?.transpose(1, 2);
+        }
         match (self, mask) {
             (AttentionBackend::Sage(cfg), None) => sage_attention(q, k, v, cfg),
             (
@@ -62,6 +73,55 @@ impl AttentionBackend {
                 exact_attention(q, k, v, mask, DEFAULT_CHUNK_THRESHOLD_ELEMS)
             }
         }
+    }
+}
+
+impl AttentionBackend {
+    /// Like [`AttentionBackend::attend`] without a mask, but returns `[B, Lq, H, D]`: the layout
+    /// the CUDA kernels write, which the output projection reads without a transpose.
+    pub fn attend_token_major(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> candle_core::Result<Tensor> {
+        match self.attend_cuda(q, k, v) {
+            Some(out) => out,
+            None => self.attend(q, k, v, None)?.transpose(1, 2)?.contiguous(),
+        }
+    }
+
+    /// The fused CUDA kernel for this backend when the inputs suit it (CUDA, bf16/f16, head dim
+    /// 64 or 128); `None` sends the caller to the portable path. Returns `[B, Lq, H, D]`.
+    fn attend_cuda(
+        &self,
+        q: &Tensor,
+        k: &Tensor,
+        v: &Tensor,
+    ) -> Option<candle_core::Result<Tensor>> {
+        if !q.device().is_cuda() {
+            return None;
+        }
+        let unsupported = match self {
+            AttentionBackend::Exact { .. } => veetance_gpu::attention::unsupported_reason(q, k, v),
+            AttentionBackend::Sage(cfg) if cfg.pv == PvPrecision::F16 => {
+                veetance_gpu::attention::sage_unsupported_reason(q, k, v)
+            }
+            // The FP8 P·V variant has no CUDA kernel yet: the reference runs as candle ops.
+            AttentionBackend::Sage(_) => Some("fp8 P·V".to_owned()),
+        };
+        if unsupported.is_some() {
+            return None;
+        }
+        let scale = 1.0 / (q.dim(D::Minus1).ok()? as f64).sqrt();
+        Some(match self {
+            AttentionBackend::Exact { .. } => {
+                veetance_gpu::attention::flash_attention(q, k, v, scale)
+            }
+            AttentionBackend::Sage(cfg) => {
+                veetance_gpu::attention::sage_attention(q, k, v, scale, cfg.smooth_k)
+            }
+        })
     }
 }
 

@@ -9,7 +9,14 @@
 //! - the text projection (`context_embedder`, a `[L, 7680] × [7680, 3072]` GEMM at klein widths)
 //!   is computed once per conditioning tensor instead of once per step.
 //!
-//! Results match the eager model up to GEMM summation order (tests check < 1e-5 relative).
+//! - on a CUDA device (bf16/f16/f32, head dim ≤ 64 or a multiple of 64), the blocks run fused
+//!   kernels (`veetance_gpu::fused`: LayerNorm + modulate, QK-RMSNorm + RoPE into the layout
+//!   attention reads, gate + residual, SwiGLU), and the step is captured as a CUDA graph and
+//!   replayed ([`crate::graph`]).
+//!
+//! On CPU, results match the eager model up to GEMM summation order (tests check < 1e-5
+//! relative); the fused CUDA kernels round once where candle's op chain rounds per op
+//! (models/tests/cuda.rs checks both against the f32 CPU model).
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -49,6 +56,10 @@ pub struct CompiledState {
     modulations: Mutex<HashMap<ModulationKey, Arc<Modulation>>>,
     texts: Mutex<Vec<(TensorId, Tensor)>>,
     grid: (usize, usize),
+    /// Whether the model runs the fused CUDA kernels (set when compiling on a CUDA device).
+    fused: bool,
+    /// Captured CUDA graphs of the step, by input size (used when `fused`).
+    graphs: crate::graph::StepGraphs,
 }
 
 fn bits(t: &Tensor) -> candle_core::Result<Vec<u32>> {
@@ -127,6 +138,17 @@ impl CompiledState {
     pub fn grid(&self) -> (usize, usize) {
         self.grid
     }
+
+    /// Whether the compiled model runs the fused CUDA kernels (LayerNorm + modulate, QK-norm +
+    /// RoPE, gate + residual, SwiGLU; `veetance_gpu::fused`).
+    pub fn fused(&self) -> bool {
+        self.fused
+    }
+
+    /// The step's CUDA graphs.
+    pub fn graphs(&self) -> &crate::graph::StepGraphs {
+        &self.graphs
+    }
 }
 
 impl Flux2Transformer {
@@ -137,8 +159,16 @@ impl Flux2Transformer {
     /// eager model's stay as they are), doubling the transformer's weight memory while both are
     /// alive; without it the clone shares every weight.
     pub fn compile(&self, options: &CompileOptions, scheduler: &SchedulerConfig) -> Result<Self> {
+        let cfg = self.config();
+        // The fused kernels hold a head's q/k in one warp and take 16/32-bit floats; anything
+        // else keeps candle's ops.
+        let fused = self.device().is_cuda()
+            && veetance_gpu::is_built()
+            && veetance_gpu::fused::supports_head_dim(cfg.attention_head_dim)
+            && matches!(self.dtype(), DType::BF16 | DType::F16 | DType::F32);
         let state = Arc::new(CompiledState {
             grid: options.grid,
+            fused,
             ..CompiledState::default()
         });
         let compiled = self

@@ -852,11 +852,90 @@ impl Flux2Transformer {
         )
     }
 
+    /// Whether this instance runs the fused CUDA kernels of [`veetance_gpu::fused`] (a compiled
+    /// model on a CUDA device with a supported head dim; see [`crate::compile`]).
+    fn fused(&self) -> bool {
+        !self.differentiable && self.compiled.as_ref().is_some_and(|c| c.fused())
+    }
+
     /// `(1 + scale) · LN(x) + shift` with per-sample vectors `[B, 1, D]`.
     fn modulate(&self, x: &Tensor, shift: &Tensor, scale: &Tensor) -> candle_core::Result<Tensor> {
+        if self.fused() {
+            return veetance_gpu::fused::modulate(x, shift, scale, self.cfg.eps as f32);
+        }
         self.layer_norm(x)?
             .broadcast_mul(&(scale + 1.0)?)?
             .broadcast_add(shift)
+    }
+
+    /// `x + gate · y` with a per-sample gate `[B, 1, D]`.
+    fn gated_residual(&self, x: &Tensor, y: &Tensor, gate: &Tensor) -> candle_core::Result<Tensor> {
+        if self.fused() {
+            return veetance_gpu::fused::gate_residual(x, y, gate);
+        }
+        x + y.broadcast_mul(gate)?
+    }
+
+    /// `silu(a) · b` for the halves `[a | b]` (each `f` wide) of the last dimension of `x`.
+    fn swiglu(&self, x: &Tensor, f: usize) -> candle_core::Result<Tensor> {
+        if self.fused() {
+            return veetance_gpu::fused::swiglu(x, f);
+        }
+        candle_nn::ops::swiglu(x)
+    }
+
+    /// Attention over the concatenated token ranges of `parts` (fused q/k/v projection, q norm,
+    /// k norm); returns `[B, ΣL, D]`.
+    fn joint_attention(
+        &self,
+        parts: &[(&Tensor, &Tensor, &Tensor)],
+        rope: &RopeTables,
+    ) -> candle_core::Result<Tensor> {
+        if self.fused() {
+            let gpu_parts: Vec<veetance_gpu::fused::QkvPart<'_>> = parts
+                .iter()
+                .map(|&(qkv, q_norm, k_norm)| veetance_gpu::fused::QkvPart {
+                    qkv,
+                    q_norm,
+                    k_norm,
+                })
+                .collect();
+            // [B, L, H, hd] each: attention reads them through transposed views, no copies.
+            let (q, k, v) = veetance_gpu::fused::qk_norm_rope(
+                &gpu_parts,
+                self.cfg.num_attention_heads,
+                &rope.cos,
+                &rope.sin,
+                self.cfg.eps as f32,
+            )?;
+            let out = self.attention.attend_token_major(
+                &q.transpose(1, 2)?,
+                &k.transpose(1, 2)?,
+                &v.transpose(1, 2)?,
+            )?;
+            let (b, l, _, _) = out.dims4()?;
+            return out.reshape((b, l, self.cfg.hidden_size()));
+        }
+        let d = self.cfg.hidden_size();
+        let mut qs = Vec::with_capacity(parts.len());
+        let mut ks = Vec::with_capacity(parts.len());
+        let mut vs = Vec::with_capacity(parts.len());
+        for &(qkv, q_norm, k_norm) in parts {
+            let (q, k, v) = self.qkv_heads(&qkv.narrow(D::Minus1, 0, 3 * d)?, q_norm, k_norm)?;
+            qs.push(q);
+            ks.push(k);
+            vs.push(v);
+        }
+        let cat = |xs: Vec<Tensor>| -> candle_core::Result<Tensor> {
+            match xs.len() {
+                1 => xs
+                    .into_iter()
+                    .next()
+                    .ok_or_else(|| candle_core::Error::Msg("empty".into())),
+                _ => Tensor::cat(&xs, 2),
+            }
+        };
+        self.attend(&cat(qs)?, &cat(ks)?, &cat(vs)?, rope)
     }
 
     /// Projects `[B, L, 3D]` to normed, rotated q, k and v `[B, H, L, hd]`.
@@ -955,6 +1034,71 @@ impl Flux2Transformer {
         })
     }
 
+    /// A copy of this model with every weight on `device` (the model pool swaps transformers
+    /// between RAM and VRAM with it). Compiled caches are not carried over: compile again on
+    /// the target device.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let f = |t: &Tensor| t.to_device(device);
+        let mut moved = self.map_tensors(&f)?;
+        moved.device = device.clone();
+        moved.compiled = None;
+        Ok(moved)
+    }
+
+    /// A clone with `f` applied to every tensor the model holds.
+    fn map_tensors(&self, f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>) -> Result<Self> {
+        let lin = |p: &Linear| p.map_weight(f);
+        let pair = |(a, b): &(Linear, Linear)| -> candle_core::Result<(Linear, Linear)> {
+            Ok((lin(a)?, lin(b)?))
+        };
+        let stream = |s: &StreamWeights| -> candle_core::Result<StreamWeights> {
+            Ok(StreamWeights {
+                qkv: lin(&s.qkv)?,
+                q_norm: f(&s.q_norm)?,
+                k_norm: f(&s.k_norm)?,
+                proj: lin(&s.proj)?,
+                mlp_in: lin(&s.mlp_in)?,
+                mlp_out: lin(&s.mlp_out)?,
+            })
+        };
+        Ok(Self {
+            img_in: lin(&self.img_in)?,
+            txt_in: lin(&self.txt_in)?,
+            time_in: pair(&self.time_in)?,
+            guidance_in: self.guidance_in.as_ref().map(pair).transpose()?,
+            mod_img: lin(&self.mod_img)?,
+            mod_txt: lin(&self.mod_txt)?,
+            mod_single: lin(&self.mod_single)?,
+            final_mod: lin(&self.final_mod)?,
+            final_linear: lin(&self.final_linear)?,
+            double_blocks: self
+                .double_blocks
+                .iter()
+                .map(|b| {
+                    Ok(DoubleBlock {
+                        img: stream(&b.img)?,
+                        txt: stream(&b.txt)?,
+                    })
+                })
+                .collect::<candle_core::Result<_>>()?,
+            single_blocks: self
+                .single_blocks
+                .iter()
+                .map(|b| {
+                    Ok(SingleBlock {
+                        linear1: lin(&b.linear1)?,
+                        linear2: lin(&b.linear2)?,
+                        q_norm: f(&b.q_norm)?,
+                        k_norm: f(&b.k_norm)?,
+                    })
+                })
+                .collect::<candle_core::Result<_>>()?,
+            ln_ones: f(&self.ln_ones)?,
+            ln_zeros: f(&self.ln_zeros)?,
+            ..self.clone()
+        })
+    }
+
     /// A clone carrying `state` as its compiled caches.
     pub(crate) fn with_compiled_state(
         &self,
@@ -1004,20 +1148,52 @@ impl Flux2Transformer {
         timestep: &Tensor,
         guidance: Option<&Tensor>,
     ) -> candle_core::Result<Tensor> {
-        let d = self.cfg.hidden_size();
-        let f = self.cfg.mlp_hidden();
         let modulation = match &self.compiled {
             Some(compiled) => {
                 compiled.modulation(timestep, guidance, || self.modulation(timestep, guidance))?
             }
             None => std::sync::Arc::new(self.modulation(timestep, guidance)?),
         };
+        let txt = match &self.compiled {
+            Some(compiled) => {
+                compiled.text(txt, || self.txt_in.forward(&txt.to_dtype(self.dtype)?))?
+            }
+            None => self.txt_in.forward(&txt.to_dtype(self.dtype)?)?,
+        };
+        if self.fused()
+            && let Some(compiled) = &self.compiled
+        {
+            let inputs = crate::graph::StepInputs {
+                img_tokens,
+                txt: &txt,
+                rope,
+                modulation: modulation.as_ref(),
+            };
+            if let Some(out) = compiled.graphs().run(self, &inputs)? {
+                return Ok(out);
+            }
+        }
+        self.blocks_forward(img_tokens, &txt, rope, modulation.as_ref())
+    }
+
+    /// Everything after the per-step conditioning: input projection, blocks, output layer.
+    /// `txt` is the projected text `[B, L, D]`. Launches only device work (no host reads), so
+    /// a compiled model can capture it as a CUDA graph ([`crate::graph`]).
+    pub(crate) fn blocks_forward(
+        &self,
+        img_tokens: &Tensor,
+        txt: &Tensor,
+        rope: &RopeTables,
+        modulation: &Modulation,
+    ) -> candle_core::Result<Tensor> {
+        let d = self.cfg.hidden_size();
+        let f = self.cfg.mlp_hidden();
         let Modulation {
             img: mod_img,
             txt: mod_txt,
             single: mod_single,
             final_emb,
-        } = modulation.as_ref();
+        } = modulation;
         let [i_sh1, i_sc1, i_g1, i_sh2, i_sc2, i_g2] = mod_img.as_slice() else {
             candle_core::bail!("image modulation has the wrong size");
         };
@@ -1029,68 +1205,58 @@ impl Flux2Transformer {
         };
 
         let mut img = self.img_in.forward(&img_tokens.to_dtype(self.dtype)?)?;
-        let mut txt = match &self.compiled {
-            Some(compiled) => {
-                compiled.text(txt, || self.txt_in.forward(&txt.to_dtype(self.dtype)?))?
-            }
-            None => self.txt_in.forward(&txt.to_dtype(self.dtype)?)?,
-        };
+        let mut txt = txt.clone();
         let txt_len = txt.dim(1)?;
 
         for block in &self.double_blocks {
-            let img_mod = self.modulate(&img, i_sh1, i_sc1)?;
-            let txt_mod = self.modulate(&txt, t_sh1, t_sc1)?;
-            let (iq, ik, iv) = self.qkv_heads(
-                &block.img.qkv.forward(&img_mod)?,
-                &block.img.q_norm,
-                &block.img.k_norm,
+            let img_qkv = block.img.qkv.forward(&self.modulate(&img, i_sh1, i_sc1)?)?;
+            let txt_qkv = block.txt.qkv.forward(&self.modulate(&txt, t_sh1, t_sc1)?)?;
+            let attn = self.joint_attention(
+                &[
+                    (&txt_qkv, &block.txt.q_norm, &block.txt.k_norm),
+                    (&img_qkv, &block.img.q_norm, &block.img.k_norm),
+                ],
+                rope,
             )?;
-            let (tq, tk, tv) = self.qkv_heads(
-                &block.txt.qkv.forward(&txt_mod)?,
-                &block.txt.q_norm,
-                &block.txt.k_norm,
-            )?;
-            let q = Tensor::cat(&[tq, iq], 2)?;
-            let k = Tensor::cat(&[tk, ik], 2)?;
-            let v = Tensor::cat(&[tv, iv], 2)?;
-            let attn = self.attend(&q, &k, &v, rope)?;
             let img_len = attn.dim(1)? - txt_len;
             let txt_attn = attn.narrow(1, 0, txt_len)?;
             let img_attn = attn.narrow(1, txt_len, img_len)?;
 
-            img = (&img + block.img.proj.forward(&img_attn)?.broadcast_mul(i_g1)?)?;
-            let ff = block.img.mlp_out.forward(&candle_nn::ops::swiglu(
-                &block
-                    .img
-                    .mlp_in
-                    .forward(&self.modulate(&img, i_sh2, i_sc2)?)?,
-            )?)?;
-            img = (&img + ff.broadcast_mul(i_g2)?)?;
+            img = self.gated_residual(&img, &block.img.proj.forward(&img_attn)?, i_g1)?;
+            let ff = block.img.mlp_out.forward(
+                &self.swiglu(
+                    &block
+                        .img
+                        .mlp_in
+                        .forward(&self.modulate(&img, i_sh2, i_sc2)?)?,
+                    f,
+                )?,
+            )?;
+            img = self.gated_residual(&img, &ff, i_g2)?;
 
-            txt = (&txt + block.txt.proj.forward(&txt_attn)?.broadcast_mul(t_g1)?)?;
-            let ff = block.txt.mlp_out.forward(&candle_nn::ops::swiglu(
-                &block
-                    .txt
-                    .mlp_in
-                    .forward(&self.modulate(&txt, t_sh2, t_sc2)?)?,
-            )?)?;
-            txt = (&txt + ff.broadcast_mul(t_g2)?)?;
+            txt = self.gated_residual(&txt, &block.txt.proj.forward(&txt_attn)?, t_g1)?;
+            let ff = block.txt.mlp_out.forward(
+                &self.swiglu(
+                    &block
+                        .txt
+                        .mlp_in
+                        .forward(&self.modulate(&txt, t_sh2, t_sc2)?)?,
+                    f,
+                )?,
+            )?;
+            txt = self.gated_residual(&txt, &ff, t_g2)?;
         }
 
         let mut x = Tensor::cat(&[&txt, &img], 1)?;
         for block in &self.single_blocks {
             let fused = block.linear1.forward(&self.modulate(&x, s_sh, s_sc)?)?;
-            let (q, k, v) = self.qkv_heads(
-                &fused.narrow(D::Minus1, 0, 3 * d)?,
-                &block.q_norm,
-                &block.k_norm,
-            )?;
-            let attn = self.attend(&q, &k, &v, rope)?;
-            let mlp = candle_nn::ops::swiglu(&fused.narrow(D::Minus1, 3 * d, 2 * f)?)?;
+            // The attention part reads the first 3·D columns of `fused` in place.
+            let attn = self.joint_attention(&[(&fused, &block.q_norm, &block.k_norm)], rope)?;
+            let mlp = self.swiglu(&fused.narrow(D::Minus1, 3 * d, 2 * f)?, f)?;
             let out = block
                 .linear2
                 .forward(&Tensor::cat(&[attn, mlp], D::Minus1)?)?;
-            x = (&x + out.broadcast_mul(s_g)?)?;
+            x = self.gated_residual(&x, &out, s_g)?;
         }
 
         let img_len = x.dim(1)? - txt_len;

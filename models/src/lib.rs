@@ -12,6 +12,7 @@
 //!   progress and cancellation between steps).
 //! - [`attention`] and [`sage`]: attention backends chosen per model instance; exact (chunked above
 //!   a size threshold) and the SageAttention CPU reference.
+//! - [`graph`]: CUDA graph capture and replay of a compiled model's step.
 //! - [`weights`]: safetensors with our own header validation, memory-mapped, sharded or single file.
 //! - [`bundle`]: a whole checkpoint directory in one call.
 //!
@@ -96,6 +97,7 @@ pub mod bundle;
 pub mod compile;
 pub mod error;
 pub mod flux2;
+pub mod graph;
 pub mod latent;
 pub mod ops;
 mod proj;

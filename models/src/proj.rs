@@ -24,6 +24,14 @@ impl Proj {
         }
     }
 
+    /// The same projection with `f` applied to its weight tensor (moves between devices).
+    pub fn map_weight(&self, f: &dyn Fn(&Tensor) -> Result<Tensor>) -> Result<Proj> {
+        Ok(Proj {
+            weight: f(&self.weight)?,
+            transposed: self.transposed,
+        })
+    }
+
     /// The same projection with its weight stored as a contiguous `[in, out]` matrix.
     pub fn laid_out_for_matmul(&self) -> Result<Proj> {
         if self.transposed {

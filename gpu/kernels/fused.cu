@@ -1,0 +1,185 @@
+// Fused elementwise kernels for the FLUX.2 transformer blocks (the "Compile" path).
+//
+// Each replaces a chain of candle ops that would each read and write the whole activation:
+// - modulate:      (1 + scale) · LayerNorm(x) + shift        (LayerNorm without affine)
+// - gate_residual: x + gate · y
+// - swiglu:        silu(a) · b for the two halves of each row
+// - qk_norm_rope:  RMSNorm of q and k per head, interleaved RoPE, and the [B, L, H, D] layout
+//                  attention reads (v is copied alongside), for one or two token ranges.
+// All arithmetic is f32; results are rounded once to the storage type.
+
+#include "common.cuh"
+
+namespace {
+
+template <typename T>
+struct Io {
+  static __device__ __forceinline__ float load(const T* p) { return vt::Half<T>::to_float(*p); }
+  static __device__ __forceinline__ void store(T* p, float x) { *p = vt::Half<T>::from_float(x); }
+};
+template <>
+struct Io<float> {
+  static __device__ __forceinline__ float load(const float* p) { return *p; }
+  static __device__ __forceinline__ void store(float* p, float x) { *p = x; }
+};
+
+// Block-wide sum for a 256-thread block.
+__device__ __forceinline__ float block_sum(float x, float* red) {
+  x = vt::warp_sum(x);
+  const int warp = threadIdx.x / 32, lane = threadIdx.x % 32;
+  __syncthreads();  // `red` may still be read by a previous reduction
+  if (lane == 0) red[warp] = x;
+  __syncthreads();
+  float total = 0.f;
+#pragma unroll
+  for (int w = 0; w < 8; ++w) total += red[w];
+  return total;
+}
+
+// One block (256 threads) per row. x: rows of `c` elements, row r of batch r / rows_per_batch at
+// x + (r / rpb) * x_sb + (r % rpb) * x_sl; shift/scale: [B, c] with batch stride mod_sb.
+template <typename T>
+__device__ void modulate(const T* __restrict__ x, const T* __restrict__ shift,
+                         const T* __restrict__ scale, T* __restrict__ out, int rows_per_batch,
+                         int c, long long x_sb, long long x_sl, long long mod_sb, float eps) {
+  __shared__ float red[8];
+  const int row = blockIdx.x;
+  const int b = row / rows_per_batch, l = row % rows_per_batch;
+  const T* xr = x + b * x_sb + l * x_sl;
+  T* orow = out + static_cast<long long>(row) * c;
+  float sum = 0.f;
+  for (int i = threadIdx.x; i < c; i += blockDim.x) sum += Io<T>::load(xr + i);
+  const float mean = block_sum(sum, red) / static_cast<float>(c);
+  float var = 0.f;
+  for (int i = threadIdx.x; i < c; i += blockDim.x) {
+    const float d = Io<T>::load(xr + i) - mean;
+    var += d * d;
+  }
+  const float rstd = rsqrtf(block_sum(var, red) / static_cast<float>(c) + eps);
+  const T* sh = shift + b * mod_sb;
+  const T* sc = scale + b * mod_sb;
+  for (int i = threadIdx.x; i < c; i += blockDim.x) {
+    const float n = (Io<T>::load(xr + i) - mean) * rstd;
+    Io<T>::store(orow + i, n * (1.f + Io<T>::load(sc + i)) + Io<T>::load(sh + i));
+  }
+}
+
+// out[b, l, i] = x[b, l, i] + gate[b, i] · y[b, l, i]; y and out contiguous [B, L, c].
+template <typename T>
+__device__ void gate_residual(const T* __restrict__ x, const T* __restrict__ y,
+                              const T* __restrict__ gate, T* __restrict__ out, int rows_per_batch,
+                              int c, long long x_sb, long long x_sl, long long gate_sb,
+                              long long total) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long row = i / c;
+    const int col = static_cast<int>(i % c);
+    const long long b = row / rows_per_batch, l = row % rows_per_batch;
+    const float xv = Io<T>::load(x + b * x_sb + l * x_sl + col);
+    const float g = Io<T>::load(gate + b * gate_sb + col);
+    Io<T>::store(out + i, xv + g * Io<T>::load(y + i));
+  }
+}
+
+// out[r, i] = silu(x[r, i]) · x[r, f + i]; x rows have stride x_sl, out is [rows, f].
+template <typename T>
+__device__ void swiglu(const T* __restrict__ x, T* __restrict__ out, int f, long long x_sl,
+                       long long total) {
+  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
+       i += static_cast<long long>(gridDim.x) * blockDim.x) {
+    const long long row = i / f;
+    const int col = static_cast<int>(i % f);
+    const float a = Io<T>::load(x + row * x_sl + col);
+    const float g = Io<T>::load(x + row * x_sl + f + col);
+    Io<T>::store(out + i, a / (1.f + __expf(-a)) * g);
+  }
+}
+
+// One warp per (batch, token, head). qkv rows: [q (H·D) | k (H·D) | v (H·D) | ...] at
+// qkv + b·sb + l·sl. Writes q, k, v into [B, total_len, H, D] at token `offset + l`.
+// cos/sin: [total_len, D / 2] f32, indexed by the output token. D: even and ≤ 64, or a
+// multiple of 64 up to 256.
+template <typename T>
+__device__ void qk_norm_rope(const T* __restrict__ qkv, const T* __restrict__ q_w,
+                             const T* __restrict__ k_w, const float* __restrict__ cos_t,
+                             const float* __restrict__ sin_t, T* __restrict__ q_out,
+                             T* __restrict__ k_out, T* __restrict__ v_out, int batch, int len,
+                             int heads, int d, int offset, int total_len, long long sb,
+                             long long sl, float eps) {
+  const int warps_per_block = blockDim.x / 32;
+  const long long item = static_cast<long long>(blockIdx.x) * warps_per_block + threadIdx.x / 32;
+  const int lane = threadIdx.x % 32;
+  if (item >= static_cast<long long>(batch) * len * heads) return;
+  const int h = static_cast<int>(item % heads);
+  const long long bl = item / heads;
+  const int l = static_cast<int>(bl % len), b = static_cast<int>(bl / len);
+  const int hidden = heads * d;
+  const T* row = qkv + b * sb + l * sl;
+  const int tok = offset + l;
+  const long long dst = ((static_cast<long long>(b) * total_len + tok) * heads + h) * d;
+  const float* cr = cos_t + static_cast<long long>(tok) * (d / 2);
+  const float* sr = sin_t + static_cast<long long>(tok) * (d / 2);
+  // Each active lane holds an even number of consecutive elements (whole rotation pairs):
+  // 2 per lane up to D = 64 (D / 2 lanes), D / 32 above (D a multiple of 64).
+  const int per_lane = d <= 64 ? 2 : d / 32;
+  const bool active = lane * per_lane < d;
+#pragma unroll
+  for (int part = 0; part < 2; ++part) {
+    const T* src = row + part * hidden + h * d;
+    const T* w = part == 0 ? q_w : k_w;
+    T* out = (part == 0 ? q_out : k_out) + dst;
+    float vals[8];
+    float ss = 0.f;
+#pragma unroll
+    for (int j = 0; j < 8; ++j) {
+      vals[j] = 0.f;
+      if (active && j < per_lane) {
+        vals[j] = Io<T>::load(src + lane * per_lane + j);
+        ss += vals[j] * vals[j];
+      }
+    }
+    const float rstd = rsqrtf(vt::warp_sum(ss) / static_cast<float>(d) + eps);
+#pragma unroll
+    for (int j = 0; j < 8; j += 2) {
+      if (active && j < per_lane) {
+        const int e = lane * per_lane + j;  // even element index of the pair
+        const float x0 = vals[j] * rstd * Io<T>::load(w + e);
+        const float x1 = vals[j + 1] * rstd * Io<T>::load(w + e + 1);
+        const float c = cr[e / 2], s = sr[e / 2];
+        Io<T>::store(out + e, x0 * c - x1 * s);
+        Io<T>::store(out + e + 1, x0 * s + x1 * c);
+      }
+    }
+  }
+  const T* vsrc = row + 2 * hidden + h * d;
+  for (int j = lane; j < d; j += 32) v_out[dst + j] = vsrc[j];
+}
+
+}  // namespace
+
+#define FUSED_ENTRIES(SUFFIX, T)                                                                  \
+  extern "C" __global__ void __launch_bounds__(256) modulate_##SUFFIX(                             \
+      const T* x, const T* shift, const T* scale, T* out, int rpb, int c, long long x_sb,          \
+      long long x_sl, long long mod_sb, float eps) {                                               \
+    modulate<T>(x, shift, scale, out, rpb, c, x_sb, x_sl, mod_sb, eps);                            \
+  }                                                                                                \
+  extern "C" __global__ void gate_residual_##SUFFIX(const T* x, const T* y, const T* gate, T* out, \
+                                                    int rpb, int c, long long x_sb, long long x_sl, \
+                                                    long long gate_sb, long long total) {          \
+    gate_residual<T>(x, y, gate, out, rpb, c, x_sb, x_sl, gate_sb, total);                         \
+  }                                                                                                \
+  extern "C" __global__ void swiglu_##SUFFIX(const T* x, T* out, int f, long long x_sl,            \
+                                             long long total) {                                    \
+    swiglu<T>(x, out, f, x_sl, total);                                                             \
+  }                                                                                                \
+  extern "C" __global__ void qk_norm_rope_##SUFFIX(                                                \
+      const T* qkv, const T* q_w, const T* k_w, const float* cos_t, const float* sin_t, T* q_out,  \
+      T* k_out, T* v_out, int batch, int len, int heads, int d, int offset, int total_len,         \
+      long long sb, long long sl, float eps) {                                                     \
+    qk_norm_rope<T>(qkv, q_w, k_w, cos_t, sin_t, q_out, k_out, v_out, batch, len, heads, d,        \
+                    offset, total_len, sb, sl, eps);                                               \
+  }
+
+FUSED_ENTRIES(bf16, __nv_bfloat16)
+FUSED_ENTRIES(f16, __half)
+FUSED_ENTRIES(f32, float)
