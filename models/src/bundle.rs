@@ -68,6 +68,17 @@ impl Bundle {
     /// The text-encoder layers are the klein default (9, 18, 27) for a 36-layer encoder, otherwise
     /// derived from the transformer's `joint_attention_dim` (see [`default_out_layers`]).
     pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_placed(dir, dtype, device, device)
+    }
+
+    /// Like [`Bundle::load`], with the transformer's weights on `transformer_device` (RAM, when
+    /// the transformer is offloaded and moved to `device` only while sampling).
+    pub fn load_placed(
+        dir: &Path,
+        dtype: DType,
+        device: &Device,
+        transformer_device: &Device,
+    ) -> Result<Self> {
         if !dir.is_dir() {
             return Err(ModelError::Config {
                 path: dir.to_path_buf(),
@@ -81,8 +92,9 @@ impl Bundle {
             ModelIndex::default()
         };
         let is_distilled = index.is_distilled.unwrap_or(false);
-        let transformer = Flux2Transformer::load(&dir.join("transformer"), dtype, device)?
-            .with_distilled(is_distilled);
+        let transformer =
+            Flux2Transformer::load(&dir.join("transformer"), dtype, transformer_device)?
+                .with_distilled(is_distilled);
         let te_dir = dir.join("text_encoder");
         let te_cfg: Qwen3Config = read_json(&te_dir.join("config.json"))?;
         let out_layers = match index.text_encoder_out_layers {

@@ -391,6 +391,7 @@ fn bf16_transformer_on_cuda_matches_the_f32_cpu_model_eager_compiled_and_sage() 
     let compiled = gpu_model.compile(&options, &scheduler).unwrap();
     assert!(compiled.compiled_state().unwrap().fused());
     let sage = AttentionBackend::Sage(SageConfig::default());
+    let mut compiled_eager = None;
     for (name, model, tol) in [
         ("eager", gpu_model.clone(), 0.03),
         ("compiled", compiled.clone(), 0.03),
@@ -401,9 +402,29 @@ fn bf16_transformer_on_cuda_matches_the_f32_cpu_model_eager_compiled_and_sage() 
         let (cos, _, rel_l2) = metrics(&out, &expected);
         println!("{name}: cos {cos:.6}, rel L2 {rel_l2:.4}");
         assert!(rel_l2 < tol, "{name}: rel L2 {rel_l2} (cos {cos})");
+        if name == "compiled" {
+            compiled_eager = Some(out);
+        }
     }
-    // The compiled model reuses the precomputed modulation: same output on a second call.
-    let a = run(&compiled, &gpu());
-    let b = run(&compiled, &gpu());
-    assert_eq!(metrics(&a, &b).1, 0.0);
+    let compiled_eager = compiled_eager.unwrap();
+    // Later calls at this size are captured as a CUDA graph and replayed: same output, bit for
+    // bit, as the eager step of the compiled model.
+    let captured = run(&compiled, &gpu());
+    let replayed = run(&compiled, &gpu());
+    let graphs = compiled.compiled_state().unwrap().graphs();
+    assert!(graphs.failures().is_empty(), "{:?}", graphs.failures());
+    assert_eq!(graphs.captured(), 1);
+    assert_eq!(metrics(&captured, &compiled_eager).1, 0.0);
+    assert_eq!(metrics(&replayed, &compiled_eager).1, 0.0);
+
+    // Offloading: RAM and back leaves the weights, and so the output, unchanged.
+    let round_trip = gpu_model
+        .to_device(&Device::Cpu)
+        .unwrap()
+        .to_device(&gpu())
+        .unwrap();
+    assert_eq!(
+        metrics(&run(&round_trip, &gpu()), &run(&gpu_model, &gpu())).1,
+        0.0
+    );
 }

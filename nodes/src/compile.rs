@@ -56,14 +56,24 @@ impl Node for Compile {
             // Off: it doubles the weights' memory and showed no end-to-end gain on CPU.
             relayout_weights: false,
         };
-        let transformer = model
-            .transformer
-            .compile(&options, &bundle.scheduler)
-            .map_err(model_error("compiling the model"))?;
-        let compiled = ModelValue {
-            transformer,
-            default_size_px: (width_px, height_px),
-            ..(*model).clone()
+        let compiled = if model.offload_to.is_some() {
+            // The weights are in RAM: compile the device copy Sample makes (the precomputation
+            // belongs on the device that samples, and is cheap next to the transfer).
+            ModelValue {
+                compile_on_device: Some(options),
+                default_size_px: (width_px, height_px),
+                ..(*model).clone()
+            }
+        } else {
+            let transformer = model
+                .transformer
+                .compile(&options, &bundle.scheduler)
+                .map_err(model_error("compiling the model"))?;
+            ModelValue {
+                transformer,
+                default_size_px: (width_px, height_px),
+                ..(*model).clone()
+            }
         };
         Ok(Outputs::new().with_object("model", DataType::Model, compiled))
     }

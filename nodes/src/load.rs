@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
+use candle_core::Device;
 use veetance_engine::{
     DataType, InputSpec, Literal, MemoryEstimate, Node, NodeCtx, NodeError, NodeInputs, NodeSpec,
     OutputSpec, Outputs, TextWidget,
@@ -40,6 +41,15 @@ pub fn spec() -> NodeSpec {
             .default_value(Literal::Text("auto".into()))
             .choices(&["auto", "cpu", "cuda"])
             .doc("Where the model runs; `auto` follows --device, then CUDA if available."),
+    )
+    .input(
+        InputSpec::new("offload", DataType::Bool)
+            .default_value(Literal::Bool(false))
+            .doc(
+                "Keep the transformer's weights in RAM and move them to the device only while \
+                 Sample runs (frees VRAM between runs and for other models; costs one transfer \
+                 per Sample).",
+            ),
     )
     .output(OutputSpec::new(
         "model",
@@ -175,16 +185,19 @@ impl Node for Load {
         let dir = resolve(inputs.text("model")?)?;
         let device = choose_device(inputs.text("device")?, &ctx.env().device)?;
         let dtype = choose_dtype(inputs.text("dtype")?, &device)?;
+        let offload = inputs.bool("offload")? && !device.is_cpu();
+        let transformer_device = if offload { Device::Cpu } else { device.clone() };
         let (identity, weight_bytes) = directory_identity(&dir)?;
         let canonical = dir.canonicalize().unwrap_or(dir.clone());
         let key = format!(
-            "{}|{dtype:?}|{}|{}",
+            "{}|{dtype:?}|{}|{}|{}",
             canonical.display(),
             device_name(&device),
+            device_name(&transformer_device),
             blake3::hash(&identity).to_hex()
         );
         let bundle: Arc<Bundle> = ctx.env().pool.get_or_load(&key, || {
-            Bundle::load(&dir, dtype, &device)
+            Bundle::load_placed(&dir, dtype, &device, &transformer_device)
                 .map(|bundle| (bundle, weight_bytes))
                 .map_err(model_error("loading the model"))
         })?;
@@ -197,6 +210,8 @@ impl Node for Load {
                     bundle: bundle.clone(),
                     weight_bytes,
                     default_size_px: (default_size_px(&dir), default_size_px(&dir)),
+                    offload_to: offload.then(|| device.clone()),
+                    compile_on_device: None,
                 },
             )
             .with_object(

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use candle_core::{DType, Device, Tensor};
 use veetance_engine::{DataType, Payload, Registry};
 use veetance_imaging::{Layers, RgbImage, RgbaImage};
-use veetance_models::{Bundle, Flux2Transformer};
+use veetance_models::{Bundle, CompileOptions, Flux2Transformer};
 
 /// A tensor value: Conditioning `[B, L, C]` or Latent `[B, 128, h, w]`.
 #[derive(Debug, Clone)]
@@ -166,6 +166,11 @@ pub struct ModelValue {
     /// (width, height) Sample uses when given none: the size Compile prepared for, else the
     /// VAE's `sample_size` on both sides.
     pub default_size_px: (usize, usize),
+    /// Set when the transformer is offloaded: its weights stay in RAM and Sample moves them to
+    /// this device for the duration of sampling (Load's `offload` input).
+    pub offload_to: Option<Device>,
+    /// Compile settings recorded for an offloaded transformer; Sample compiles the device copy.
+    pub compile_on_device: Option<CompileOptions>,
 }
 
 impl Payload for ModelValue {

@@ -2,13 +2,13 @@
 
 use std::ops::ControlFlow;
 
-use candle_core::Tensor;
+use candle_core::{Device, Tensor};
 use veetance_engine::{
     DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
     Outputs,
 };
 use veetance_models::latent::grid_for_image;
-use veetance_models::{SampleRequest, Start, sample, seeded_noise};
+use veetance_models::{Flux2Transformer, SampleRequest, Start, sample, seeded_noise};
 
 use crate::device::{model_error, tensor_error};
 use crate::payload::{ModelValue, TensorValue};
@@ -80,11 +80,28 @@ pub fn node() -> Sample {
     Sample(spec())
 }
 
-fn on_device(value: &TensorValue, model: &ModelValue) -> Result<Tensor, NodeError> {
+fn on_device(value: &TensorValue, device: &Device) -> Result<Tensor, NodeError> {
     value
         .0
-        .to_device(model.transformer.device())
+        .to_device(device)
         .map_err(tensor_error("moving a tensor to the model's device"))
+}
+
+/// The transformer to sample with: the model's own, or for an offloaded model a device copy of
+/// its RAM-resident weights (compiled if Compile asked for it), dropped when sampling ends.
+fn transformer_on_device(model: &ModelValue) -> Result<Flux2Transformer, NodeError> {
+    let Some(device) = &model.offload_to else {
+        return Ok(model.transformer.clone());
+    };
+    let on_device = model.transformer.to_device(device).map_err(model_error(
+        "moving the offloaded transformer to the device",
+    ))?;
+    match &model.compile_on_device {
+        Some(options) => on_device
+            .compile(options, &model.bundle.scheduler)
+            .map_err(model_error("compiling the model")),
+        None => Ok(on_device),
+    }
 }
 
 impl Node for Sample {
@@ -95,11 +112,12 @@ impl Node for Sample {
     fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let bundle = &model.bundle;
-        let device = model.transformer.device().clone();
-        let positive = on_device(&*inputs.object::<TensorValue>("positive")?, &model)?;
+        let transformer = transformer_on_device(&model)?;
+        let device = transformer.device().clone();
+        let positive = on_device(&*inputs.object::<TensorValue>("positive")?, &device)?;
         let guidance_given = inputs.opt_float("guidance")?;
         let negative = match inputs.opt_object::<TensorValue>("negative")? {
-            Some(value) => Some(on_device(&value, &model)?),
+            Some(value) => Some(on_device(&value, &device)?),
             // Like diffusers: a non-distilled model with guidance > 1 always runs CFG, against
             // the empty prompt when no negative is linked.
             None if guidance_given.unwrap_or(bundle.defaults.guidance) > 1.0 => bundle
@@ -122,11 +140,11 @@ impl Node for Sample {
             .opt_int("height")?
             .map_or(default_height_px, |v| v.max(0) as usize);
         let init_latent = match inputs.opt_object::<TensorValue>("latent")? {
-            Some(latent) => Some(on_device(&latent, &model)?),
+            Some(latent) => Some(on_device(&latent, &device)?),
             None => None,
         };
         let noise = match inputs.opt_object::<TensorValue>("noise")? {
-            Some(noise) => on_device(&noise, &model)?,
+            Some(noise) => on_device(&noise, &device)?,
             None => {
                 // The noise takes the start latent's shape in img2img, else the requested size's.
                 let shape = match &init_latent {
@@ -163,7 +181,7 @@ impl Node for Sample {
             references: &[],
         };
         ctx.progress(0, steps as u64);
-        let latent = sample(&model.transformer, &request, |step, total| {
+        let latent = sample(&transformer, &request, |step, total| {
             ctx.progress(step as u64, total as u64);
             if ctx.is_cancelled() {
                 ControlFlow::Break(())
