@@ -55,7 +55,9 @@
 //!   the empty-prompt conditioning diffusers uses for CFG on base (non-distilled) checkpoints.
 //! - `TextEncoder::encode(&[&str]) -> Result<Tensor>` `[B, 512, C]`; `TextEncoder::load(tokenizer_dir,
 //!   text_encoder_dir, out_layers, dtype, device)`; `with_max_tokens(n)`; [`text::ChatTemplate`] renders
-//!   the checkpoint's template.
+//!   the checkpoint's template; `encode_ids(ids, mask)` for already tokenized prompts;
+//!   `random(Qwen3Config, out_layers, dtype, device)` (no tokenizer; presets
+//!   [`text::Qwen3Config::qwen3_4b`], [`text::Qwen3Config::qwen3_8b`]).
 //! - `Flux2Transformer::load(path, dtype, device)` (diffusers directory or single file in diffusers or
 //!   BFL layout), `forward(img_tokens, img_ids, txt, txt_ids, timestep, guidance)`,
 //!   `with_attention(AttentionBackend)`, `random(Flux2Config, dtype, device)`; presets
@@ -67,7 +69,7 @@
 //!   [`seeded_noise`] makes platform-independent noise from a seed.
 //! - `Vae::load(dir_or_file, dtype, device)`, `encode(image) -> latent`, `decode(latent) -> image`
 //!   (clamped to \[-1, 1\]), `decode_tiled(latent)` (diffusers' tiled decode, for large images),
-//!   `pixels_per_token()`.
+//!   `pixels_per_token()`, `random(VaeConfig, dtype, device)` (preset [`VaeConfig::flux2`]).
 //! - [`latent::pack`] / [`latent::unpack`] / [`latent::grid_for_image`].
 //!
 //! # Conventions

@@ -22,7 +22,7 @@ use candle_nn::{Embedding, Linear, Module as _};
 use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json, read_to_string};
 use crate::ops;
-use crate::weights::{Loader, TensorSpec, Weights};
+use crate::weights::{Loader, RandomTensors, TensorSource, TensorSpec, Weights};
 
 /// Padded prompt length used by FLUX.2 \[klein\].
 pub const MAX_TEXT_TOKENS: usize = 512;
@@ -75,6 +75,50 @@ fn default_rms_eps() -> f64 {
 }
 
 impl Qwen3Config {
+    /// Qwen3-4B, the text encoder of FLUX.2 \[klein\] 4B (its `text_encoder/config.json`): hidden
+    /// 2560, 36 layers, 32 query and 8 key/value heads of 128, MLP 9728, vocabulary 151936,
+    /// RoPE θ 1e6, RMS ε 1e-6, no biases.
+    pub fn qwen3_4b() -> Self {
+        Self {
+            vocab_size: 151_936,
+            hidden_size: 2560,
+            intermediate_size: 9728,
+            num_hidden_layers: 36,
+            num_attention_heads: 32,
+            num_key_value_heads: 8,
+            head_dim: Some(128),
+            rms_norm_eps: 1e-6,
+            rope_theta: Some(1e6),
+            rope_parameters: None,
+            attention_bias: false,
+        }
+    }
+
+    /// Qwen3-8B, the text encoder of FLUX.2 \[klein\] 9B: as [`Qwen3Config::qwen3_4b`] with hidden
+    /// 4096 and MLP 12288 (its untied LM head is never used).
+    pub fn qwen3_8b() -> Self {
+        Self {
+            hidden_size: 4096,
+            intermediate_size: 12288,
+            ..Self::qwen3_4b()
+        }
+    }
+
+    /// A tiny Qwen3 for tests and smoke runs, shaped like `tests/fixtures/tiny-klein`'s encoder:
+    /// hidden 32, 4 layers, 4 query and 2 key/value heads of 8, MLP 64, vocabulary 374.
+    pub fn tiny() -> Self {
+        Self {
+            vocab_size: 374,
+            hidden_size: 32,
+            intermediate_size: 64,
+            num_hidden_layers: 4,
+            num_attention_heads: 4,
+            num_key_value_heads: 2,
+            head_dim: Some(8),
+            ..Self::qwen3_4b()
+        }
+    }
+
     /// Per-head dimension.
     pub fn head_dim(&self) -> usize {
         self.head_dim
@@ -190,47 +234,14 @@ impl Qwen3Encoder {
         dtype: DType,
         device: &Device,
     ) -> Result<Self> {
-        let path = weights.origin().to_path_buf();
-        let Some(&last) = out_layers.iter().max() else {
-            return Err(ModelError::InvalidArgument(
-                "no text encoder output layers given".into(),
-            ));
-        };
-        if last > cfg.num_hidden_layers {
-            return Err(ModelError::Config {
-                path,
-                reason: format!(
-                    "output layer {last} requested but the encoder has {} layers",
-                    cfg.num_hidden_layers
-                ),
-            });
-        }
-        if cfg.num_hidden_layers > 4096
-            || cfg.hidden_size > (1 << 20)
-            || cfg.head_dim() > 4096
-            || cfg.num_attention_heads > 4096
-            || cfg.num_key_value_heads > 4096
-            || cfg.intermediate_size > (1 << 22)
-            || cfg.vocab_size > (1 << 24)
-        {
-            return Err(ModelError::Config {
-                path,
-                reason: format!(
-                    "implausible sizes: {} layers, hidden {}, head_dim {}",
-                    cfg.num_hidden_layers,
-                    cfg.hidden_size,
-                    cfg.head_dim()
-                ),
-            });
-        }
+        let plan = layers_to_run(&cfg, out_layers, weights.origin())?;
+        let n_run = plan.n_run;
         let prefix = if weights.contains("model.embed_tokens.weight") {
             "model."
         } else {
             ""
         };
-        let n_run = last.min(cfg.num_hidden_layers);
-        let needs_final_norm = last == cfg.num_hidden_layers;
-        let specs = qwen3_tensor_specs(&cfg, prefix, n_run, needs_final_norm);
+        let specs = qwen3_tensor_specs(&cfg, prefix, n_run, plan.final_norm);
         let layer_prefix = format!("{prefix}layers.");
         weights.check(&specs, |name| {
             // Layers after the last one we need, the final norm and the LM head are legitimately unused.
@@ -242,11 +253,44 @@ impl Qwen3Encoder {
                     .and_then(|i| i.parse::<usize>().ok())
                     .is_some_and(|i| i >= n_run)
         })?;
-        let w = Loader {
+        let w = TensorSource::File(Loader {
             weights,
             dtype,
             device,
-        };
+        });
+        Self::build(cfg, out_layers, plan, prefix, &w, dtype, device)
+    }
+
+    /// An encoder with random weights (normal σ = 0.02, norm scales 1, generated on the device)
+    /// for speed measurements of full-size encoders without a checkpoint, e.g.
+    /// `Qwen3Config::qwen3_4b()` with [`KLEIN_OUT_LAYERS`]. Only the layers up to the last output
+    /// layer are created, as [`Qwen3Encoder::load`] does. Not seeded.
+    ///
+    /// The full-size presets stay finite in bf16: with klein's layers the largest hidden-state
+    /// magnitude was 36 (Qwen3-4B) and 62 (Qwen3-8B) on 32 tokens.
+    pub fn random(
+        cfg: Qwen3Config,
+        out_layers: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let plan = layers_to_run(&cfg, out_layers, Path::new("<random>"))?;
+        let specs = qwen3_tensor_specs(&cfg, "", plan.n_run, plan.final_norm);
+        let w = TensorSource::Random(RandomTensors::new(specs, dtype, device));
+        Self::build(cfg, out_layers, plan, "", &w, dtype, device)
+    }
+
+    /// Builds the encoder from checked tensors named with `prefix`.
+    fn build(
+        cfg: Qwen3Config,
+        out_layers: &[usize],
+        plan: LayerPlan,
+        prefix: &str,
+        w: &TensorSource<'_>,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let n_run = plan.n_run;
         let lin = |n: &str| -> Result<Linear> { Ok(Linear::new(w.get(n)?, None)) };
         let mut layers = Vec::with_capacity(n_run);
         for i in 0..n_run {
@@ -265,7 +309,7 @@ impl Qwen3Encoder {
                 down_proj: lin(&format!("{p}mlp.down_proj.weight"))?,
             });
         }
-        let final_norm = if needs_final_norm {
+        let final_norm = if plan.final_norm {
             Some(w.get(&format!("{prefix}norm.weight"))?)
         } else {
             None
@@ -407,6 +451,56 @@ impl Qwen3Encoder {
         }
         Tensor::cat(&ordered, D::Minus1)
     }
+}
+
+/// Which parts of the encoder a set of output layers needs.
+#[derive(Debug, Clone, Copy)]
+struct LayerPlan {
+    /// Decoder layers that run (and are loaded): up to the last output layer.
+    n_run: usize,
+    /// Whether the final norm is needed (only when the last hidden state is requested).
+    final_norm: bool,
+}
+
+/// Checks the configuration and the output layers and plans what runs; `path` names the
+/// configuration in errors.
+fn layers_to_run(cfg: &Qwen3Config, out_layers: &[usize], path: &Path) -> Result<LayerPlan> {
+    let Some(&last) = out_layers.iter().max() else {
+        return Err(ModelError::InvalidArgument(
+            "no text encoder output layers given".into(),
+        ));
+    };
+    if last > cfg.num_hidden_layers {
+        return Err(ModelError::Config {
+            path: path.to_path_buf(),
+            reason: format!(
+                "output layer {last} requested but the encoder has {} layers",
+                cfg.num_hidden_layers
+            ),
+        });
+    }
+    if cfg.num_hidden_layers > 4096
+        || cfg.hidden_size > (1 << 20)
+        || cfg.head_dim() > 4096
+        || cfg.num_attention_heads > 4096
+        || cfg.num_key_value_heads > 4096
+        || cfg.intermediate_size > (1 << 22)
+        || cfg.vocab_size > (1 << 24)
+    {
+        return Err(ModelError::Config {
+            path: path.to_path_buf(),
+            reason: format!(
+                "implausible sizes: {} layers, hidden {}, head_dim {}",
+                cfg.num_hidden_layers,
+                cfg.hidden_size,
+                cfg.head_dim()
+            ),
+        });
+    }
+    Ok(LayerPlan {
+        n_run: last.min(cfg.num_hidden_layers),
+        final_norm: last == cfg.num_hidden_layers,
+    })
 }
 
 fn repeat_kv(x: &Tensor, rep: usize) -> candle_core::Result<Tensor> {
@@ -691,10 +785,17 @@ impl PromptTokenizer {
 /// Template + tokenizer + Qwen3: prompts in, conditioning `[B, 512, n·hidden]` out.
 #[derive(Debug, Clone)]
 pub struct TextEncoder {
-    template: ChatTemplate,
-    tokenizer: PromptTokenizer,
+    /// `None` for a random encoder ([`TextEncoder::random`]), which only takes token ids.
+    prompting: Option<Prompting>,
     encoder: Qwen3Encoder,
     max_len: usize,
+}
+
+/// What turns a prompt into token ids.
+#[derive(Debug, Clone)]
+struct Prompting {
+    template: ChatTemplate,
+    tokenizer: PromptTokenizer,
 }
 
 impl TextEncoder {
@@ -707,9 +808,27 @@ impl TextEncoder {
         device: &Device,
     ) -> Result<Self> {
         Ok(Self {
-            template: ChatTemplate::load(tokenizer_dir)?,
-            tokenizer: PromptTokenizer::load(tokenizer_dir)?,
+            prompting: Some(Prompting {
+                template: ChatTemplate::load(tokenizer_dir)?,
+                tokenizer: PromptTokenizer::load(tokenizer_dir)?,
+            }),
             encoder: Qwen3Encoder::load(text_encoder_dir, out_layers, dtype, device)?,
+            max_len: MAX_TEXT_TOKENS,
+        })
+    }
+
+    /// An encoder with random weights and no tokenizer ([`Qwen3Encoder::random`]), for speed
+    /// measurements: feed it token ids with [`TextEncoder::encode_ids`]; [`TextEncoder::encode`]
+    /// refuses prompts.
+    pub fn random(
+        cfg: Qwen3Config,
+        out_layers: &[usize],
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        Ok(Self {
+            prompting: None,
+            encoder: Qwen3Encoder::random(cfg, out_layers, dtype, device)?,
             max_len: MAX_TEXT_TOKENS,
         })
     }
@@ -733,11 +852,20 @@ impl TextEncoder {
 
     /// Chat-templated, padded token ids and masks for each prompt: `([B, L] u32, [B, L] u32)`.
     pub fn tokenize(&self, prompts: &[&str]) -> Result<(Tensor, Tensor)> {
+        let Some(Prompting {
+            template,
+            tokenizer,
+        }) = &self.prompting
+        else {
+            return Err(ModelError::Tokenizer {
+                reason: "this text encoder has random weights and no tokenizer; pass token ids to encode_ids".into(),
+            });
+        };
         let mut all_ids = Vec::with_capacity(prompts.len() * self.max_len);
         let mut all_mask = Vec::with_capacity(prompts.len() * self.max_len);
         for prompt in prompts {
-            let text = self.template.render_user_prompt(prompt)?;
-            let (ids, mask) = self.tokenizer.encode_padded(&text, self.max_len)?;
+            let text = template.render_user_prompt(prompt)?;
+            let (ids, mask) = tokenizer.encode_padded(&text, self.max_len)?;
             all_ids.extend(ids);
             all_mask.extend(mask);
         }
@@ -755,7 +883,22 @@ impl TextEncoder {
             return Err(ModelError::InvalidArgument("no prompts to encode".into()));
         }
         let (ids, mask) = self.tokenize(prompts)?;
-        let out = self.encoder.forward(&ids, &mask)?;
+        self.encode_ids(&ids, &mask)
+    }
+
+    /// Encodes token ids that are already chat-templated and padded: `ids` `[B, L]` u32 (each
+    /// below the vocabulary size), `attention_mask` `[B, L]` with 1 for real tokens and 0 for
+    /// padding. Returns what [`TextEncoder::encode`] returns for the same ids: `[B, L, n·hidden]`
+    /// in the encoder dtype.
+    pub fn encode_ids(&self, ids: &Tensor, attention_mask: &Tensor) -> Result<Tensor> {
+        if ids.dims().len() != 2 || ids.dims() != attention_mask.dims() {
+            return Err(ModelError::InvalidArgument(format!(
+                "token ids {:?} and attention mask {:?} must both be [B, L]",
+                ids.dims(),
+                attention_mask.dims()
+            )));
+        }
+        let out = self.encoder.forward(ids, attention_mask)?;
         Ok(out.to_dtype(self.encoder.dtype)?)
     }
 }

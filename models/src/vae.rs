@@ -17,7 +17,7 @@ use serde::Deserialize as _;
 
 use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json};
-use crate::weights::{Loader, TensorSpec, Weights};
+use crate::weights::{Loader, RandomTensors, TensorSource, TensorSpec, Weights};
 
 /// `vae/config.json` fields we use.
 #[derive(Debug, Clone, serde::Deserialize)]
@@ -100,7 +100,9 @@ fn default_patch() -> Vec<usize> {
 }
 
 impl VaeConfig {
-    /// The FLUX.2 VAE as released.
+    /// The FLUX.2 VAE as released (diffusers' `AutoencoderKLFlux2` defaults, which its
+    /// `vae/config.json` repeats): levels of 128, 256, 512, 512 channels, 2 ResNet blocks per
+    /// encoder level, 32 latent channels, 32 groups, BatchNorm ε 1e-4, 2×2 patches.
     pub fn flux2() -> Self {
         Self {
             in_channels: 3,
@@ -116,6 +118,18 @@ impl VaeConfig {
             mid_block_add_attention: true,
             patch_size: vec![2, 2],
             sample_size: 1024,
+        }
+    }
+
+    /// A tiny VAE for tests and smoke runs, shaped like `tests/fixtures/tiny-klein`'s: two levels of
+    /// 16 and 32 channels, one ResNet block per encoder level, 4 groups; 4 pixels per token.
+    pub fn tiny() -> Self {
+        Self {
+            block_out_channels: vec![16, 32],
+            layers_per_block: 1,
+            norm_num_groups: 4,
+            sample_size: 32,
+            ..Self::flux2()
         }
     }
 
@@ -303,6 +317,18 @@ impl VaeConfig {
         s.push(TensorSpec::new("bn.running_mean", &[bn]));
         s.push(TensorSpec::new("bn.running_var", &[bn]));
         s
+    }
+}
+
+/// The dtype the VAE computes in for a requested one.
+///
+/// candle's CPU convolutions have no bf16 matmul; the VAE is small (84 M parameters), so on CPU a
+/// bf16 request runs it in f32 rather than failing at the first 1×1 conv.
+fn compute_dtype(requested: DType, device: &Device) -> DType {
+    if requested == DType::BF16 && device.is_cpu() {
+        DType::F32
+    } else {
+        requested
     }
 }
 
@@ -538,18 +564,30 @@ impl Vae {
     ) -> Result<Self> {
         cfg.validate(weights.origin())?;
         weights.check(&cfg.tensor_specs(), |n| n == "bn.num_batches_tracked")?;
-        // candle's CPU convolutions have no bf16 matmul; the VAE is small (84 M parameters), so on
-        // CPU a bf16 request runs it in f32 rather than failing at the first 1×1 conv.
-        let dtype = if dtype == DType::BF16 && device.is_cpu() {
-            DType::F32
-        } else {
-            dtype
-        };
-        let w = Loader {
+        let w = TensorSource::File(Loader {
             weights,
-            dtype,
+            dtype: compute_dtype(dtype, device),
             device,
-        };
+        });
+        Self::build(cfg, &w, device)
+    }
+
+    /// A VAE with random weights (normal σ = 0.02; biases and the running mean 0, norm scales and
+    /// the running variance 1) for speed measurements without a checkpoint, e.g.
+    /// `VaeConfig::flux2()`. Not seeded.
+    pub fn random(cfg: VaeConfig, dtype: DType, device: &Device) -> Result<Self> {
+        cfg.validate(Path::new("<random>"))?;
+        let w = TensorSource::Random(RandomTensors::new(
+            cfg.tensor_specs(),
+            compute_dtype(dtype, device),
+            device,
+        ));
+        Self::build(cfg, &w, device)
+    }
+
+    /// Builds the VAE from checked tensors, which `w` gives in the dtype the VAE computes in.
+    fn build(cfg: VaeConfig, w: &TensorSource<'_>, device: &Device) -> Result<Self> {
+        let dtype = w.dtype();
         let groups = cfg.norm_num_groups;
         let conv = |name: &str, padding: usize, stride: usize| -> Result<Conv2d> {
             let cfg = Conv2dConfig {
@@ -589,7 +627,7 @@ impl Vae {
                 conv1: conv(&format!("{p}.conv1"), 1, 1)?,
                 norm2: norm(&format!("{p}.norm2"))?,
                 conv2: conv(&format!("{p}.conv2"), 1, 1)?,
-                shortcut: if weights.contains(&format!("{shortcut_name}.weight")) {
+                shortcut: if w.contains(&format!("{shortcut_name}.weight")) {
                     Some(conv(&shortcut_name, 0, 1)?)
                 } else {
                     None
