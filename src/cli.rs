@@ -108,6 +108,109 @@ pub struct NodesArgs {
 pub enum BenchCommand {
     /// Engine overhead on a synthetic graph of trivial integer nodes.
     Engine(BenchEngineArgs),
+    /// FLUX.2 [klein] ms per transformer step, peak VRAM and seconds per 4-step image, measured
+    /// on full-size models with random weights (no checkpoint needed).
+    Gpu(BenchGpuArgs),
+}
+
+#[derive(Debug, Args)]
+pub struct BenchGpuArgs {
+    /// Models to measure.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchModel::Klein4b, BenchModel::Klein9b])]
+    pub models: Vec<BenchModel>,
+    /// Image sides in pixels [default: 512,1024; with --tiny 64,128].
+    #[arg(long, value_delimiter = ',')]
+    pub res: Vec<usize>,
+    /// Transformer variants timed per model and size.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = BenchMode::ALL)]
+    pub modes: Vec<BenchMode>,
+    /// Timed forward calls per configuration.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed forward calls before them (and, if not 0, one untimed end-to-end run).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Skip the end-to-end runs (encode 512 tokens, sample 4 steps, decode).
+    #[arg(long = "no-e2e")]
+    pub skip_e2e: bool,
+    /// Transformer variants of the end-to-end runs.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [BenchMode::CompileSage, BenchMode::Eager])]
+    pub e2e_modes: Vec<BenchMode>,
+    /// Image side of the end-to-end runs in pixels [default: 1024; with --tiny 128].
+    #[arg(long)]
+    pub e2e_res: Option<usize>,
+    /// Timed end-to-end runs per variant; each stage's median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub e2e_repeats: usize,
+    /// Skip (and report as skipped) configurations not started within this many seconds, so
+    /// that a run under a time limit still ends cleanly.
+    #[arg(long)]
+    pub budget_s: Option<f64>,
+    /// Device (`cuda` fails unless this build has CUDA and a GPU is present).
+    #[arg(long, value_enum, default_value_t = Device::Cuda)]
+    pub device: Device,
+    /// Tiny models (a few heads, 1 + 1 blocks) at small sizes: a seconds-long smoke run.
+    #[arg(long)]
+    pub tiny: bool,
+    /// Print one JSON object per measurement per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Append the JSON lines to this file as well.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BenchModel {
+    #[value(name = "klein-4b")]
+    Klein4b,
+    #[value(name = "klein-9b")]
+    Klein9b,
+}
+
+impl BenchModel {
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchModel::Klein4b => "klein-4b",
+            BenchModel::Klein9b => "klein-9b",
+        }
+    }
+}
+
+/// A transformer variant, as the SageAttention and Compile nodes make them.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum BenchMode {
+    Eager,
+    Sage,
+    Compile,
+    #[value(name = "compile+sage")]
+    CompileSage,
+}
+
+impl BenchMode {
+    pub const ALL: [BenchMode; 4] = [
+        BenchMode::Eager,
+        BenchMode::Sage,
+        BenchMode::Compile,
+        BenchMode::CompileSage,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            BenchMode::Eager => "eager",
+            BenchMode::Sage => "sage",
+            BenchMode::Compile => "compile",
+            BenchMode::CompileSage => "compile+sage",
+        }
+    }
+
+    pub fn uses_sage(self) -> bool {
+        matches!(self, BenchMode::Sage | BenchMode::CompileSage)
+    }
+
+    pub fn compiles(self) -> bool {
+        matches!(self, BenchMode::Compile | BenchMode::CompileSage)
+    }
 }
 
 #[derive(Debug, Args)]

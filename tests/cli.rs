@@ -216,6 +216,69 @@ fn bench_engine_prints_one_json_line_with_every_timing() {
 }
 
 #[test]
+fn bench_gpu_tiny_on_cpu_prints_a_json_line_per_mode_and_end_to_end_and_appends_them_to_out() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_path = dir.path().join("bench.jsonl");
+    let out = veetance(&[
+        "bench",
+        "gpu",
+        "--device",
+        "cpu",
+        "--tiny",
+        "--models",
+        "klein-4b",
+        "--res",
+        "64",
+        "--steps",
+        "1",
+        "--warmup",
+        "0",
+        "--e2e-repeats",
+        "1",
+        "--json",
+        "--out",
+        out_path.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let stdout = text(&out.stdout);
+    let lines: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    let mode_of = |line: &serde_json::Value| line["mode"].as_str().unwrap().to_owned();
+    let modes: Vec<String> = lines.iter().map(mode_of).collect();
+    assert_eq!(
+        modes,
+        [
+            "eager",
+            "sage",
+            "compile",
+            "compile+sage",
+            "e2e-compile+sage",
+            "e2e-eager"
+        ]
+    );
+    for line in &lines {
+        assert_eq!(line["impl"], "veetance");
+        assert_eq!(line["gpu"], "cpu");
+        assert_eq!(line["model"], "klein-4b");
+        // No memory pools on CPU: the peaks are null, but present.
+        assert!(line["peak_used_mib"].is_null() && line["peak_reserved_mib"].is_null());
+        let timings: &[&str] = if mode_of(line).starts_with("e2e-") {
+            assert_eq!(line["res"], 128);
+            &["encode_s", "sample_s", "decode_s", "total_s"]
+        } else {
+            assert_eq!(line["res"], 64);
+            &["ms_per_step", "ms_per_step_min"]
+        };
+        for key in timings {
+            assert!(line[key].as_f64().unwrap() > 0.0, "{key} in {line}");
+        }
+    }
+    assert_eq!(std::fs::read_to_string(&out_path).unwrap(), stdout);
+}
+
+#[test]
 fn docs_nodes_md_is_generated_from_the_current_specs() {
     let out = veetance(&["nodes", "--markdown"]);
     assert_eq!(out.status.code(), Some(0));

@@ -1,6 +1,7 @@
 //! One module per subcommand.
 
 mod bench;
+mod bench_gpu;
 mod edit;
 mod nodes;
 mod run;
@@ -19,5 +20,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Nodes(args) => nodes::nodes(&args),
         Command::Edit(args) => edit::edit(&args),
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(&args),
+        Command::Bench(BenchCommand::Gpu(args)) => bench_gpu::gpu(&args),
     }
 }

@@ -1,0 +1,696 @@
+//! `veetance bench gpu`: FLUX.2 \[klein\] speed and memory on full-size models with random weights.
+//!
+//! Compute and memory do not depend on weight values, so no checkpoint is needed: every model is
+//! built at its real size with random weights directly on the device (building is not timed).
+//!
+//! - **Per step**: for each model × image side × variant, `forward_with_rope` calls exactly as the
+//!   sampler makes them (image tokens for the side, 512 text tokens, RoPE tables computed once, the
+//!   first σ of the 4-step schedule), the device synchronised before the first and after every
+//!   call; the median and the minimum are reported. Variants are made the way the SageAttention
+//!   and Compile nodes make them.
+//! - **Peak VRAM**: the CUDA memory pool's high-water marks since a reset before each
+//!   configuration, so they include the resident weights (PyTorch's `max_memory_allocated` and
+//!   `max_memory_reserved`).
+//! - **End to end**: per model and variant, 4-step images: encode 512 token ids with the random
+//!   Qwen3 (layers 9, 18, 27), sample, VAE-decode, each stage timed between synchronisations;
+//!   one untimed run, then the median of `--e2e-repeats` runs per stage (as bench/torch_gpu.py,
+//!   the PyTorch peer, reports them). Preparing the Compile variant is reported as `compile_s`
+//!   and not counted in `total_s` (the Compile node's output is cached across runs, as
+//!   `torch.compile`'s compilation is).
+//!
+//! One configuration failing (out of memory, say) prints an error line and the others still run;
+//! the exit code is then 1. With `--budget-s`, configurations not started in time are reported as
+//! skipped, so that a run under a time limit still ends with its results written.
+
+use std::fs::File;
+use std::io::Write as _;
+use std::ops::ControlFlow;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::{Context as _, Result, anyhow, bail};
+use candle_core::{DType, Device, Tensor};
+use serde_json::{Value, json};
+use veetance_models::flux2::{RopeTables, image_ids, text_ids};
+use veetance_models::latent::grid_for_image;
+use veetance_models::text::{KLEIN_OUT_LAYERS, MAX_TEXT_TOKENS, Qwen3Config};
+use veetance_models::{
+    AttentionBackend, CompileOptions, Flux2Config, Flux2Transformer, SageConfig, SampleRequest,
+    SchedulerConfig, Start, TextEncoder, Vae, VaeConfig, sample, seeded_noise,
+};
+
+use crate::cli::{BenchGpuArgs, BenchMode, BenchModel};
+
+/// Steps of the distilled klein schedule: what Compile prepares for and what end to end samples.
+const KLEIN_STEPS: usize = 4;
+
+pub fn gpu(args: &BenchGpuArgs) -> Result<ExitCode> {
+    let started = Instant::now();
+    if args.steps == 0 || args.e2e_repeats == 0 {
+        bail!("--steps and --e2e-repeats must be at least 1");
+    }
+    let device = choose_device(args.device)?;
+    // bf16 is what the models run in on GPUs; CPU runs are smoke tests, and candle's CPU bf16
+    // kernels are slow enough to time something else.
+    let dtype = if device.is_cpu() {
+        DType::F32
+    } else {
+        DType::BF16
+    };
+    let sides_px = match (args.res.is_empty(), args.tiny) {
+        (false, _) => args.res.clone(),
+        (true, false) => vec![512, 1024],
+        (true, true) => vec![64, 128],
+    };
+    let e2e_side_px = args.e2e_res.unwrap_or(if args.tiny { 128 } else { 1024 });
+    let px_per_token = model_spec(BenchModel::Klein4b, args.tiny)
+        .vae
+        .spatial_factor()
+        * 2;
+    for side_px in sides_px.iter().chain([&e2e_side_px]) {
+        grid_for_image(*side_px, *side_px, px_per_token).context("image side")?;
+    }
+    let out_file = match &args.out {
+        Some(path) => Some(
+            File::options()
+                .create(true)
+                .append(true)
+                .open(path)
+                .with_context(|| format!("cannot open {}", path.display()))?,
+        ),
+        None => None,
+    };
+    let gpu_name = veetance_gpu::memory::device_name(&device).unwrap_or_else(|| "cpu".to_owned());
+    let mut report = Report {
+        json: args.json,
+        out_file,
+        gpu_name: gpu_name.clone(),
+        dtype: dtype.as_str(),
+        n_failed: 0,
+    };
+    if !args.json {
+        println!(
+            "veetance bench gpu on {gpu_name} in {}: median and minimum of {} forward calls after {} warm-up calls; random weights",
+            dtype.as_str(),
+            args.steps,
+            args.warmup
+        );
+        println!(
+            "{:<9} {:>5} {:<18} {:>9} {:>9} {:>14} {:>18}",
+            "model", "res", "mode", "ms/step", "min ms", "peak used MiB", "peak reserved MiB"
+        );
+    }
+    let setup = Setup {
+        args,
+        device,
+        dtype,
+        sides_px,
+        e2e_side_px,
+        px_per_token,
+        scheduler: SchedulerConfig::default(),
+        started,
+    };
+    for &model in &args.models {
+        bench_model(&setup, &mut report, model)?;
+    }
+    Ok(if report.n_failed == 0 {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// What every configuration shares.
+struct Setup<'a> {
+    args: &'a BenchGpuArgs,
+    device: Device,
+    dtype: DType,
+    sides_px: Vec<usize>,
+    e2e_side_px: usize,
+    px_per_token: usize,
+    scheduler: SchedulerConfig,
+    started: Instant,
+}
+
+impl Setup<'_> {
+    /// Whether `--budget-s` has run out, so that no further configuration starts.
+    fn over_budget(&self) -> bool {
+        self.args
+            .budget_s
+            .is_some_and(|budget_s| self.started.elapsed().as_secs_f64() > budget_s)
+    }
+}
+
+/// Every configuration of one model. Errors are reported per configuration; only a failure to
+/// write the report is returned.
+fn bench_model(setup: &Setup<'_>, report: &mut Report, model: BenchModel) -> Result<()> {
+    let args = setup.args;
+    let device = &setup.device;
+    if setup.over_budget() {
+        return report.skipped(model, None, "build");
+    }
+    let spec = model_spec(model, args.tiny);
+    let base = guarded(|| {
+        Ok(
+            Flux2Transformer::random(spec.transformer.clone(), setup.dtype, device)?
+                .with_distilled(true),
+        )
+    });
+    let base = match base {
+        Ok(base) => base,
+        Err(err) => return report.failed(model, None, "build", &err),
+    };
+    for &side_px in &setup.sides_px {
+        let grid = grid_for_image(side_px, side_px, setup.px_per_token)?;
+        let inputs = match guarded(|| step_inputs(&base, grid, &setup.scheduler, device)) {
+            Ok(inputs) => inputs,
+            Err(err) => {
+                report.failed(model, Some(side_px), "inputs", &err)?;
+                continue;
+            }
+        };
+        for &mode in &args.modes {
+            if setup.over_budget() {
+                report.skipped(model, Some(side_px), mode.name())?;
+                continue;
+            }
+            let timing = guarded(|| {
+                veetance_gpu::memory::reset_peak(device);
+                let variant = make_variant(&base, mode, grid, &setup.scheduler)?;
+                let times_ms = time_steps(&variant, &inputs, args, device)?;
+                Ok((times_ms, veetance_gpu::memory::vram(device)))
+            });
+            match timing {
+                Ok((times_ms, vram)) => {
+                    report.step(model, side_px, mode, &times_ms, vram.as_ref())?;
+                }
+                Err(err) => report.failed(model, Some(side_px), mode.name(), &err)?,
+            }
+        }
+    }
+    if args.skip_e2e || args.e2e_modes.is_empty() {
+        return Ok(());
+    }
+    let side_px = setup.e2e_side_px;
+    if setup.over_budget() {
+        return report.skipped(model, Some(side_px), "e2e-build");
+    }
+    let stages = guarded(|| {
+        Ok((
+            TextEncoder::random(spec.text.clone(), &spec.out_layers, setup.dtype, device)?,
+            Vae::random(spec.vae.clone(), setup.dtype, device)?,
+        ))
+    });
+    let (text_encoder, vae) = match stages {
+        Ok(stages) => stages,
+        Err(err) => return report.failed(model, Some(side_px), "e2e-build", &err),
+    };
+    let pipeline = Pipeline {
+        transformer: &base,
+        text_encoder: &text_encoder,
+        vae: &vae,
+        scheduler: &setup.scheduler,
+        device,
+    };
+    let grid = grid_for_image(side_px, side_px, setup.px_per_token)?;
+    let runs = Runs {
+        n_warmup: args.warmup.min(1),
+        n_timed: args.e2e_repeats,
+    };
+    for &mode in &args.e2e_modes {
+        if setup.over_budget() {
+            report.skipped(model, Some(side_px), &e2e_mode_name(mode))?;
+            continue;
+        }
+        match guarded(|| end_to_end(&pipeline, mode, grid, runs)) {
+            Ok(timing) => report.e2e(model, side_px, mode, &timing)?,
+            Err(err) => report.failed(model, Some(side_px), &e2e_mode_name(mode), &err)?,
+        }
+    }
+    Ok(())
+}
+
+/// The architectures measured for one model name.
+struct ModelSpec {
+    transformer: Flux2Config,
+    text: Qwen3Config,
+    out_layers: Vec<usize>,
+    vae: VaeConfig,
+}
+
+fn model_spec(model: BenchModel, tiny: bool) -> ModelSpec {
+    if tiny {
+        // Both names get the same tiny model; the shapes mirror tests/fixtures/tiny-klein, cut to
+        // one double and one single block.
+        return ModelSpec {
+            transformer: Flux2Config {
+                num_layers: 1,
+                num_single_layers: 1,
+                attention_head_dim: 16,
+                num_attention_heads: 2,
+                joint_attention_dim: 3 * Qwen3Config::tiny().hidden_size,
+                axes_dims_rope: vec![4, 4, 4, 4],
+                ..Flux2Config::klein_4b()
+            },
+            text: Qwen3Config::tiny(),
+            out_layers: vec![1, 2, 3],
+            vae: VaeConfig::tiny(),
+        };
+    }
+    let (transformer, text) = match model {
+        BenchModel::Klein4b => (Flux2Config::klein_4b(), Qwen3Config::qwen3_4b()),
+        BenchModel::Klein9b => (Flux2Config::klein_9b(), Qwen3Config::qwen3_8b()),
+    };
+    ModelSpec {
+        transformer,
+        text,
+        out_layers: KLEIN_OUT_LAYERS.to_vec(),
+        vae: VaeConfig::flux2(),
+    }
+}
+
+fn choose_device(choice: crate::cli::Device) -> Result<Device> {
+    match choice {
+        crate::cli::Device::Cpu => Ok(Device::Cpu),
+        crate::cli::Device::Cuda => Device::new_cuda(0).context(
+            "CUDA was requested but is not available (this build needs `--features cuda` and an NVIDIA driver)",
+        ),
+        crate::cli::Device::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+    }
+}
+
+fn e2e_mode_name(mode: BenchMode) -> String {
+    format!("e2e-{}", mode.name())
+}
+
+/// Runs `f`, turning a panic into an error so that one configuration cannot end the benchmark.
+fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
+    match catch_unwind(AssertUnwindSafe(f)) {
+        Ok(result) => result,
+        Err(payload) => {
+            let message = payload
+                .downcast_ref::<&str>()
+                .map(|s| (*s).to_owned())
+                .or_else(|| payload.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown panic".to_owned());
+            Err(anyhow!("panicked: {message}"))
+        }
+    }
+}
+
+/// A variant of `base` as the SageAttention and Compile nodes make it; shares the weights.
+fn make_variant(
+    base: &Flux2Transformer,
+    mode: BenchMode,
+    grid: (usize, usize),
+    scheduler: &SchedulerConfig,
+) -> Result<Flux2Transformer> {
+    let model = if mode.uses_sage() {
+        base.with_attention(AttentionBackend::Sage(SageConfig::default()))
+    } else {
+        base.clone()
+    };
+    if !mode.compiles() {
+        return Ok(model);
+    }
+    let options = CompileOptions {
+        grid,
+        steps: vec![KLEIN_STEPS],
+        guidance: None,
+        // As the Compile node: re-laid-out weights double the memory for no measured gain.
+        relayout_weights: false,
+    };
+    Ok(model.compile(&options, scheduler)?)
+}
+
+/// What one sampler step feeds the transformer.
+struct StepInputs {
+    tokens: Tensor,
+    txt: Tensor,
+    rope: RopeTables,
+    timestep: Tensor,
+}
+
+fn step_inputs(
+    model: &Flux2Transformer,
+    (grid_h, grid_w): (usize, usize),
+    scheduler: &SchedulerConfig,
+    device: &Device,
+) -> Result<StepInputs> {
+    let cfg = model.config();
+    let dtype = model.dtype();
+    let tokens =
+        Tensor::randn(0f32, 1.0, (1, grid_h * grid_w, cfg.in_channels), device)?.to_dtype(dtype)?;
+    let txt = Tensor::randn(
+        0f32,
+        1.0,
+        (1, MAX_TEXT_TOKENS, cfg.joint_attention_dim),
+        device,
+    )?
+    .to_dtype(dtype)?;
+    let rope = model.rope_tables(
+        &text_ids(MAX_TEXT_TOKENS, device)?,
+        &image_ids(grid_h, grid_w, device)?,
+    )?;
+    // The first σ of the schedule, in the form the sampler passes it, so that a compiled model
+    // finds it among its precomputed modulations as it does while sampling.
+    let sigma = scheduler
+        .sigmas(grid_h * grid_w, KLEIN_STEPS)
+        .first()
+        .copied()
+        .unwrap_or(1.0);
+    let timestep = Tensor::new(&[((sigma as f32) * 1000.0) / 1000.0], device)?;
+    Ok(StepInputs {
+        tokens,
+        txt,
+        rope,
+        timestep,
+    })
+}
+
+/// Milliseconds of each timed forward call.
+fn time_steps(
+    model: &Flux2Transformer,
+    inputs: &StepInputs,
+    args: &BenchGpuArgs,
+    device: &Device,
+) -> Result<Vec<f64>> {
+    let forward = || {
+        model.forward_with_rope(
+            &inputs.tokens,
+            &inputs.txt,
+            &inputs.rope,
+            &inputs.timestep,
+            None,
+        )
+    };
+    for _ in 0..args.warmup {
+        forward()?;
+    }
+    device.synchronize()?;
+    let mut times_ms = Vec::with_capacity(args.steps);
+    for _ in 0..args.steps {
+        let started = Instant::now();
+        let velocity = forward()?;
+        device.synchronize()?;
+        times_ms.push(started.elapsed().as_secs_f64() * 1e3);
+        drop(velocity);
+    }
+    Ok(times_ms)
+}
+
+/// The three stages of one image, built once per model.
+struct Pipeline<'a> {
+    transformer: &'a Flux2Transformer,
+    text_encoder: &'a TextEncoder,
+    vae: &'a Vae,
+    scheduler: &'a SchedulerConfig,
+    device: &'a Device,
+}
+
+/// How many end-to-end runs to make.
+#[derive(Debug, Clone, Copy)]
+struct Runs {
+    n_warmup: usize,
+    n_timed: usize,
+}
+
+/// Medians over the timed end-to-end runs.
+struct E2eTiming {
+    compile_s: f64,
+    encode_s: f64,
+    sample_s: f64,
+    decode_s: f64,
+    total_s: f64,
+    total_s_runs: Vec<f64>,
+    vram: Option<veetance_gpu::memory::VramInfo>,
+}
+
+/// Seconds of one image's stages.
+#[derive(Debug, Clone, Copy)]
+struct StageTimes {
+    encode_s: f64,
+    sample_s: f64,
+    decode_s: f64,
+}
+
+impl StageTimes {
+    fn total_s(self) -> f64 {
+        self.encode_s + self.sample_s + self.decode_s
+    }
+}
+
+fn median(values: impl IntoIterator<Item = f64>) -> f64 {
+    let mut sorted: Vec<f64> = values.into_iter().collect();
+    sorted.sort_by(f64::total_cmp);
+    sorted.get(sorted.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+fn end_to_end(
+    pipeline: &Pipeline<'_>,
+    mode: BenchMode,
+    grid: (usize, usize),
+    runs: Runs,
+) -> Result<E2eTiming> {
+    let device = pipeline.device;
+    let vocab = pipeline.text_encoder.encoder().config().vocab_size.max(1);
+    // Token ids spread over the vocabulary; all real (no padding), which costs the same.
+    let ids: Vec<u32> = (0..MAX_TEXT_TOKENS)
+        .map(|i| u32::try_from(i.wrapping_mul(2_654_435_761) % vocab).unwrap_or(0))
+        .collect();
+    let ids = Tensor::from_vec(ids, (1, MAX_TEXT_TOKENS), device)?;
+    let mask = Tensor::ones((1, MAX_TEXT_TOKENS), DType::U32, device)?;
+    let channels = pipeline.transformer.config().in_channels;
+    let noise = seeded_noise(42, (1, channels, grid.0, grid.1), device)?;
+
+    veetance_gpu::memory::reset_peak(device);
+    let started = Instant::now();
+    let transformer = make_variant(pipeline.transformer, mode, grid, pipeline.scheduler)?;
+    device.synchronize()?;
+    let compile_s = started.elapsed().as_secs_f64();
+
+    let one_image = || -> Result<StageTimes> {
+        device.synchronize()?;
+        let started = Instant::now();
+        let cond = pipeline.text_encoder.encode_ids(&ids, &mask)?;
+        device.synchronize()?;
+        let encode_s = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let request = SampleRequest {
+            positive: &cond,
+            negative: None,
+            start: Start::Noise(noise.clone()),
+            steps: KLEIN_STEPS,
+            guidance: 1.0,
+            scheduler: pipeline.scheduler,
+            references: &[],
+        };
+        let latent = sample(&transformer, &request, |_, _| ControlFlow::Continue(()))?;
+        device.synchronize()?;
+        let sample_s = started.elapsed().as_secs_f64();
+
+        let started = Instant::now();
+        let image = pipeline.vae.decode(&latent)?;
+        device.synchronize()?;
+        let decode_s = started.elapsed().as_secs_f64();
+        drop(image);
+        Ok(StageTimes {
+            encode_s,
+            sample_s,
+            decode_s,
+        })
+    };
+    for _ in 0..runs.n_warmup {
+        one_image()?;
+    }
+    let times = (0..runs.n_timed)
+        .map(|_| one_image())
+        .collect::<Result<Vec<_>>>()?;
+    Ok(E2eTiming {
+        compile_s,
+        encode_s: median(times.iter().map(|t| t.encode_s)),
+        sample_s: median(times.iter().map(|t| t.sample_s)),
+        decode_s: median(times.iter().map(|t| t.decode_s)),
+        total_s: median(times.iter().map(|t| t.total_s())),
+        total_s_runs: times.iter().map(|t| round3(t.total_s())).collect(),
+        vram: veetance_gpu::memory::vram(device),
+    })
+}
+
+/// Prints results as they come (a table or JSON lines) and appends JSON lines to `--out`.
+struct Report {
+    json: bool,
+    out_file: Option<File>,
+    gpu_name: String,
+    dtype: &'static str,
+    n_failed: usize,
+}
+
+/// Mebibytes to one decimal, as the PyTorch peer benchmark (bench/torch_gpu.py) reports them.
+fn mib(bytes: Option<u64>) -> Option<f64> {
+    bytes.map(|b| (b as f64 / f64::from(1u32 << 20) * 10.0).round() / 10.0)
+}
+
+fn mib_text(value: Option<f64>) -> String {
+    value.map_or_else(|| "-".to_owned(), |v| format!("{v:.1}"))
+}
+
+fn round3(value: f64) -> f64 {
+    (value * 1e3).round() / 1e3
+}
+
+impl Report {
+    fn step(
+        &mut self,
+        model: BenchModel,
+        side_px: usize,
+        mode: BenchMode,
+        times_ms: &[f64],
+        vram: Option<&veetance_gpu::memory::VramInfo>,
+    ) -> Result<()> {
+        let median_ms = median(times_ms.iter().copied());
+        let min_ms = times_ms
+            .iter()
+            .copied()
+            .reduce(f64::min)
+            .unwrap_or(f64::NAN);
+        let peak_used = mib(vram.and_then(|v| v.pool_peak_used_bytes));
+        let peak_reserved = mib(vram.and_then(|v| v.pool_peak_reserved_bytes));
+        let line = json!({
+            "impl": "veetance",
+            "gpu": self.gpu_name,
+            "model": model.name(),
+            "res": side_px,
+            "mode": mode.name(),
+            "ms_per_step": round3(median_ms),
+            "ms_per_step_min": round3(min_ms),
+            "peak_used_mib": peak_used,
+            "peak_reserved_mib": peak_reserved,
+            "dtype": self.dtype,
+            "steps": times_ms.len(),
+        });
+        let human = format!(
+            "{:<9} {:>5} {:<18} {:>9.2} {:>9.2} {:>14} {:>18}",
+            model.name(),
+            side_px,
+            mode.name(),
+            median_ms,
+            min_ms,
+            mib_text(peak_used),
+            mib_text(peak_reserved),
+        );
+        self.emit(&line, &human)
+    }
+
+    fn e2e(
+        &mut self,
+        model: BenchModel,
+        side_px: usize,
+        mode: BenchMode,
+        timing: &E2eTiming,
+    ) -> Result<()> {
+        let peak_used = mib(timing.vram.and_then(|v| v.pool_peak_used_bytes));
+        let peak_reserved = mib(timing.vram.and_then(|v| v.pool_peak_reserved_bytes));
+        let line = json!({
+            "impl": "veetance",
+            "gpu": self.gpu_name,
+            "model": model.name(),
+            "res": side_px,
+            "mode": e2e_mode_name(mode),
+            "encode_s": round3(timing.encode_s),
+            "sample_s": round3(timing.sample_s),
+            "decode_s": round3(timing.decode_s),
+            "total_s": round3(timing.total_s),
+            "total_s_runs": timing.total_s_runs,
+            "compile_s": round3(timing.compile_s),
+            "peak_used_mib": peak_used,
+            "peak_reserved_mib": peak_reserved,
+            "dtype": self.dtype,
+            "steps": KLEIN_STEPS,
+        });
+        let mut human = format!(
+            "{:<9} {:>5} {:<18} encode {:.3} s + sample {:.3} s + decode {:.3} s = {:.3} s",
+            model.name(),
+            side_px,
+            e2e_mode_name(mode),
+            timing.encode_s,
+            timing.sample_s,
+            timing.decode_s,
+            timing.total_s,
+        );
+        if mode.compiles() {
+            human.push_str(&format!(" (compile {:.3} s)", timing.compile_s));
+        }
+        if let (Some(used), Some(reserved)) = (peak_used, peak_reserved) {
+            human.push_str(&format!(
+                ", peak used {used:.1} MiB, reserved {reserved:.1} MiB"
+            ));
+        }
+        self.emit(&line, &human)
+    }
+
+    fn failed(
+        &mut self,
+        model: BenchModel,
+        side_px: Option<usize>,
+        mode: &str,
+        err: &anyhow::Error,
+    ) -> Result<()> {
+        self.n_failed += 1;
+        let line = json!({
+            "impl": "veetance",
+            "gpu": self.gpu_name,
+            "model": model.name(),
+            "res": side_px,
+            "mode": mode,
+            "error": format!("{err:#}"),
+        });
+        let side = side_px.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let human = format!("{:<9} {side:>5} {mode:<18} error: {err:#}", model.name());
+        if self.json {
+            println!("{line}");
+        } else {
+            eprintln!("{human}");
+        }
+        self.append(&line)
+    }
+
+    fn skipped(&mut self, model: BenchModel, side_px: Option<usize>, mode: &str) -> Result<()> {
+        let line = json!({
+            "impl": "veetance",
+            "gpu": self.gpu_name,
+            "model": model.name(),
+            "res": side_px,
+            "mode": mode,
+            "skipped": "time budget",
+        });
+        let side = side_px.map_or_else(|| "-".to_owned(), |s| s.to_string());
+        let human = format!(
+            "{:<9} {side:>5} {mode:<18} skipped (time budget)",
+            model.name()
+        );
+        self.emit(&line, &human)
+    }
+
+    fn emit(&mut self, line: &Value, human: &str) -> Result<()> {
+        if self.json {
+            println!("{line}");
+        } else {
+            println!("{human}");
+        }
+        self.append(line)
+    }
+
+    /// Appends one JSON line to `--out`, flushed at once so that a run killed later (a time
+    /// limit on a rented GPU) keeps what it measured.
+    fn append(&mut self, line: &Value) -> Result<()> {
+        if let Some(file) = &mut self.out_file {
+            writeln!(file, "{line}")
+                .and_then(|()| file.flush())
+                .context("cannot append to --out")?;
+        }
+        Ok(())
+    }
+}
