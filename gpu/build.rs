@@ -23,7 +23,7 @@ fn main() {
     // `90a` style suffixes name machine-specific features; PTX for the plain target is enough here.
     let cap: String = cap.chars().take_while(char::is_ascii_digit).collect();
     let nvcc = std::env::var("NVCC").unwrap_or_else(|_| "nvcc".to_owned());
-    for name in ["attention", "fused"] {
+    for name in ["attention", "conv", "fused"] {
         let src = PathBuf::from("kernels").join(format!("{name}.cu"));
         let dst = out_dir.join(format!("{name}.ptx"));
         let status = Command::new(&nvcc)

@@ -65,18 +65,18 @@ __device__ void modulate(const T* __restrict__ x, const T* __restrict__ shift,
 }
 
 // out[b, l, i] = x[b, l, i] + gate[b, i] · y[b, l, i]; y and out contiguous [B, L, c].
+// Grid: (ceil(c / blockDim), ≤ 65535 row blocks looping over the rows): 32-bit index math.
 template <typename T>
 __device__ void gate_residual(const T* __restrict__ x, const T* __restrict__ y,
                               const T* __restrict__ gate, T* __restrict__ out, int rows_per_batch,
-                              int c, long long x_sb, long long x_sl, long long gate_sb,
-                              long long total) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const long long row = i / c;
-    const int col = static_cast<int>(i % c);
-    const long long b = row / rows_per_batch, l = row % rows_per_batch;
+                              int c, long long x_sb, long long x_sl, long long gate_sb, int rows) {
+  const int col = blockIdx.x * blockDim.x + threadIdx.x;
+  if (col >= c) return;
+  for (int row = blockIdx.y; row < rows; row += gridDim.y) {
+    const int b = row / rows_per_batch, l = row - b * rows_per_batch;
     const float xv = Io<T>::load(x + b * x_sb + l * x_sl + col);
     const float g = Io<T>::load(gate + b * gate_sb + col);
+    const long long i = static_cast<long long>(row) * c + col;
     Io<T>::store(out + i, xv + g * Io<T>::load(y + i));
   }
 }
@@ -84,14 +84,14 @@ __device__ void gate_residual(const T* __restrict__ x, const T* __restrict__ y,
 // out[r, i] = silu(x[r, i]) · x[r, f + i]; x rows have stride x_sl, out is [rows, f].
 template <typename T>
 __device__ void swiglu(const T* __restrict__ x, T* __restrict__ out, int f, long long x_sl,
-                       long long total) {
-  for (long long i = blockIdx.x * static_cast<long long>(blockDim.x) + threadIdx.x; i < total;
-       i += static_cast<long long>(gridDim.x) * blockDim.x) {
-    const long long row = i / f;
-    const int col = static_cast<int>(i % f);
-    const float a = Io<T>::load(x + row * x_sl + col);
-    const float g = Io<T>::load(x + row * x_sl + f + col);
-    Io<T>::store(out + i, a / (1.f + __expf(-a)) * g);
+                       int rows) {
+  const int col = blockIdx.x * blockDim.x + threadIdx.x;
+  if (col >= f) return;
+  for (int row = blockIdx.y; row < rows; row += gridDim.y) {
+    const T* xr = x + row * x_sl;
+    const float a = Io<T>::load(xr + col);
+    const float g = Io<T>::load(xr + f + col);
+    Io<T>::store(out + static_cast<long long>(row) * f + col, a / (1.f + __expf(-a)) * g);
   }
 }
 
@@ -165,12 +165,12 @@ __device__ void qk_norm_rope(const T* __restrict__ qkv, const T* __restrict__ q_
   }                                                                                                \
   extern "C" __global__ void gate_residual_##SUFFIX(const T* x, const T* y, const T* gate, T* out, \
                                                     int rpb, int c, long long x_sb, long long x_sl, \
-                                                    long long gate_sb, long long total) {          \
-    gate_residual<T>(x, y, gate, out, rpb, c, x_sb, x_sl, gate_sb, total);                         \
+                                                    long long gate_sb, int rows) {                 \
+    gate_residual<T>(x, y, gate, out, rpb, c, x_sb, x_sl, gate_sb, rows);                          \
   }                                                                                                \
   extern "C" __global__ void swiglu_##SUFFIX(const T* x, T* out, int f, long long x_sl,            \
-                                             long long total) {                                    \
-    swiglu<T>(x, out, f, x_sl, total);                                                             \
+                                             int rows) {                                           \
+    swiglu<T>(x, out, f, x_sl, rows);                                                              \
   }                                                                                                \
   extern "C" __global__ void qk_norm_rope_##SUFFIX(                                                \
       const T* qkv, const T* q_w, const T* k_w, const float* cos_t, const float* sin_t, T* q_out,  \

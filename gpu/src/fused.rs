@@ -70,9 +70,13 @@ mod imp {
 
     const MODULE: &str = "veetance_fused";
 
-    /// Grid size for a grid-stride elementwise kernel over `total` elements.
-    fn elementwise_blocks(total: usize) -> u32 {
-        total.div_ceil(256).clamp(1, 132 * 16) as u32
+    /// Grid for a (columns, rows) elementwise kernel: one thread per column, row blocks looping
+    /// over the rows (grid y is capped at 65535).
+    fn row_grid(cols: usize, rows: usize) -> Result<(u32, u32, u32)> {
+        if rows >= i32::MAX as usize || cols >= i32::MAX as usize {
+            bail!("{rows} rows of {cols} exceed the fused kernels' 32-bit indexing");
+        }
+        Ok((cols.div_ceil(256) as u32, rows.clamp(1, 65_535) as u32, 1))
     }
 
     fn same_dtype(ts: &[&Tensor]) -> Result<DType> {
@@ -200,10 +204,10 @@ mod imp {
         let gate_sb = gate.stride()[0] as i64;
         let (rpb, cols) = (l as i32, c as i32);
         let total = b * l * c;
-        let total_i = total as i64;
+        let rows = (b * l) as i32;
         let mut out: CudaSlice<T> = alloc(&dev, total)?;
         let cfg = LaunchConfig {
-            grid_dim: (elementwise_blocks(total), 1, 1),
+            grid_dim: row_grid(c, b * l)?,
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -218,7 +222,7 @@ mod imp {
                         .arg(&x_sb)
                         .arg(&x_sl)
                         .arg(&gate_sb)
-                        .arg(&total_i);
+                        .arg(&rows);
                     // SAFETY: matches `gate_residual_*`; out holds B·L·C elements.
                     unsafe { a.launch(cfg) }.w()?;
                     Ok(())
@@ -256,17 +260,17 @@ mod imp {
         let x_sl = s[1];
         let f_i = f as i32;
         let total = b * l * f;
-        let total_i = total as i64;
+        let rows = (b * l) as i32;
         let mut out: CudaSlice<T> = alloc(&dev, total)?;
         let cfg = LaunchConfig {
-            grid_dim: (elementwise_blocks(total), 1, 1),
+            grid_dim: row_grid(f, b * l)?,
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
         let stream = dev.cuda_stream();
         with_view::<T, _>(x, |xv| {
             let mut a = stream.launch_builder(&func);
-            a.arg(&xv).arg(&mut out).arg(&f_i).arg(&x_sl).arg(&total_i);
+            a.arg(&xv).arg(&mut out).arg(&f_i).arg(&x_sl).arg(&rows);
             // SAFETY: matches `swiglu_*`; out holds B·L·f elements.
             unsafe { a.launch(cfg) }.w()?;
             Ok(())

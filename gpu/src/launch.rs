@@ -9,6 +9,8 @@ use candle_core::{DType, Device, Result, Shape, Storage, Tensor, bail};
 
 /// PTX of `kernels/attention.cu`.
 pub(crate) const ATTENTION_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/attention.ptx"));
+/// PTX of `kernels/conv.cu`.
+pub(crate) const CONV_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/conv.ptx"));
 /// PTX of `kernels/fused.cu`.
 pub(crate) const FUSED_PTX: &str = include_str!(concat!(env!("OUT_DIR"), "/fused.ptx"));
 

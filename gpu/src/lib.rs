@@ -6,6 +6,7 @@
 //! their portable path instead.
 //!
 //! - [`attention`]: fused exact attention and SageAttention (INT8 Q·Kᵀ, f16 P·V), no L×L matrix.
+//! - [`conv`]: convolution (coalesced im2col + cuBLAS) and GroupNorm (+ SiLU) for the VAE.
 //! - [`fused`]: LayerNorm + modulation, gate + residual, SwiGLU, QK-RMSNorm + RoPE + layout.
 //! - [`graph`]: CUDA graph capture and replay around candle work.
 //! - [`memory`]: VRAM in use and peak since a reset (the bench's "peak VRAM").
@@ -14,6 +15,7 @@
 //! the driver on first use.
 
 pub mod attention;
+pub mod conv;
 pub mod fused;
 pub mod graph;
 #[cfg(feature = "cuda")]

@@ -171,9 +171,12 @@ impl Flux2Transformer {
             fused,
             ..CompiledState::default()
         });
-        let compiled = self
-            .with_projections_laid_out()?
-            .with_compiled_state(state.clone());
+        let base = if options.relayout_weights {
+            self.with_projections_laid_out()?
+        } else {
+            self.clone()
+        };
+        let compiled = base.with_compiled_state(state.clone());
         let (grid_h, grid_w) = options.grid;
         let device = self.device().clone();
         let guidance = match options.guidance {

@@ -428,3 +428,80 @@ fn bf16_transformer_on_cuda_matches_the_f32_cpu_model_eager_compiled_and_sage() 
         0.0
     );
 }
+
+#[test]
+fn cuda_conv2d_and_group_norm_match_candle() {
+    let cpu = Device::Cpu;
+    for &(c_in, c_out, k, stride, pad, h, w) in &[
+        (16, 24, 3, 1, 1, 19, 23),
+        (8, 8, 3, 2, 0, 17, 16),
+        (12, 4, 1, 1, 0, 9, 7),
+    ] {
+        let x = Tensor::randn(0f32, 1.0, (2, c_in, h, w), &cpu).unwrap();
+        let wt = Tensor::randn(0f32, 0.2, (c_out, c_in, k, k), &cpu).unwrap();
+        let bias = Tensor::randn(0f32, 0.2, c_out, &cpu).unwrap();
+        let expected = x
+            .conv2d(&wt, pad, stride, 1, 1)
+            .unwrap()
+            .broadcast_add(&bias.reshape((1, c_out, 1, 1)).unwrap())
+            .unwrap();
+        for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+            let g = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&gpu()).unwrap();
+            let out =
+                veetance_gpu::conv::conv2d(&g(&x), &g(&wt), Some(&g(&bias)), stride, pad).unwrap();
+            let (_, _, err) = metrics(&out, &expected);
+            assert!(
+                err < tol,
+                "conv {c_in}->{c_out} k{k} s{stride} p{pad} {dtype:?}: {err}"
+            );
+        }
+    }
+    // GroupNorm with a large mean (where E[x²] − E[x]² would cancel), then SiLU.
+    let x = (Tensor::randn(0f32, 1.0, (2, 64, 13, 11), &cpu).unwrap() + 30.0).unwrap();
+    let weight = Tensor::randn(1f32, 0.1, 64, &cpu).unwrap();
+    let bias = Tensor::randn(0f32, 0.1, 64, &cpu).unwrap();
+    for (dtype, tol) in [(DType::F32, 1e-5), (DType::BF16, 1e-2)] {
+        let g = |t: &Tensor| t.to_dtype(dtype).unwrap().to_device(&gpu()).unwrap();
+        // The reference sees the same rounded input: at 30 ± 1, bf16's spacing (0.125) alone
+        // moves the normalised values by about 4 %.
+        let rounded = |t: &Tensor| t.to_dtype(dtype).unwrap().to_dtype(DType::F32).unwrap();
+        let norm =
+            candle_nn::GroupNorm::new(rounded(&weight), rounded(&bias), 64, 32, 1e-6).unwrap();
+        let expected = candle_core::Module::forward(&norm, &rounded(&x))
+            .unwrap()
+            .silu()
+            .unwrap();
+        let out =
+            veetance_gpu::conv::group_norm(&g(&x), &g(&weight), &g(&bias), 32, 1e-6, true).unwrap();
+        let (_, _, err) = metrics(&out, &expected);
+        assert!(err < tol, "group norm {dtype:?}: {err}");
+    }
+}
+
+#[test]
+fn vae_decode_on_cuda_matches_the_cpu_decode() {
+    let dir =
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-klein/vae");
+    let cpu_vae = veetance_models::Vae::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let grid = 4;
+    let latent = Tensor::randn(
+        0f32,
+        1.0,
+        (1, 4 * cpu_vae_channels(&cpu_vae), grid, grid),
+        &Device::Cpu,
+    );
+    let latent = latent.unwrap();
+    let expected = cpu_vae.decode(&latent).unwrap();
+    for (dtype, tol) in [(DType::F32, 1e-4), (DType::BF16, 3e-2)] {
+        let vae = veetance_models::Vae::load(&dir, dtype, &gpu()).unwrap();
+        let out = vae.decode(&latent.to_device(&gpu()).unwrap()).unwrap();
+        let (_, _, err) = metrics(&out, &expected);
+        println!("vae decode {dtype:?}: rel L2 {err:.5}");
+        assert!(err < tol, "vae decode {dtype:?}: {err}");
+    }
+}
+
+/// Latent channels before 2×2 patchification (32 for FLUX.2, 4 in diffusers' tiny tests).
+fn cpu_vae_channels(vae: &veetance_models::Vae) -> usize {
+    vae.config().latent_channels
+}
