@@ -2,7 +2,8 @@
 //
 // - im2col_t: the transposed im2col matrix col[b][k][m] (k = c·kh·kw + ky·kw + kx, m = output
 //   pixel), so that weight [c_out, k] × col [k, m] is the NCHW output with no layout copy.
-//   Consecutive threads handle consecutive output pixels: reads and writes are coalesced.
+//   Consecutive threads handle consecutive output pixels: reads and writes are coalesced, and
+//   writes are 16 bytes wide. An optional row of ones carries the bias into the GEMM.
 // - GroupNorm in three passes over the input (group sums, squared deviations, apply with the
 //   affine parameters and optionally SiLU), partial sums combined with f32 atomics. Two-pass
 //   variance avoids the cancellation of E[x²] − E[x]² on activations with a large mean.
@@ -22,25 +23,48 @@ struct Io<float> {
   static __device__ __forceinline__ void store(float* p, float x) { *p = x; }
 };
 
-// Grid: (ceil(pixels / blockDim), k, batch): the row k and the batch come from the block, so the
-// per-element index math is 32-bit and division-free except for one pixel → (y, x) split.
+// Grid: (ceil(pixels / (8 · blockDim)), k + ones, batch): the row k and the batch come from the
+// block, and each thread writes 8 consecutive output pixels of one output row with one 16-byte
+// store (w_out must be a multiple of 8; the caller checks). With `ones`, row k_total is all ones,
+// so that a bias column appended to the weight adds the bias inside the GEMM.
 template <typename T>
 __device__ void im2col_t(const T* __restrict__ x, T* __restrict__ col, int c_in, int h, int w,
-                         int kh, int kw, int stride, int pad, int h_out, int w_out) {
+                         int kh, int kw, int stride, int pad, int h_out, int w_out, int ones) {
   const int m_total = h_out * w_out;
-  const int m = blockIdx.x * blockDim.x + threadIdx.x;
+  const int m = (blockIdx.x * blockDim.x + threadIdx.x) * 8;
   if (m >= m_total) return;
   const int k = blockIdx.y, b = blockIdx.z;
   const int k_total = c_in * kh * kw;
+  T* dst = col + (static_cast<long long>(b) * (k_total + ones) + k) * m_total + m;
+  // 8 elements: one 16-byte store for 16-bit types, two for f32.
+  constexpr int kWords = 8 * sizeof(T) / 16;
+  union {
+    uint4 v[kWords];
+    T e[8];
+  } pack;
+  if (k == k_total) {
+#pragma unroll
+    for (int j = 0; j < 8; ++j) Io<T>::store(&pack.e[j], 1.f);
+#pragma unroll
+    for (int q = 0; q < kWords; ++q) reinterpret_cast<uint4*>(dst)[q] = pack.v[q];
+    return;
+  }
   const int c = k / (kh * kw), r = k % (kh * kw);
   const int ky = r / kw, kx = r % kw;
-  const int oy = m / w_out, ox = m % w_out;
-  const int iy = oy * stride - pad + ky, ix = ox * stride - pad + kx;
-  T* dst = col + (static_cast<long long>(b) * k_total + k) * m_total + m;
-  if (iy >= 0 && iy < h && ix >= 0 && ix < w)
-    *dst = x[((static_cast<long long>(b) * c_in + c) * h + iy) * w + ix];
-  else
-    Io<T>::store(dst, 0.f);
+  const int oy = m / w_out, ox0 = m % w_out;
+  const int iy = oy * stride - pad + ky;
+  const bool row_ok = iy >= 0 && iy < h;
+  const T* src = x + ((static_cast<long long>(b) * c_in + c) * h + (row_ok ? iy : 0)) * w;
+#pragma unroll
+  for (int j = 0; j < 8; ++j) {
+    const int ix = (ox0 + j) * stride - pad + kx;
+    if (row_ok && ix >= 0 && ix < w)
+      pack.e[j] = src[ix];
+    else
+      Io<T>::store(&pack.e[j], 0.f);
+  }
+#pragma unroll
+  for (int q = 0; q < kWords; ++q) reinterpret_cast<uint4*>(dst)[q] = pack.v[q];
 }
 
 constexpr int kNormThreads = 256;
@@ -100,9 +124,9 @@ __device__ void group_apply(const T* __restrict__ x, const float* __restrict__ s
 
 #define CONV_ENTRIES(SUFFIX, T)                                                                   \
   extern "C" __global__ void im2col_t_##SUFFIX(const T* x, T* col, int c_in, int h, int w, int kh,  \
-                                               int kw, int stride, int pad, int h_out,             \
-                                               int w_out) {                                        \
-    im2col_t<T>(x, col, c_in, h, w, kh, kw, stride, pad, h_out, w_out);                            \
+                                               int kw, int stride, int pad, int h_out, int w_out,  \
+                                               int ones) {                                         \
+    im2col_t<T>(x, col, c_in, h, w, kh, kw, stride, pad, h_out, w_out, ones);                      \
   }                                                                                                \
   extern "C" __global__ void __launch_bounds__(kNormThreads) group_stats_##SUFFIX(                 \
       const T* x, float* sums, const float* means, long long group_elems) {                        \

@@ -81,22 +81,38 @@ mod imp {
         }
         let h_out = (h + 2 * padding - kh) / stride + 1;
         let w_out = (w + 2 * padding - kw) / stride + 1;
+        if !w_out.is_multiple_of(8) {
+            // The kernel writes 8 pixels of one row at a time; other widths take candle's path.
+            let out = x.conv2d(weight, padding, stride, 1, 1)?;
+            return match bias {
+                Some(bias) => out.broadcast_add(&bias.reshape((1, o, 1, 1))?),
+                None => Ok(out),
+            };
+        }
         let x = x.contiguous()?;
-        let k = c * kh * kw;
+        let ones = usize::from(bias.is_some());
+        let k = c * kh * kw + ones;
         let m = h_out * w_out;
         let col = dispatch!(
             x.dtype(),
-            im2col_typed(&x, (b, c, h, w), (kh, kw), stride, padding, (h_out, w_out))
+            im2col_typed(
+                &x,
+                (b, c, h, w),
+                (kh, kw),
+                stride,
+                padding,
+                (h_out, w_out),
+                ones
+            )
         )?;
-        // [O, k] × [B, k, m] → [B, O, m]: NCHW without a layout copy.
-        let out = weight
-            .reshape((o, k))?
-            .broadcast_left(b)?
-            .matmul(&col.reshape((b, k, m))?)?;
-        let out = match bias {
-            Some(bias) => out.broadcast_add(&bias.reshape((1, o, 1))?)?,
-            None => out,
+        // The bias rides in the GEMM as an extra weight column against col's row of ones.
+        let weight = weight.reshape((o, k - ones))?;
+        let weight = match bias {
+            Some(bias) => Tensor::cat(&[&weight, &bias.reshape((o, 1))?], 1)?,
+            None => weight,
         };
+        // [O, k] × [B, k, m] → [B, O, m]: NCHW without a layout copy.
+        let out = weight.broadcast_left(b)?.matmul(&col.reshape((b, k, m))?)?;
         out.reshape((b, o, h_out, w_out))
     }
 
@@ -107,6 +123,7 @@ mod imp {
         stride: usize,
         padding: usize,
         (h_out, w_out): (usize, usize),
+        ones: usize,
     ) -> Result<Tensor> {
         let dev = cuda_device(x, "x")?;
         let func = function(
@@ -116,15 +133,15 @@ mod imp {
             CONV_PTX,
             0,
         )?;
-        let (k, m) = (c * kh * kw, h_out * w_out);
+        let (k, m) = (c * kh * kw + ones, h_out * w_out);
         if k > 65_535 || b > 65_535 || m >= i32::MAX as usize {
             bail!("conv2d: {k} im2col rows × {m} pixels × batch {b} exceed the kernel's grid");
         }
         let total = b * k * m;
         let mut col: CudaSlice<T> = alloc(&dev, total)?;
-        let args = [c, h, w, kh, kw, stride, padding, h_out, w_out].map(|v| v as i32);
+        let args = [c, h, w, kh, kw, stride, padding, h_out, w_out, ones].map(|v| v as i32);
         let cfg = LaunchConfig {
-            grid_dim: (m.div_ceil(256) as u32, k as u32, b as u32),
+            grid_dim: (m.div_ceil(8 * 256) as u32, k as u32, b as u32),
             block_dim: (256, 1, 1),
             shared_mem_bytes: 0,
         };
@@ -135,12 +152,12 @@ mod imp {
             for v in &args {
                 a.arg(v);
             }
-            // SAFETY: matches `im2col_t_*`; col holds B·C·kh·kw·H'·W' elements and x is
-            // contiguous [B, C, H, W].
+            // SAFETY: matches `im2col_t_*`; col holds B·(C·kh·kw + ones)·H'·W' elements, W' is
+            // a multiple of 8 (16-byte stores stay aligned) and x is contiguous [B, C, H, W].
             unsafe { a.launch(cfg) }.w()?;
             Ok(())
         })?;
-        Ok(into_tensor(col, &dev, (b, c * kh * kw, h_out * w_out)))
+        Ok(into_tensor(col, &dev, (b, k, m)))
     }
 
     pub(super) fn group_norm(
