@@ -136,8 +136,11 @@ pub fn exact_attention(
     let (_, _, len_q, head_dim) = q.dims4()?;
     let len_k = k.dim(2)?;
     let scale = 1.0 / (head_dim as f64).sqrt();
-    let k_t = k.transpose(2, 3)?.contiguous()?;
-    let v = v.contiguous()?;
+    // K and V in the compute dtype once, not once per query chunk (at the 1024² VAE's 16,384
+    // tokens that is 64 chunks).
+    let compute = compute_dtype(q.dtype());
+    let k_t = k.transpose(2, 3)?.to_dtype(compute)?.contiguous()?;
+    let v = v.to_dtype(compute)?.contiguous()?;
     if len_q.saturating_mul(len_k) <= chunk_threshold_elems {
         return attention_block(&q.contiguous()?, &k_t, &v, mask, scale);
     }
@@ -174,13 +177,7 @@ fn attention_block(
     scale: f64,
 ) -> candle_core::Result<Tensor> {
     let dtype = q.dtype();
-    // Scores and softmax in at least f32 whatever the model dtype: half-precision softmax over 4608
-    // keys loses visible precision, and it is what PyTorch's SDPA math path does too.
-    let compute = if dtype == DType::F64 {
-        DType::F64
-    } else {
-        DType::F32
-    };
+    let compute = compute_dtype(dtype);
     // Scaling q (L×D) instead of the scores (L×L) saves a pass over the largest tensor.
     let scores = (q.to_dtype(compute)? * scale)?.matmul(&k_t.to_dtype(compute)?)?;
     let scores = match mask {
@@ -189,4 +186,14 @@ fn attention_block(
     };
     let probs = candle_nn::ops::softmax_last_dim(&scores)?;
     probs.matmul(&v.to_dtype(compute)?)?.to_dtype(dtype)
+}
+
+/// Scores and softmax run in at least f32 whatever the model dtype: half-precision softmax over
+/// thousands of keys loses visible precision, and it is what PyTorch's SDPA math path does too.
+fn compute_dtype(dtype: DType) -> DType {
+    if dtype == DType::F64 {
+        DType::F64
+    } else {
+        DType::F32
+    }
 }
