@@ -513,3 +513,56 @@ fn vae_decode_on_cuda_matches_the_cpu_decode() {
 fn cpu_vae_channels(vae: &veetance_models::Vae) -> usize {
     vae.config().latent_channels
 }
+
+fn fixtures() -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+fn reference(name: &str) -> Tensor {
+    let path = fixtures().join("reference.safetensors");
+    let weights = veetance_models::weights::Weights::from_file(&path).unwrap();
+    weights.get(name, DType::F32, &Device::Cpu).unwrap()
+}
+
+#[test]
+fn bf16_text_encoder_and_transformer_on_cuda_match_the_diffusers_fixtures() {
+    let dir = fixtures().join("tiny-klein");
+    let encoder = veetance_models::TextEncoder::load(
+        &dir.join("tokenizer"),
+        &dir.join("text_encoder"),
+        &[1, 2, 3],
+        DType::BF16,
+        &gpu(),
+    )
+    .unwrap();
+    // The prompts the fixtures were made with.
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
+            .unwrap();
+    let prompts: Vec<&str> = meta["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p.as_str().unwrap())
+        .collect();
+    let out = encoder.encode(&prompts).unwrap();
+    let (cos, _, rel_l2) = metrics(&out, &reference("text.embeds"));
+    println!("text encoder bf16 vs transformers f32: cos {cos:.6}, rel L2 {rel_l2:.4}");
+    assert!(rel_l2 < 0.03, "text encoder rel L2 {rel_l2}");
+
+    let model = Flux2Transformer::load(&dir.join("transformer"), DType::BF16, &gpu()).unwrap();
+    let dev = gpu();
+    let out = model
+        .forward(
+            &reference("dit.x_tokens").to_device(&dev).unwrap(),
+            &image_ids(8, 8, &dev).unwrap(),
+            &reference("dit.cond").to_device(&dev).unwrap(),
+            &text_ids(512, &dev).unwrap(),
+            &Tensor::new(&[0.7f32], &dev).unwrap(),
+            None,
+        )
+        .unwrap();
+    let (cos, _, rel_l2) = metrics(&out, &reference("dit.out"));
+    println!("transformer bf16 vs diffusers f32: cos {cos:.6}, rel L2 {rel_l2:.4}");
+    assert!(rel_l2 < 0.03, "transformer rel L2 {rel_l2}");
+}
