@@ -20,6 +20,7 @@ namespace {
 constexpr int kRows = 64;  // query rows per CTA (16 per warp)
 constexpr int kKeys = 64;  // keys per tile
 constexpr int kThreads = 128;
+constexpr int kBuffers = 3;  // K/V tiles in shared memory in the exact kernel
 
 // One online-softmax step for a warp's 16 rows: `s` holds this tile's scores (log2 domain,
 // masked keys at -inf) for rows `group` (elements 0, 1) and `group + 8` (elements 2, 3). Rescales
@@ -124,7 +125,7 @@ __device__ void flash_forward(const T* __restrict__ q, const T* __restrict__ k,
   constexpr int NT = kKeys / 8;
   extern __shared__ __align__(16) unsigned char smem[];
   T* ks = reinterpret_cast<T*>(smem);
-  T* vs = ks + 2 * kKeys * LD;
+  T* vs = ks + kBuffers * kKeys * LD;
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int group = lane / 4, tig = lane % 4;
@@ -169,21 +170,13 @@ __device__ void flash_forward(const T* __restrict__ q, const T* __restrict__ k,
   for (int d = 0; d < D / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
+  // Software pipeline over three K/V buffers: while the softmax and P·V of tile t run, the
+  // tensor cores already compute the scores of tile t + 1 (independent instructions the
+  // compiler interleaves), and tile t + 2 is in flight.
   const int tiles = (len_k + kKeys - 1) / kKeys;
-  load_tile(0, 0);
   const int mi = lane / 8, r = lane % 8;
-  for (int t = 0; t < tiles; ++t) {
-    const int buf = t & 1;
-    if (t + 1 < tiles) {
-      load_tile(t + 1, buf ^ 1);
-      vt::cp_async_wait<1>();
-    } else {
-      vt::cp_async_wait<0>();
-    }
-    __syncthreads();
-
-    const T* kb = ks + buf * kKeys * LD;
-    float s[NT][4];
+  auto scores = [&](int t, float (&s)[NT][4]) {
+    const T* kb = ks + (t % kBuffers) * kKeys * LD;
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
       s[j][0] = s[j][1] = s[j][2] = s[j][3] = 0.f;
@@ -204,9 +197,38 @@ __device__ void flash_forward(const T* __restrict__ q, const T* __restrict__ k,
         s[j][e] = key < len_k ? s[j][e] * scale_log2 : -INFINITY;
       }
     }
-    online_softmax<NT, D / 8>(s, m, l, o);
-    accumulate_pv<T, D, NT>(o, s, vs + buf * kKeys * LD, LD, lane);
-    __syncthreads();  // the next iteration's prefetch overwrites this buffer
+  };
+
+  load_tile(0, 0);
+  if (tiles > 1) {
+    load_tile(1, 1);
+    vt::cp_async_wait<1>();
+  } else {
+    vt::cp_async_wait<0>();
+  }
+  __syncthreads();
+  float s_cur[NT][4];
+  scores(0, s_cur);
+  for (int t = 0; t < tiles; ++t) {
+    if (t + 2 < tiles) load_tile(t + 2, (t + 2) % kBuffers);
+    float s_next[NT][4];
+    if (t + 1 < tiles) {
+      if (t + 2 < tiles) {
+        vt::cp_async_wait<1>();
+      } else {
+        vt::cp_async_wait<0>();
+      }
+      __syncthreads();
+      scores(t + 1, s_next);
+    }
+    online_softmax<NT, D / 8>(s_cur, m, l, o);
+    accumulate_pv<T, D, NT>(o, s_cur, vs + (t % kBuffers) * kKeys * LD, LD, lane);
+    __syncthreads();  // tile t's buffer is refilled (with tile t + 3) next iteration
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s_cur[j][e] = s_next[j][e];
+    }
   }
   store_rows<T, D>(out, o_sl, row0, len_q, o, l, group, tig);
 }

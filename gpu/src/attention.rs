@@ -159,7 +159,8 @@ mod imp {
     ) -> Result<Tensor> {
         let dev = cuda_device(q, "q")?;
         let name = format!("flash_{}_d{}", type_suffix(q.dtype())?, d.head_dim);
-        let smem = (2 * 2 * 64 * (d.head_dim + 8) * 2) as u32;
+        // K and V, three 64-key tiles each, rows padded by 8 elements (kernels/attention.cu).
+        let smem = (2 * 3 * 64 * (d.head_dim + 8) * 2) as u32;
         let func = function(&dev, &name, MODULE, ATTENTION_PTX, smem)?;
         let mut out: CudaSlice<T> = alloc(&dev, d.batch * d.len_q * d.heads * d.head_dim)?;
         let [q_sb, q_sh, q_sl] = stride_args(q)?;
