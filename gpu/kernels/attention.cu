@@ -1,7 +1,7 @@
 // Attention kernels: fused exact attention (FlashAttention-2 style) and SageAttention.
 //
 // Both are one CTA of 4 warps per (64 query rows, head, batch). Each warp owns 16 query rows;
-// K and V tiles of 64 keys stream through shared memory with cp.async double buffering. Scores
+// K and V tiles of 64 keys stream through three shared-memory buffers with cp.async. Scores
 // live only in registers (no L×L matrix anywhere), the softmax is online in f32 with exp2 (the
 // softmax scale carries log2 e), and P·V accumulates in f32.
 //
@@ -20,7 +20,7 @@ namespace {
 constexpr int kRows = 64;  // query rows per CTA (16 per warp)
 constexpr int kKeys = 64;  // keys per tile
 constexpr int kThreads = 128;
-constexpr int kBuffers = 3;  // K/V tiles in shared memory in the exact kernel
+constexpr int kBuffers = 3;  // K/V tiles in shared memory
 
 // One online-softmax step for a warp's 16 rows: `s` holds this tile's scores (log2 domain,
 // masked keys at -inf) for rows `group` (elements 0, 1) and `group + 8` (elements 2, 3). Rescales
@@ -247,7 +247,7 @@ __device__ void sage_forward(const int8_t* __restrict__ q8, const int8_t* __rest
   constexpr int NT = kKeys / 8;
   extern __shared__ __align__(16) unsigned char smem[];
   int8_t* ks = reinterpret_cast<int8_t*>(smem);
-  __half* vs = reinterpret_cast<__half*>(smem + 2 * kKeys * LDK);
+  __half* vs = reinterpret_cast<__half*>(smem + kBuffers * kKeys * LDK);
 
   const int tid = threadIdx.x, warp = tid / 32, lane = tid % 32;
   const int group = lane / 4, tig = lane % 4;
@@ -298,20 +298,12 @@ __device__ void sage_forward(const int8_t* __restrict__ q8, const int8_t* __rest
   for (int d = 0; d < D / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
+  // The same three-buffer pipeline as the exact kernel: INT8 scores of tile t + 1 overlap the
+  // softmax and P·V of tile t.
   const int tiles = lp_k / kKeys;
-  load_tile(0, 0);
   const int mi = lane / 8, r = lane % 8;
-  for (int t = 0; t < tiles; ++t) {
-    const int buf = t & 1;
-    if (t + 1 < tiles) {
-      load_tile(t + 1, buf ^ 1);
-      vt::cp_async_wait<1>();
-    } else {
-      vt::cp_async_wait<0>();
-    }
-    __syncthreads();
-
-    const int8_t* kb = ks + buf * kKeys * LDK;
+  auto scores = [&](int t, float (&s)[NT][4]) {
+    const int8_t* kb = ks + (t % kBuffers) * kKeys * LDK;
     int acc[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
@@ -327,7 +319,6 @@ __device__ void sage_forward(const int8_t* __restrict__ q8, const int8_t* __rest
     }
     const float scale = qs * k_scale[t];
     const int key0 = t * kKeys;
-    float s[NT][4];
 #pragma unroll
     for (int j = 0; j < NT; ++j) {
 #pragma unroll
@@ -336,9 +327,38 @@ __device__ void sage_forward(const int8_t* __restrict__ q8, const int8_t* __rest
         s[j][e] = key < len_k ? static_cast<float>(acc[j][e]) * scale : -INFINITY;
       }
     }
-    online_softmax<NT, D / 8>(s, m, l, o);
-    accumulate_pv<__half, D, NT>(o, s, vs + buf * kKeys * LDV, LDV, lane);
+  };
+
+  load_tile(0, 0);
+  if (tiles > 1) {
+    load_tile(1, 1);
+    vt::cp_async_wait<1>();
+  } else {
+    vt::cp_async_wait<0>();
+  }
+  __syncthreads();
+  float s_cur[NT][4];
+  scores(0, s_cur);
+  for (int t = 0; t < tiles; ++t) {
+    if (t + 2 < tiles) load_tile(t + 2, (t + 2) % kBuffers);
+    float s_next[NT][4];
+    if (t + 1 < tiles) {
+      if (t + 2 < tiles) {
+        vt::cp_async_wait<1>();
+      } else {
+        vt::cp_async_wait<0>();
+      }
+      __syncthreads();
+      scores(t + 1, s_next);
+    }
+    online_softmax<NT, D / 8>(s_cur, m, l, o);
+    accumulate_pv<__half, D, NT>(o, s_cur, vs + (t % kBuffers) * kKeys * LDV, LDV, lane);
     __syncthreads();
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s_cur[j][e] = s_next[j][e];
+    }
   }
   store_rows<T, D>(out, o_sl, row0, len_q, o, l, group, tig);
 }

@@ -389,7 +389,8 @@ mod imp {
         let d = s.dims;
         let dev = &s.dev;
         let name = format!("sage_{}_d{}", type_suffix(s.dtype)?, d.head_dim);
-        let smem = (2 * 64 * (d.head_dim + 16) + 2 * 64 * (d.head_dim + 8) * 2) as u32;
+        // Three 64-key tiles of INT8 K (rows padded by 16 bytes) and f16 V (padded by 8).
+        let smem = (3 * 64 * (d.head_dim + 16) + 3 * 64 * (d.head_dim + 8) * 2) as u32;
         let func = function(dev, &name, MODULE, ATTENTION_PTX, smem)?;
         let lp_q = d.len_q.div_ceil(ROWS) * ROWS;
         let lp_k = d.len_k.div_ceil(ROWS) * ROWS;
