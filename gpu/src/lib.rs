@@ -9,7 +9,8 @@
 //! - [`conv`]: convolution (coalesced im2col + cuBLAS) and GroupNorm (+ SiLU) for the VAE.
 //! - [`fused`]: LayerNorm + modulation, gate + residual, SwiGLU, QK-RMSNorm + RoPE + layout.
 //! - [`graph`]: CUDA graph capture and replay around candle work.
-//! - [`memory`]: VRAM in use and peak since a reset (the bench's "peak VRAM").
+//! - [`memory`]: VRAM in use and peak since a reset (the bench's "peak VRAM"), and page-locking
+//!   of CPU tensors' RAM for fast copies to the GPU.
 //!
 //! The kernels are CUDA C++ in `kernels/`, compiled to PTX by `build.rs` with nvcc and loaded by
 //! the driver on first use.

@@ -31,6 +31,37 @@ pub fn reset_peak(device: &Device) {
     imp::reset_peak(device);
 }
 
+/// CPU tensors whose RAM is page-locked for a CUDA device, so that copies to the GPU run as
+/// DMA at the link's rate instead of being staged through the driver's pageable-copy buffers.
+/// Keeps the tensors alive and unlocks their memory when dropped.
+pub struct PinnedHost {
+    pinned: imp::Pins,
+}
+
+impl std::fmt::Debug for PinnedHost {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("PinnedHost")
+            .field("pinned_bytes", &self.pinned_bytes())
+            .finish()
+    }
+}
+
+impl PinnedHost {
+    /// Bytes actually page-locked (tensors the driver refused, e.g. small ones sharing a page
+    /// with another registration, are left pageable).
+    pub fn pinned_bytes(&self) -> u64 {
+        self.pinned.bytes()
+    }
+}
+
+/// Page-locks the RAM behind `tensors` (CPU tensors; others are skipped) for `device`.
+/// Without CUDA, or for a non-CUDA device, nothing is locked.
+pub fn pin_host(tensors: Vec<candle_core::Tensor>, device: &Device) -> PinnedHost {
+    PinnedHost {
+        pinned: imp::Pins::new(tensors, device),
+    }
+}
+
 /// The name of the GPU (e.g. "NVIDIA H100 80GB HBM3"); `None` for other devices.
 pub fn device_name(device: &Device) -> Option<String> {
     imp::device_name(device)
@@ -111,6 +142,97 @@ mod imp {
         };
         cuda.cuda_stream().context().name().ok()
     }
+
+    /// Registered host ranges and the tensors that own them.
+    pub(crate) struct Pins {
+        ctx: Option<std::sync::Arc<candle_core::cuda::cudarc::driver::CudaContext>>,
+        ranges: Vec<(usize, usize)>,
+        // Declared after `ranges` only for reading order; `Drop` unregisters before the
+        // tensors (and their memory) are released.
+        _tensors: Vec<candle_core::Tensor>,
+    }
+
+    fn host_range(t: &candle_core::Tensor) -> Option<(usize, usize)> {
+        use candle_core::{DType, Storage};
+        let (storage, _) = t.storage_and_layout();
+        let Storage::Cpu(cpu) = &*storage else {
+            return None;
+        };
+        let elem = t.dtype().size_in_bytes();
+        let (ptr, len) = match t.dtype() {
+            DType::BF16 => cpu
+                .as_slice::<half::bf16>()
+                .ok()
+                .map(|s| (s.as_ptr() as usize, s.len()))?,
+            DType::F16 => cpu
+                .as_slice::<half::f16>()
+                .ok()
+                .map(|s| (s.as_ptr() as usize, s.len()))?,
+            DType::F32 => cpu
+                .as_slice::<f32>()
+                .ok()
+                .map(|s| (s.as_ptr() as usize, s.len()))?,
+            _ => return None,
+        };
+        (len > 0).then_some((ptr, len * elem))
+    }
+
+    impl Pins {
+        pub(crate) fn new(tensors: Vec<candle_core::Tensor>, device: &Device) -> Self {
+            let Device::Cuda(cuda) = device else {
+                return Self {
+                    ctx: None,
+                    ranges: Vec::new(),
+                    _tensors: tensors,
+                };
+            };
+            let ctx = cuda.cuda_stream().context().clone();
+            let mut ranges = Vec::new();
+            if ctx.bind_to_thread().is_ok() {
+                for t in &tensors {
+                    let Some((ptr, bytes)) = host_range(t) else {
+                        continue;
+                    };
+                    // SAFETY: the range is the live buffer of a CPU tensor kept alive in `self`
+                    // until `drop` has unregistered it; candle never reallocates it.
+                    let rc = unsafe {
+                        sys::cuMemHostRegister_v2(
+                            ptr as *mut std::ffi::c_void,
+                            bytes,
+                            sys::CU_MEMHOSTREGISTER_PORTABLE,
+                        )
+                    };
+                    if rc == sys::CUresult::CUDA_SUCCESS {
+                        ranges.push((ptr, bytes));
+                    }
+                }
+            }
+            Self {
+                ctx: Some(ctx),
+                ranges,
+                _tensors: tensors,
+            }
+        }
+
+        pub(crate) fn bytes(&self) -> u64 {
+            self.ranges.iter().map(|&(_, b)| b as u64).sum()
+        }
+    }
+
+    impl Drop for Pins {
+        fn drop(&mut self) {
+            if let Some(ctx) = &self.ctx
+                && ctx.bind_to_thread().is_ok()
+            {
+                for &(ptr, _) in &self.ranges {
+                    // SAFETY: registered in `new`; the owning tensor is still alive here.
+                    unsafe {
+                        sys::cuMemHostUnregister(ptr as *mut std::ffi::c_void);
+                    }
+                }
+            }
+        }
+    }
 }
 
 #[cfg(not(feature = "cuda"))]
@@ -127,5 +249,20 @@ mod imp {
 
     pub(super) fn device_name(_device: &Device) -> Option<String> {
         None
+    }
+
+    /// Without CUDA nothing is page-locked; the tensors are only kept alive.
+    pub(crate) struct Pins {
+        _tensors: Vec<candle_core::Tensor>,
+    }
+
+    impl Pins {
+        pub(crate) fn new(tensors: Vec<candle_core::Tensor>, _device: &Device) -> Self {
+            Self { _tensors: tensors }
+        }
+
+        pub(crate) fn bytes(&self) -> u64 {
+            0
+        }
     }
 }

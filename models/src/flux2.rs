@@ -492,6 +492,8 @@ pub struct Flux2Transformer {
     differentiable: bool,
     /// Caches of a compiled model (see [`Flux2Transformer::compile`]); `None` when eager.
     compiled: Option<std::sync::Arc<crate::compile::CompiledState>>,
+    /// Page-locked RAM of an offloaded model's weights (see [`Flux2Transformer::pinned_for`]).
+    pinned: Option<std::sync::Arc<veetance_gpu::memory::PinnedHost>>,
 }
 
 fn linear(w: Tensor) -> Linear {
@@ -644,6 +646,7 @@ impl Flux2Transformer {
                     is_distilled: false,
                     differentiable: false,
                     compiled: None,
+                    pinned: None,
                 }
             }
             CheckpointLayout::Bfl => {
@@ -710,6 +713,7 @@ impl Flux2Transformer {
                     is_distilled: false,
                     differentiable: false,
                     compiled: None,
+                    pinned: None,
                 }
             }
         };
@@ -1042,7 +1046,37 @@ impl Flux2Transformer {
         let mut moved = self.map_tensors(&f)?;
         moved.device = device.clone();
         moved.compiled = None;
+        moved.pinned = None;
         Ok(moved)
+    }
+
+    /// A clone whose weights in RAM are page-locked for `gpu`, so that [`Self::to_device`]
+    /// copies them to it as DMA at the link's rate (Load's `offload` pins its RAM copy once).
+    /// A plain clone when the weights are not in RAM or `gpu` is not a CUDA device.
+    pub fn pinned_for(&self, gpu: &Device) -> Self {
+        if !self.device.is_cpu() || !gpu.is_cuda() {
+            return self.clone();
+        }
+        let all = std::cell::RefCell::new(Vec::new());
+        let collect = |t: &Tensor| -> candle_core::Result<Tensor> {
+            all.borrow_mut().push(t.clone());
+            Ok(t.clone())
+        };
+        if self.map_tensors(&collect).is_err() {
+            return self.clone();
+        }
+        Self {
+            pinned: Some(std::sync::Arc::new(veetance_gpu::memory::pin_host(
+                all.into_inner(),
+                gpu,
+            ))),
+            ..self.clone()
+        }
+    }
+
+    /// Bytes of this model's RAM that are page-locked (0 unless [`Self::pinned_for`] pinned it).
+    pub fn pinned_bytes(&self) -> u64 {
+        self.pinned.as_ref().map_or(0, |p| p.pinned_bytes())
     }
 
     /// A clone with `f` applied to every tensor the model holds.

@@ -417,12 +417,14 @@ fn bf16_transformer_on_cuda_matches_the_f32_cpu_model_eager_compiled_and_sage() 
     assert_eq!(metrics(&captured, &compiled_eager).1, 0.0);
     assert_eq!(metrics(&replayed, &compiled_eager).1, 0.0);
 
-    // Offloading: RAM and back leaves the weights, and so the output, unchanged.
-    let round_trip = gpu_model
+    // Offloading: RAM (page-locked, as Load's offload keeps it) and back leaves the weights,
+    // and so the output, unchanged.
+    let in_ram = gpu_model
         .to_device(&Device::Cpu)
         .unwrap()
-        .to_device(&gpu())
-        .unwrap();
+        .pinned_for(&gpu());
+    assert!(in_ram.pinned_bytes() > 0);
+    let round_trip = in_ram.to_device(&gpu()).unwrap();
     assert_eq!(
         metrics(&run(&round_trip, &gpu()), &run(&gpu_model, &gpu())).1,
         0.0

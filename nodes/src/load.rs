@@ -198,7 +198,14 @@ impl Node for Load {
         );
         let bundle: Arc<Bundle> = ctx.env().pool.get_or_load(&key, || {
             Bundle::load_placed(&dir, dtype, &device, &transformer_device)
-                .map(|bundle| (bundle, weight_bytes))
+                .map(|mut bundle| {
+                    if offload {
+                        // Page-locked once per pooled bundle: each Sample's copy to the GPU
+                        // then runs as DMA instead of through pageable staging buffers.
+                        bundle.transformer = bundle.transformer.pinned_for(&device);
+                    }
+                    (bundle, weight_bytes)
+                })
                 .map_err(model_error("loading the model"))
         })?;
         Ok(Outputs::new()
