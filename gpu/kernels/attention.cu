@@ -90,6 +90,48 @@ __device__ __forceinline__ void accumulate_pv(float (&o)[D / 8][4], const float 
   }
 }
 
+// The main loop both kernels share: a software pipeline over kBuffers K/V buffers. While the
+// softmax and P·V of tile t run, the tensor cores already compute the scores of tile t + 1
+// (independent instructions the compiler interleaves), and tile t + 2 is in flight.
+// `load(tile, buffer)` issues one cp.async group, `scores(tile, s)` fills a tile's scores (log2
+// domain, masked keys at -inf) and `pv(tile, p)` accumulates P·V for it into `o`.
+template <int NT, int ND, class Load, class Scores, class Pv>
+__device__ __forceinline__ void pipelined_tiles(int tiles, float (&m)[2], float (&l)[2],
+                                                float (&o)[ND][4], Load load, Scores scores,
+                                                Pv pv) {
+  load(0, 0);
+  if (tiles > 1) {
+    load(1, 1);
+    vt::cp_async_wait<1>();
+  } else {
+    vt::cp_async_wait<0>();
+  }
+  __syncthreads();
+  float s_cur[NT][4];
+  scores(0, s_cur);
+  for (int t = 0; t < tiles; ++t) {
+    if (t + 2 < tiles) load(t + 2, (t + 2) % kBuffers);
+    float s_next[NT][4];
+    if (t + 1 < tiles) {
+      if (t + 2 < tiles) {
+        vt::cp_async_wait<1>();
+      } else {
+        vt::cp_async_wait<0>();
+      }
+      __syncthreads();
+      scores(t + 1, s_next);
+    }
+    online_softmax<NT, ND>(s_cur, m, l, o);
+    pv(t, s_cur);
+    __syncthreads();  // tile t's buffer is refilled (with tile t + 3) next iteration
+#pragma unroll
+    for (int j = 0; j < NT; ++j) {
+#pragma unroll
+      for (int e = 0; e < 4; ++e) s_cur[j][e] = s_next[j][e];
+    }
+  }
+}
+
 // Normalises and stores a warp's 16 output rows.
 template <typename T, int D>
 __device__ __forceinline__ void store_rows(T* out, long long o_sl, int row0, int len_q,
@@ -170,9 +212,6 @@ __device__ void flash_forward(const T* __restrict__ q, const T* __restrict__ k,
   for (int d = 0; d < D / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  // Software pipeline over three K/V buffers: while the softmax and P·V of tile t run, the
-  // tensor cores already compute the scores of tile t + 1 (independent instructions the
-  // compiler interleaves), and tile t + 2 is in flight.
   const int tiles = (len_k + kKeys - 1) / kKeys;
   const int mi = lane / 8, r = lane % 8;
   auto scores = [&](int t, float (&s)[NT][4]) {
@@ -199,37 +238,9 @@ __device__ void flash_forward(const T* __restrict__ q, const T* __restrict__ k,
     }
   };
 
-  load_tile(0, 0);
-  if (tiles > 1) {
-    load_tile(1, 1);
-    vt::cp_async_wait<1>();
-  } else {
-    vt::cp_async_wait<0>();
-  }
-  __syncthreads();
-  float s_cur[NT][4];
-  scores(0, s_cur);
-  for (int t = 0; t < tiles; ++t) {
-    if (t + 2 < tiles) load_tile(t + 2, (t + 2) % kBuffers);
-    float s_next[NT][4];
-    if (t + 1 < tiles) {
-      if (t + 2 < tiles) {
-        vt::cp_async_wait<1>();
-      } else {
-        vt::cp_async_wait<0>();
-      }
-      __syncthreads();
-      scores(t + 1, s_next);
-    }
-    online_softmax<NT, D / 8>(s_cur, m, l, o);
-    accumulate_pv<T, D, NT>(o, s_cur, vs + (t % kBuffers) * kKeys * LD, LD, lane);
-    __syncthreads();  // tile t's buffer is refilled (with tile t + 3) next iteration
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s_cur[j][e] = s_next[j][e];
-    }
-  }
+  pipelined_tiles<NT, D / 8>(tiles, m, l, o, load_tile, scores, [&](int t, const float (&p)[NT][4]) {
+    accumulate_pv<T, D, NT>(o, p, vs + (t % kBuffers) * kKeys * LD, LD, lane);
+  });
   store_rows<T, D>(out, o_sl, row0, len_q, o, l, group, tig);
 }
 
@@ -298,8 +309,6 @@ __device__ void sage_forward(const int8_t* __restrict__ q8, const int8_t* __rest
   for (int d = 0; d < D / 8; ++d) o[d][0] = o[d][1] = o[d][2] = o[d][3] = 0.f;
   float m[2] = {-INFINITY, -INFINITY}, l[2] = {0.f, 0.f};
 
-  // The same three-buffer pipeline as the exact kernel: INT8 scores of tile t + 1 overlap the
-  // softmax and P·V of tile t.
   const int tiles = lp_k / kKeys;
   const int mi = lane / 8, r = lane % 8;
   auto scores = [&](int t, float (&s)[NT][4]) {
@@ -329,37 +338,9 @@ __device__ void sage_forward(const int8_t* __restrict__ q8, const int8_t* __rest
     }
   };
 
-  load_tile(0, 0);
-  if (tiles > 1) {
-    load_tile(1, 1);
-    vt::cp_async_wait<1>();
-  } else {
-    vt::cp_async_wait<0>();
-  }
-  __syncthreads();
-  float s_cur[NT][4];
-  scores(0, s_cur);
-  for (int t = 0; t < tiles; ++t) {
-    if (t + 2 < tiles) load_tile(t + 2, (t + 2) % kBuffers);
-    float s_next[NT][4];
-    if (t + 1 < tiles) {
-      if (t + 2 < tiles) {
-        vt::cp_async_wait<1>();
-      } else {
-        vt::cp_async_wait<0>();
-      }
-      __syncthreads();
-      scores(t + 1, s_next);
-    }
-    online_softmax<NT, D / 8>(s_cur, m, l, o);
-    accumulate_pv<__half, D, NT>(o, s_cur, vs + (t % kBuffers) * kKeys * LDV, LDV, lane);
-    __syncthreads();
-#pragma unroll
-    for (int j = 0; j < NT; ++j) {
-#pragma unroll
-      for (int e = 0; e < 4; ++e) s_cur[j][e] = s_next[j][e];
-    }
-  }
+  pipelined_tiles<NT, D / 8>(tiles, m, l, o, load_tile, scores, [&](int t, const float (&p)[NT][4]) {
+    accumulate_pv<__half, D, NT>(o, p, vs + (t % kBuffers) * kKeys * LDV, LDV, lane);
+  });
   store_rows<T, D>(out, o_sl, row0, len_q, o, l, group, tig);
 }
 

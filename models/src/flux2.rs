@@ -990,52 +990,7 @@ impl Flux2Transformer {
 
     /// A clone whose projection weights are stored pre-transposed (see [`crate::proj::Proj`]).
     pub(crate) fn with_projections_laid_out(&self) -> Result<Self> {
-        let lay = |p: &Linear| p.laid_out_for_matmul();
-        let lay_pair = |(a, b): &(Linear, Linear)| -> candle_core::Result<(Linear, Linear)> {
-            Ok((lay(a)?, lay(b)?))
-        };
-        let lay_stream = |s: &StreamWeights| -> candle_core::Result<StreamWeights> {
-            Ok(StreamWeights {
-                qkv: lay(&s.qkv)?,
-                proj: lay(&s.proj)?,
-                mlp_in: lay(&s.mlp_in)?,
-                mlp_out: lay(&s.mlp_out)?,
-                ..s.clone()
-            })
-        };
-        Ok(Self {
-            img_in: lay(&self.img_in)?,
-            txt_in: lay(&self.txt_in)?,
-            time_in: lay_pair(&self.time_in)?,
-            guidance_in: self.guidance_in.as_ref().map(lay_pair).transpose()?,
-            mod_img: lay(&self.mod_img)?,
-            mod_txt: lay(&self.mod_txt)?,
-            mod_single: lay(&self.mod_single)?,
-            final_mod: lay(&self.final_mod)?,
-            final_linear: lay(&self.final_linear)?,
-            double_blocks: self
-                .double_blocks
-                .iter()
-                .map(|b| {
-                    Ok(DoubleBlock {
-                        img: lay_stream(&b.img)?,
-                        txt: lay_stream(&b.txt)?,
-                    })
-                })
-                .collect::<candle_core::Result<_>>()?,
-            single_blocks: self
-                .single_blocks
-                .iter()
-                .map(|b| {
-                    Ok(SingleBlock {
-                        linear1: lay(&b.linear1)?,
-                        linear2: lay(&b.linear2)?,
-                        ..b.clone()
-                    })
-                })
-                .collect::<candle_core::Result<_>>()?,
-            ..self.clone()
-        })
+        self.map_weights(&|p| p.laid_out_for_matmul(), &|t| Ok(t.clone()))
     }
 
     /// A copy of this model with every weight on `device` (the model pool swaps transformers
@@ -1043,7 +998,7 @@ impl Flux2Transformer {
     /// the target device.
     pub fn to_device(&self, device: &Device) -> Result<Self> {
         let f = |t: &Tensor| t.to_device(device);
-        let mut moved = self.map_tensors(&f)?;
+        let mut moved = self.map_weights(&|p| p.map_weight(&f), &f)?;
         moved.device = device.clone();
         moved.compiled = None;
         moved.pinned = None;
@@ -1062,7 +1017,10 @@ impl Flux2Transformer {
             all.borrow_mut().push(t.clone());
             Ok(t.clone())
         };
-        if self.map_tensors(&collect).is_err() {
+        if self
+            .map_weights(&|p| p.map_weight(&collect), &collect)
+            .is_err()
+        {
             return self.clone();
         }
         Self {
@@ -1079,9 +1037,14 @@ impl Flux2Transformer {
         self.pinned.as_ref().map_or(0, |p| p.pinned_bytes())
     }
 
-    /// A clone with `f` applied to every tensor the model holds.
-    fn map_tensors(&self, f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>) -> Result<Self> {
-        let lin = |p: &Linear| p.map_weight(f);
+    /// A clone with `proj` applied to every projection and `tensor` to every other tensor the
+    /// model holds (norm scales, LayerNorm constants).
+    fn map_weights(
+        &self,
+        proj: &dyn Fn(&Linear) -> candle_core::Result<Linear>,
+        tensor: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<Self> {
+        let (lin, f) = (proj, tensor);
         let pair = |(a, b): &(Linear, Linear)| -> candle_core::Result<(Linear, Linear)> {
             Ok((lin(a)?, lin(b)?))
         };
