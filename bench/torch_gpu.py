@@ -48,7 +48,7 @@ Running it on the device (diffusers is not installed there; the wheels in
 .whl/ are carried, see the device README's Notes):
 
     python3 -m pip install -q --no-index --no-deps --no-compile --no-cache-dir \
-        --upgrade --target /tmp/site .whl/*.whl && export PYTHONPATH=/tmp/site || exit; \
+        --upgrade --target .site .whl/*.whl && export PYTHONPATH=$PWD/.site || exit; \
     set -o pipefail; PYTHONUNBUFFERED=1 python3 bench/torch_gpu.py \
         --out $OUT/torch.jsonl --budget-s 480 2>&1 | tee $OUT/torch.log
 
