@@ -22,9 +22,21 @@ pub enum Command {
     Nodes(NodesArgs),
     /// Open the node editor, optionally on a workflow (.ron, or a PNG written by Export).
     Edit(EditArgs),
+    /// List the models in the model folders (VEETANCE_MODELS and --models-dir).
+    Models(ModelsArgs),
     /// Measure the engine or the models.
     #[command(subcommand)]
     Bench(BenchCommand),
+}
+
+#[derive(Debug, Args)]
+pub struct ModelsArgs {
+    /// Model folders to list besides those in VEETANCE_MODELS (ComfyUI's `models/` works as is).
+    #[arg(long = "models-dir", value_name = "DIR")]
+    pub models_dirs: Vec<PathBuf>,
+    /// Print one JSON object per model per line.
+    #[arg(long)]
+    pub json: bool,
 }
 
 #[derive(Debug, Args)]
@@ -59,6 +71,9 @@ pub struct RunArgs {
     /// Refuse plans whose nodes need more host memory than this (e.g. 16GiB).
     #[arg(long, value_parser = parse_bytes)]
     pub ram_budget: Option<u64>,
+    /// A folder Load searches for model names, before those in VEETANCE_MODELS (repeatable).
+    #[arg(long = "models-dir", value_name = "DIR")]
+    pub models_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
@@ -82,6 +97,9 @@ impl Device {
 pub struct EditArgs {
     /// Workflow to open; without it the editor starts on an empty workflow.
     pub file: Option<PathBuf>,
+    /// A folder Load searches for model names, before those in VEETANCE_MODELS (repeatable).
+    #[arg(long = "models-dir", value_name = "DIR")]
+    pub models_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]
@@ -232,25 +250,12 @@ pub enum Shape {
     Chain,
 }
 
-/// Parses `8GiB`, `512MiB`, `8G`, `1.5GB` or a plain byte count.
+/// Parses a size: `8GiB`, `512MiB` (binary), `16GB` (decimal) or a plain byte count.
 pub fn parse_bytes(text: &str) -> Result<u64, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let number: f64 = number
-        .parse()
-        .map_err(|_| format!("`{text}` is not a size like 8GiB or 512MiB"))?;
-    let multiplier: f64 = match unit.trim().to_ascii_lowercase().as_str() {
-        "" | "b" => 1.0,
-        "k" | "kb" | "kib" => 1024.0,
-        "m" | "mb" | "mib" => 1024.0 * 1024.0,
-        "g" | "gb" | "gib" => 1024.0 * 1024.0 * 1024.0,
-        "t" | "tb" | "tib" => 1024.0 * 1024.0 * 1024.0 * 1024.0,
-        other => return Err(format!("unknown size unit `{other}` (use KiB, MiB, GiB)")),
-    };
-    Ok((number * multiplier) as u64)
+    text.trim()
+        .parse::<bytesize::ByteSize>()
+        .map(|size| size.as_u64())
+        .map_err(|e| format!("`{text}` is not a size like 8GiB or 512MiB: {e}"))
 }
 
 #[cfg(test)]
@@ -261,7 +266,8 @@ mod tests {
     fn sizes_parse_with_binary_units() {
         assert_eq!(parse_bytes("8GiB"), Ok(8 << 30));
         assert_eq!(parse_bytes("512MiB"), Ok(512 << 20));
-        assert_eq!(parse_bytes("1.5G"), Ok(3 << 29));
+        assert_eq!(parse_bytes("1.5GiB"), Ok(3 << 29));
+        assert_eq!(parse_bytes("16GB"), Ok(16_000_000_000));
         assert_eq!(parse_bytes("100"), Ok(100));
         assert!(parse_bytes("lots").is_err());
         assert!(parse_bytes("8 parsecs").is_err());

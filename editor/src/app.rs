@@ -41,6 +41,8 @@ pub struct EditorConfig {
     pub telemetry: bool,
     /// Watch the open file for outside changes.
     pub watch_files: bool,
+    /// Folders searched for model names (the CLI passes `--models-dir` and `VEETANCE_MODELS`).
+    pub model_dirs: Vec<PathBuf>,
 }
 
 impl EditorConfig {
@@ -52,6 +54,7 @@ impl EditorConfig {
             disk_cache_dir: dirs::cache_dir().map(|d| d.join("veetance")),
             telemetry: true,
             watch_files: true,
+            model_dirs: Vec::new(),
         }
     }
 }
@@ -176,7 +179,8 @@ impl EditorApp {
                 ..SessionConfig::default()
             },
         ));
-        let runner = Runner::new(session, config.out_dir.clone());
+        let mut runner = Runner::new(session, config.out_dir.clone());
+        runner.model_dirs = config.model_dirs.clone();
         let recent = config
             .state_dir
             .as_ref()

@@ -42,7 +42,11 @@ impl eframe::App for NativeApp {
 /// Opens the editor window on `file` (or an empty workflow) and returns when it closes. The
 /// caller supplies the node kinds (the CLI passes the built-in ones), so this crate never
 /// depends on the model code.
-pub fn run_native(file: Option<PathBuf>, registry: Arc<Registry>) -> Result<(), EditorError> {
+pub fn run_native(
+    file: Option<PathBuf>,
+    registry: Arc<Registry>,
+    model_dirs: Vec<PathBuf>,
+) -> Result<(), EditorError> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("Veetance")
@@ -50,7 +54,11 @@ pub fn run_native(file: Option<PathBuf>, registry: Arc<Registry>) -> Result<(), 
             .with_drag_and_drop(true),
         ..eframe::NativeOptions::default()
     };
-    let app = EditorApp::new(EditorConfig::user(), registry, file);
+    let config = EditorConfig {
+        model_dirs,
+        ..EditorConfig::user()
+    };
+    let app = EditorApp::new(config, registry, file);
     eframe::run_native(
         "veetance-editor",
         options,

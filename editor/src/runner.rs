@@ -80,6 +80,8 @@ pub struct Runner {
     n_planned: usize,
     /// One line about the last run: how it ended.
     pub status: Option<String>,
+    /// Folders searched for model names.
+    pub model_dirs: Vec<PathBuf>,
 }
 
 impl Runner {
@@ -95,6 +97,7 @@ impl Runner {
             preview_revision: 0,
             n_planned: 0,
             status: None,
+            model_dirs: Vec::new(),
         }
     }
 
@@ -129,6 +132,7 @@ impl Runner {
             out_dir: self.out_dir.clone(),
             workflow_ron: Arc::from(workflow_ron),
             device: "auto".to_owned(),
+            model_dirs: self.model_dirs.clone(),
             pool: self.pool.clone(),
         };
         let options = RunOptions {

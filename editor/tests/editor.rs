@@ -21,6 +21,7 @@ fn config(dir: &Path) -> EditorConfig {
         disk_cache_dir: None,
         telemetry: false,
         watch_files: true,
+        model_dirs: Vec::new(),
     }
 }
 
@@ -736,7 +737,11 @@ impl veetance_engine::Node for NeedsVram {
         Ok(veetance_engine::Outputs::new())
     }
 
-    fn estimate(&self, _inputs: &veetance_engine::NodeInputs) -> veetance_engine::MemoryEstimate {
+    fn estimate(
+        &self,
+        _inputs: &veetance_engine::NodeInputs,
+        _env: &veetance_engine::RunEnv,
+    ) -> veetance_engine::MemoryEstimate {
         veetance_engine::MemoryEstimate {
             ram_bytes: 0,
             vram_bytes: 10 << 30,

@@ -92,16 +92,9 @@ pub enum PlanError {
     UnknownTarget(String),
 }
 
-/// Formats a byte count for people.
+/// Formats a byte count for people, in binary units (`1.5 GiB`).
 pub fn format_bytes(bytes: u64) -> String {
-    const GIB: f64 = (1u64 << 30) as f64;
-    const MIB: f64 = (1u64 << 20) as f64;
-    let bytes_f = bytes as f64;
-    if bytes_f >= GIB {
-        format!("{:.1} GiB", bytes_f / GIB)
-    } else {
-        format!("{:.1} MiB", bytes_f / MIB)
-    }
+    bytesize::ByteSize::b(bytes).display().iec().to_string()
 }
 
 /// What happened to one node in a run.
@@ -280,7 +273,7 @@ impl Session {
             let Some(node) = graph.nodes.get(idx) else {
                 continue;
             };
-            match fingerprint(node, &fingerprints) {
+            match fingerprint(node, &fingerprints, env) {
                 Ok(fp) => {
                     if let Some(slot) = fingerprints.get_mut(idx) {
                         *slot = Some(fp);
@@ -303,7 +296,7 @@ impl Session {
             .copied()
             .filter(|idx| matches!(plan.get(*idx), Some(Plan::Run)))
             .collect();
-        self.check_budgets(graph, &to_run, &options.budgets)?;
+        self.check_budgets(graph, &to_run, &options.budgets, env)?;
 
         let n_cached = plan.iter().filter(|p| matches!(p, Plan::Cached(_))).count();
         events.emit(Event::RunStarted {
@@ -574,6 +567,7 @@ impl Session {
         graph: &Graph,
         to_run: &[usize],
         budgets: &Budgets,
+        env: &RunEnv,
     ) -> Result<(), PlanError> {
         if budgets.ram_bytes.is_none() && budgets.vram_bytes.is_none() {
             return Ok(());
@@ -592,7 +586,7 @@ impl Session {
                 .collect();
             let estimate = node
                 .node
-                .estimate(&NodeInputs::new(node.node.spec(), literals));
+                .estimate(&NodeInputs::new(node.node.spec(), literals), env);
             for (resource, needed_bytes, budget) in [
                 ("RAM", estimate.ram_bytes, budgets.ram_bytes),
                 ("VRAM", estimate.vram_bytes, budgets.vram_bytes),
@@ -678,6 +672,7 @@ fn needed_nodes(graph: &Graph, options: &RunOptions) -> Result<Vec<bool>, PlanEr
 fn fingerprint(
     node: &GraphNode,
     fingerprints: &[Option<Fingerprint>],
+    env: &RunEnv,
 ) -> Result<Fingerprint, NodeError> {
     let spec = node.node.spec();
     let mut hasher = blake3::Hasher::new_derive_key("veetance 2026 node fingerprint v1");
@@ -708,7 +703,7 @@ fn fingerprint(
             }
         }
     }
-    if let Some(identity) = node.node.identity(&NodeInputs::new(spec, literals))? {
+    if let Some(identity) = node.node.identity(&NodeInputs::new(spec, literals), env)? {
         hasher.update(&[12]);
         hasher.update(&(identity.len() as u64).to_le_bytes());
         hasher.update(&identity);

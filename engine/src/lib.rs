@@ -30,6 +30,7 @@ pub use diagnostic::{Code, Diagnostic, Severity, Span};
 pub use event::{Event, EventSink, NoEvents, RunStatus};
 pub use exec::{
     Budgets, NodeReport, Outcome, PlanError, RunOptions, RunReport, Session, SessionConfig,
+    format_bytes,
 };
 pub use graph::{Graph, GraphNode, Slot, Validation, validate};
 pub use node::{FnNode, MemoryEstimate, Node, NodeCtx, NodeError, NodeInputs, Outputs, RunEnv};

@@ -91,14 +91,14 @@ pub trait Node: Send + Sync {
     fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError>;
 
     /// Peak memory for these inputs. Only literal inputs are present when the plan is checked.
-    fn estimate(&self, _inputs: &NodeInputs) -> MemoryEstimate {
+    fn estimate(&self, _inputs: &NodeInputs, _env: &RunEnv) -> MemoryEstimate {
         MemoryEstimate::default()
     }
 
     /// The identity of the files this node would read (for example a content hash, or size and
     /// modification time), mixed into the cache key so an edited file is never served stale.
-    /// Only literal inputs are present.
-    fn identity(&self, _inputs: &NodeInputs) -> Result<Option<Vec<u8>>, NodeError> {
+    /// Only literal inputs are present; `env` says where names and relative paths resolve.
+    fn identity(&self, _inputs: &NodeInputs, _env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
         Ok(None)
     }
 }
@@ -277,6 +277,8 @@ pub struct RunEnv {
     pub workflow_ron: Arc<str>,
     /// Device preference from the command line: `auto`, `cpu` or `cuda`.
     pub device: String,
+    /// Folders searched for model names (`VEETANCE_MODELS`, `--models-dir`), in order.
+    pub model_dirs: Vec<PathBuf>,
     /// Where loaded models live between nodes and runs.
     pub pool: Arc<ModelPool>,
 }
@@ -288,6 +290,7 @@ impl RunEnv {
             out_dir: out_dir.into(),
             workflow_ron: Arc::from(""),
             device: "auto".to_owned(),
+            model_dirs: Vec::new(),
             pool: Arc::new(ModelPool::default()),
         }
     }

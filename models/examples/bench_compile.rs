@@ -106,15 +106,12 @@ fn main() -> Result<(), ModelError> {
     let channels = model.config().in_channels;
     let noise = seeded_noise(1, (1, channels, grid.0, grid.1), &device)?;
     let compile_started = Instant::now();
-    let compiled = model.compile(
-        &CompileOptions {
-            grid,
-            steps: vec![steps],
-            guidance: None,
-            relayout_weights: std::env::var_os("RELAYOUT_WEIGHTS").is_some(),
-        },
-        &scheduler,
-    )?;
+    let compiled = model.compile(&CompileOptions {
+        grid,
+        sigmas: scheduler.sigmas(grid.0 * grid.1, steps),
+        guidance: None,
+        relayout_weights: std::env::var_os("RELAYOUT_WEIGHTS").is_some(),
+    })?;
     let compile_ms = compile_started.elapsed().as_secs_f64() * 1e3;
     let (eager_ms, compiled_ms, eager, fast) =
         time_alternating(&model, &compiled, &cond, &noise, steps, &scheduler, runs)?;

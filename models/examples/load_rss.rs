@@ -6,6 +6,7 @@
 use std::path::Path;
 
 use candle_core::{DType, Device};
+use veetance_models::QuantMode;
 use veetance_models::{Flux2Transformer, ModelError};
 
 /// Peak resident set size in MiB from /proc (Linux only; 0 elsewhere).
@@ -33,7 +34,7 @@ fn main() -> Result<(), ModelError> {
         Some("bf16") => DType::BF16,
         _ => DType::F32,
     };
-    let model = Flux2Transformer::load(Path::new(path), dtype, &Device::Cpu)?;
+    let model = Flux2Transformer::load(Path::new(path), dtype, &Device::Cpu, QuantMode::Exact)?;
     let cfg = model.config();
     let params: usize = cfg
         .diffusers_tensor_specs()

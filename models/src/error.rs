@@ -26,6 +26,14 @@ pub enum ModelError {
         /// What is wrong with it.
         reason: String,
     },
+    /// A GGUF file is malformed or hostile, or has a tensor of a type we cannot read.
+    #[error("invalid GGUF file: {reason}: {}", path.display())]
+    InvalidGguf {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
     /// The checkpoint's tensors do not match what the model configuration needs.
     #[error(
         "checkpoint does not match the model: {} missing {:?}, {} unexpected {:?}, {} with wrong shape {:?}: {}",
@@ -114,12 +122,13 @@ impl<T> CandleContext<T> for std::result::Result<T, candle_core::Error> {
     }
 }
 
-/// Reads a file to a string, naming the file on failure.
+/// Longest configuration, template or index file read (real ones are kilobytes; Qwen's
+/// `tokenizer_config.json` is 10 kB).
+const MAX_TEXT_FILE_BYTES: u64 = 64 << 20;
+
+/// Reads a small text file to a string, naming the file on failure.
 pub(crate) fn read_to_string(path: &std::path::Path) -> Result<String> {
-    std::fs::read_to_string(path).map_err(|source| ModelError::Io {
-        path: path.to_path_buf(),
-        source,
-    })
+    crate::files::read_text(path, MAX_TEXT_FILE_BYTES)
 }
 
 /// Reads and parses a JSON file, naming the file on failure.

@@ -2,19 +2,24 @@
 //!
 //! # What is here
 //!
-//! - [`text`]: the Qwen3 text encoder with the checkpoint's chat template and tokenizer. Prompts
-//!   become conditioning `[B, 512, n·hidden]`: hidden states of a few layers (9, 18, 27 for klein),
-//!   concatenated per token, right-padded to 512 tokens.
-//! - [`flux2`]: the FLUX.2 transformer; one internal layout (fused qkv) loaded from diffusers
-//!   directories or original BFL single files.
-//! - [`vae`]: the FLUX.2 VAE; images `[B, 3, H, W]` in [-1, 1] ↔ normalised latents.
+//! One folder per model, as candle-transformers lays them out; each holds its `config`, its `keys`
+//! (the internal tensor names and every checkpoint layout's mapping onto them) and its model code.
+//!
+//! - [`qwen3`]: the Qwen3 text encoder with the checkpoint's chat template and tokenizer (or the
+//!   bundled Qwen3 tokenizer for single files). Prompts become conditioning `[B, 512, n·hidden]`:
+//!   hidden states of layers 9, 18 and 27, concatenated per token, right-padded to 512 tokens.
+//! - [`flux2`]: the FLUX.2 transformer; one internal layout (BFL's, fused qkv) loaded from
+//!   diffusers directories, BFL and ComfyUI single files, FP8 and GGUF; Compile and CUDA graphs.
+//! - [`vae`]: the FLUX.2 VAE in diffusers or BFL names; images `[B, 3, H, W]` in [-1, 1] ↔
+//!   normalised latents.
 //! - [`sampling`]: the FLUX.2 schedule and the Euler flow-matching sampler (CFG, img2img,
 //!   progress and cancellation between steps).
-//! - [`attention`] and [`sage`]: attention backends chosen per model instance; exact (chunked above
-//!   a size threshold) and the SageAttention CPU reference.
-//! - [`graph`]: CUDA graph capture and replay of a compiled model's step.
-//! - [`weights`]: safetensors with our own header validation, memory-mapped, sharded or single file.
-//! - [`bundle`]: a whole checkpoint directory in one call.
+//! - [`attention`]: attention backends chosen per model instance; exact (chunked above a size
+//!   threshold) and the SageAttention CPU reference ([`attention::sage`]).
+//! - [`klein`]: a whole pipeline ([`Bundle`]) from a diffusers folder or separate files, with
+//!   diffusers' defaults; [`detect`] tells what a model file is from its headers.
+//! - [`weights`]: checkpoint storage (safetensors with our own header validation, GGUF, memory),
+//!   raw tensors, key tables; [`linear`]: projections whose FP8/GGUF weights stay compact.
 //!
 //! # How the nodes use it
 //!
@@ -50,18 +55,22 @@
 //!
 //! # Public API at a glance
 //!
-//! - `Bundle::load(dir, dtype, device) -> Result<Bundle>`: fields `transformer`, `text_encoder`,
-//!   `vae`, `scheduler`, `is_distilled`, `defaults` (steps, guidance); `negative_conditioning()` gives
-//!   the empty-prompt conditioning diffusers uses for CFG on base (non-distilled) checkpoints.
-//! - `TextEncoder::encode(&[&str]) -> Result<Tensor>` `[B, 512, C]`; `TextEncoder::load(tokenizer_dir,
-//!   text_encoder_dir, out_layers, dtype, device)`; `with_max_tokens(n)`; [`text::ChatTemplate`] renders
-//!   the checkpoint's template; `encode_ids(ids, mask)` for already tokenized prompts;
-//!   `random(Qwen3Config, out_layers, dtype, device)` (no tokenizer; presets
-//!   [`text::Qwen3Config::qwen3_4b`], [`text::Qwen3Config::qwen3_8b`]).
-//! - `Flux2Transformer::load(path, dtype, device)` (diffusers directory or single file in diffusers or
-//!   BFL layout), `forward(img_tokens, img_ids, txt, txt_ids, timestep, guidance)`,
-//!   `with_attention(AttentionBackend)`, `random(Flux2Config, dtype, device)`; presets
-//!   [`Flux2Config::klein_4b`], [`Flux2Config::klein_9b`].
+//! - `Bundle::load(dir, dtype, device)` (a diffusers folder) and
+//!   `Bundle::load_sources(BundleSources::resolve(model, text_encoder, vae)?, &LoadOptions)`
+//!   (single files, ComfyUI folders, all-in-one files): fields `transformer`, `text_encoder`,
+//!   `vae`, `scheduler`, `is_distilled`, `defaults` (steps, guidance, size);
+//!   `negative_conditioning()` gives the empty-prompt conditioning diffusers uses for CFG on base
+//!   (non-distilled) checkpoints.
+//! - `TextEncoder::encode(&[&str]) -> Result<Tensor>` `[B, 512, C]`; `TextEncoder::load(&TokenizerFiles,
+//!   text_encoder_path, out_layers, dtype, device, quant)`; `with_max_tokens(n)`;
+//!   [`qwen3::ChatTemplate`] renders the checkpoint's template; `encode_ids(ids, mask)` for already
+//!   tokenized prompts; `random(Qwen3Config, out_layers, dtype, device)` (no tokenizer; presets
+//!   [`qwen3::Qwen3Config::qwen3_4b`], [`qwen3::Qwen3Config::qwen3_8b`]).
+//! - `Flux2Transformer::load(path, dtype, device, quant)` (diffusers directory, or a safetensors or
+//!   GGUF file in diffusers or BFL names), `forward(img_tokens, img_ids, txt, txt_ids, timestep,
+//!   guidance)`, `with_attention(AttentionBackend)`, `compile_for(scheduler, grid, steps,
+//!   guidance)`, `random(Flux2Config, dtype, device)`; presets [`Flux2Config::klein_4b`],
+//!   [`Flux2Config::klein_9b`].
 //! - `sample(&Flux2Transformer, &SampleRequest, FnMut(step, total) -> ControlFlow<()>) -> Result<Tensor>`
 //!   with [`Start::Noise`] or [`Start::Image`] (img2img with `denoise`), optional negative
 //!   conditioning for CFG (ignored for step-distilled models or guidance ≤ 1, as in diffusers),
@@ -95,26 +104,26 @@
 //! reference image) against them in f32.
 
 pub mod attention;
-pub mod bundle;
-pub mod compile;
+pub mod detect;
 pub mod error;
+pub mod files;
 pub mod flux2;
-pub mod graph;
+pub mod klein;
 pub mod latent;
+pub mod linear;
 pub mod ops;
-mod proj;
-pub mod sage;
+pub mod qwen3;
 pub mod sampling;
-pub mod text;
 pub mod vae;
 pub mod weights;
 
 pub use attention::AttentionBackend;
-pub use bundle::{Bundle, SamplingDefaults};
-pub use compile::{CompileOptions, CompiledState};
+pub use attention::sage::{PvPrecision, SageConfig};
 pub use error::{ModelError, Result};
+pub use flux2::compile::{CompileOptions, CompiledState};
 pub use flux2::{CheckpointLayout, Flux2Config, Flux2Transformer};
-pub use sage::{PvPrecision, SageConfig};
+pub use klein::{Bundle, BundleSources, LoadOptions, SamplingDefaults};
+pub use qwen3::TextEncoder;
 pub use sampling::{SampleRequest, SchedulerConfig, Start, sample, seeded_noise};
-pub use text::TextEncoder;
 pub use vae::{Vae, VaeConfig};
+pub use weights::QuantMode;

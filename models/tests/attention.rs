@@ -7,9 +7,10 @@
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use veetance_models::QuantMode;
 use veetance_models::attention::exact_attention;
+use veetance_models::attention::sage::{quantize_int8_per_block, sage_attention};
 use veetance_models::flux2::{image_ids, text_ids};
-use veetance_models::sage::{quantize_int8_per_block, sage_attention};
 use veetance_models::{AttentionBackend, Flux2Transformer, PvPrecision, SageConfig, seeded_noise};
 
 const N: usize = 4608;
@@ -243,7 +244,7 @@ fn chunked_exact_attention_equals_unchunked_with_and_without_mask() {
 #[test]
 fn transformer_with_sage_backend_stays_close_to_exact() {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-klein/transformer");
-    let exact = Flux2Transformer::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    let exact = Flux2Transformer::load(&dir, DType::F32, &Device::Cpu, QuantMode::Exact).unwrap();
     let sage_model = exact.with_attention(AttentionBackend::Sage(SageConfig::default()));
     assert_eq!(exact.attention(), &AttentionBackend::default());
     let dev = Device::Cpu;

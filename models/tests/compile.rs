@@ -41,14 +41,11 @@ fn compiled_sampling_matches_eager_and_fills_its_caches() {
     let steps = 4;
     let options = CompileOptions {
         grid: (grid_h, grid_w),
-        steps: vec![steps],
+        sigmas: bundle.scheduler.sigmas(grid_h * grid_w, steps),
         guidance: None,
         relayout_weights: true,
     };
-    let compiled = bundle
-        .transformer
-        .compile(&options, &bundle.scheduler)
-        .unwrap();
+    let compiled = bundle.transformer.compile(&options).unwrap();
     let state = compiled.compiled_state().unwrap().clone();
     assert_eq!(
         state.n_modulations(),
@@ -115,15 +112,12 @@ fn compiling_leaves_the_eager_model_untouched() {
     let bundle = bundle();
     let compiled = bundle
         .transformer
-        .compile(
-            &CompileOptions {
-                grid: (8, 8),
-                steps: vec![],
-                guidance: None,
-                relayout_weights: true,
-            },
-            &bundle.scheduler,
-        )
+        .compile(&CompileOptions {
+            grid: (8, 8),
+            sigmas: vec![],
+            guidance: None,
+            relayout_weights: true,
+        })
         .unwrap();
     assert!(bundle.transformer.compiled_state().is_none());
     assert!(compiled.compiled_state().is_some());

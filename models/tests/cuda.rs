@@ -11,9 +11,10 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
 
 use candle_core::{D, DType, Device, Tensor};
+use veetance_models::QuantMode;
 use veetance_models::attention::exact_attention;
 use veetance_models::flux2::{image_ids, text_ids};
-use veetance_models::sage::sage_attention as sage_reference;
+use veetance_models::attention::sage::sage_attention as sage_reference;
 use veetance_models::{
     AttentionBackend, CompileOptions, Flux2Config, Flux2Transformer, PvPrecision, SageConfig,
     SchedulerConfig,
@@ -356,8 +357,10 @@ fn saved_transformer(dir: &std::path::Path) -> Flux2Config {
 fn bf16_transformer_on_cuda_matches_the_f32_cpu_model_eager_compiled_and_sage() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = saved_transformer(dir.path());
-    let cpu_model = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
-    let gpu_model = Flux2Transformer::load(dir.path(), DType::BF16, &gpu()).unwrap();
+    let cpu_model =
+        Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu, QuantMode::Exact).unwrap();
+    let gpu_model =
+        Flux2Transformer::load(dir.path(), DType::BF16, &gpu(), QuantMode::Exact).unwrap();
     let (gh, gw, txt_len) = (12, 10, 40);
     let x = Tensor::randn(0f32, 1.0, (1, gh * gw, cfg.in_channels), &Device::Cpu).unwrap();
     let txt = Tensor::randn(
@@ -381,14 +384,9 @@ fn bf16_transformer_on_cuda_matches_the_f32_cpu_model_eager_compiled_and_sage() 
             .unwrap()
     };
     let expected = run(&cpu_model, &Device::Cpu);
-    let options = CompileOptions {
-        grid: (gh, gw),
-        steps: vec![4],
-        guidance: None,
-        relayout_weights: false,
-    };
     let scheduler = SchedulerConfig::default();
-    let compiled = gpu_model.compile(&options, &scheduler).unwrap();
+    let options = CompileOptions::for_schedule(&scheduler, (gh, gw), 4, None);
+    let compiled = gpu_model.compile(&options).unwrap();
     assert!(compiled.compiled_state().unwrap().fused());
     let sage = AttentionBackend::Sage(SageConfig::default());
     let mut compiled_eager = None;
@@ -530,11 +528,12 @@ fn reference(name: &str) -> Tensor {
 fn bf16_text_encoder_and_transformer_on_cuda_match_the_diffusers_fixtures() {
     let dir = fixtures().join("tiny-klein");
     let encoder = veetance_models::TextEncoder::load(
-        &dir.join("tokenizer"),
+        &veetance_models::qwen3::TokenizerFiles::from_dir(&dir.join("tokenizer")).unwrap(),
         &dir.join("text_encoder"),
         &[1, 2, 3],
         DType::BF16,
         &gpu(),
+        QuantMode::Exact,
     )
     .unwrap();
     // The prompts the fixtures were made with.
@@ -552,7 +551,13 @@ fn bf16_text_encoder_and_transformer_on_cuda_match_the_diffusers_fixtures() {
     println!("text encoder bf16 vs transformers f32: cos {cos:.6}, rel L2 {rel_l2:.4}");
     assert!(rel_l2 < 0.03, "text encoder rel L2 {rel_l2}");
 
-    let model = Flux2Transformer::load(&dir.join("transformer"), DType::BF16, &gpu()).unwrap();
+    let model = Flux2Transformer::load(
+        &dir.join("transformer"),
+        DType::BF16,
+        &gpu(),
+        QuantMode::Exact,
+    )
+    .unwrap();
     let dev = gpu();
     let out = model
         .forward(

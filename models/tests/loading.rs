@@ -8,6 +8,7 @@ use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use veetance_models::QuantMode;
 use veetance_models::flux2::{image_ids, text_ids};
 use veetance_models::weights::{MAX_HEADER_BYTES, SafetensorsFile, Weights};
 use veetance_models::{Flux2Config, Flux2Transformer, ModelError};
@@ -285,7 +286,8 @@ fn key_and_shape_mismatches_are_all_reported_with_the_path() {
     )
     .unwrap();
     copy_config(dir.path());
-    let err = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    let err =
+        Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu, QuantMode::Exact).unwrap_err();
     let ModelError::Keys {
         path,
         missing,
@@ -369,11 +371,13 @@ fn sharded_checkpoint_with_index_loads_like_a_single_file() {
     )
     .unwrap();
     copy_config(dir.path());
-    let sharded = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let sharded =
+        Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu, QuantMode::Exact).unwrap();
     let single = Flux2Transformer::load(
         &fixtures().join("tiny-klein/transformer"),
         DType::F32,
         &Device::Cpu,
+        QuantMode::Exact,
     )
     .unwrap();
     let diff = (forward(&sharded) - forward(&single))
@@ -403,14 +407,16 @@ fn sharded_checkpoint_with_index_loads_like_a_single_file() {
         bad.to_string(),
     )
     .unwrap();
-    let err = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    let err =
+        Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu, QuantMode::Exact).unwrap_err();
     assert!(err.to_string().contains("proj_out.weight"), "{err}");
 }
 
 #[test]
 fn half_precision_loads_and_stays_close_to_f32() {
     let path = fixtures().join("tiny-klein/transformer");
-    let f32_model = Flux2Transformer::load(&path, DType::F32, &Device::Cpu).unwrap();
+    let f32_model =
+        Flux2Transformer::load(&path, DType::F32, &Device::Cpu, QuantMode::Exact).unwrap();
     let reference = forward(&f32_model);
     let scale = reference
         .abs()
@@ -420,7 +426,7 @@ fn half_precision_loads_and_stays_close_to_f32() {
         .to_scalar::<f32>()
         .unwrap();
     for (dtype, tolerance) in [(DType::F16, 0.01f32), (DType::BF16, 0.05)] {
-        let model = Flux2Transformer::load(&path, dtype, &Device::Cpu).unwrap();
+        let model = Flux2Transformer::load(&path, dtype, &Device::Cpu, QuantMode::Exact).unwrap();
         assert_eq!(model.dtype(), dtype);
         let out = forward(&model);
         let err = (out - &reference)
@@ -460,7 +466,8 @@ fn variant_files_beside_the_standard_name_are_ignored() {
     )
     .unwrap();
     copy_config(dir.path());
-    let model = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap();
+    let model =
+        Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu, QuantMode::Exact).unwrap();
     assert_eq!(model.config().num_layers, 2);
     // Without a standard name, two files with the same tensors are reported, naming the tensor.
     std::fs::remove_file(dir.path().join("diffusion_pytorch_model.safetensors")).unwrap();
@@ -469,7 +476,8 @@ fn variant_files_beside_the_standard_name_are_ignored() {
         dir.path().join("other.safetensors"),
     )
     .unwrap();
-    let err = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu).unwrap_err();
+    let err =
+        Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu, QuantMode::Exact).unwrap_err();
     assert!(err.to_string().contains("more than one shard"), "{err}");
 }
 
@@ -597,7 +605,7 @@ fn implausible_config_sizes_are_refused_before_building_key_lists() {
             .unwrap();
     cfg["num_single_layers"] = serde_json::json!(1_000_000_000_000u64);
     std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
-    let err = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu)
+    let err = Flux2Transformer::load(dir.path(), DType::F32, &Device::Cpu, QuantMode::Exact)
         .unwrap_err()
         .to_string();
     assert!(
@@ -643,11 +651,12 @@ fn comfyui_prefixed_single_file_loads() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("flux-2-klein-comfy.safetensors");
     candle_core::safetensors::save(&prefixed, &path).unwrap();
-    let model = Flux2Transformer::load(&path, DType::F32, &Device::Cpu).unwrap();
+    let model = Flux2Transformer::load(&path, DType::F32, &Device::Cpu, QuantMode::Exact).unwrap();
     let plain = Flux2Transformer::load(
         &fixtures().join("tiny-klein-bfl/flux-2-tiny.safetensors"),
         DType::F32,
         &Device::Cpu,
+        QuantMode::Exact,
     )
     .unwrap();
     let diff = (forward(&model) - forward(&plain))

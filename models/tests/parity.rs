@@ -9,9 +9,12 @@ use std::ops::ControlFlow;
 use std::path::{Path, PathBuf};
 
 use candle_core::{DType, Device, Tensor};
+use veetance_models::QuantMode;
 use veetance_models::flux2::{image_ids, text_ids};
 use veetance_models::latent::{pack, unpack};
-use veetance_models::text::{ChatMessage, ChatTemplate, PromptTokenizer, TextEncoder};
+use veetance_models::qwen3::{
+    ChatMessage, ChatTemplate, PromptTokenizer, TextEncoder, TokenizerFiles,
+};
 use veetance_models::weights::Weights;
 use veetance_models::{Bundle, Flux2Transformer, SampleRequest, Start, Vae, sample};
 
@@ -96,11 +99,12 @@ fn tokenizer_matches_transformers_ids() {
 fn text_encoder_matches_transformers() {
     let dir = ckpt();
     let encoder = TextEncoder::load(
-        &dir.join("tokenizer"),
+        &TokenizerFiles::from_dir(&dir.join("tokenizer")).unwrap(),
         &dir.join("text_encoder"),
         &[1, 2, 3],
         DType::F32,
         &Device::Cpu,
+        QuantMode::Exact,
     )
     .unwrap();
     let prompts = prompts();
@@ -115,11 +119,12 @@ fn text_encoder_does_not_need_layers_after_the_last_output() {
     // Layer index 3 (the 4th) is never read for outputs (1, 2, 3); a checkpoint without it loads.
     let dir = ckpt();
     let encoder = TextEncoder::load(
-        &dir.join("tokenizer"),
+        &TokenizerFiles::from_dir(&dir.join("tokenizer")).unwrap(),
         &dir.join("text_encoder"),
         &[1, 2, 3],
         DType::F32,
         &Device::Cpu,
+        QuantMode::Exact,
     )
     .unwrap();
     assert_eq!(encoder.encoder().out_layers(), &[1, 2, 3]);
@@ -141,8 +146,13 @@ fn dit_inputs() -> (Tensor, Tensor, Tensor, Tensor, Tensor) {
 
 #[test]
 fn transformer_forward_matches_diffusers() {
-    let model =
-        Flux2Transformer::load(&ckpt().join("transformer"), DType::F32, &Device::Cpu).unwrap();
+    let model = Flux2Transformer::load(
+        &ckpt().join("transformer"),
+        DType::F32,
+        &Device::Cpu,
+        QuantMode::Exact,
+    )
+    .unwrap();
     let (x, img_ids, cond, txt_ids, t) = dit_inputs();
     let out = model
         .forward(&x, &img_ids, &cond, &txt_ids, &t, None)
@@ -154,9 +164,14 @@ fn transformer_forward_matches_diffusers() {
 #[test]
 fn transformer_from_bfl_single_file_matches_diffusers() {
     let path = fixtures().join("tiny-klein-bfl/flux-2-tiny.safetensors");
-    let model = Flux2Transformer::load(&path, DType::F32, &Device::Cpu).unwrap();
-    let diffusers_cfg =
-        Flux2Transformer::load(&ckpt().join("transformer"), DType::F32, &Device::Cpu).unwrap();
+    let model = Flux2Transformer::load(&path, DType::F32, &Device::Cpu, QuantMode::Exact).unwrap();
+    let diffusers_cfg = Flux2Transformer::load(
+        &ckpt().join("transformer"),
+        DType::F32,
+        &Device::Cpu,
+        QuantMode::Exact,
+    )
+    .unwrap();
     assert_eq!(
         model.config(),
         diffusers_cfg.config(),

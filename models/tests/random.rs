@@ -4,7 +4,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
 use candle_core::{DType, Device, Tensor};
-use veetance_models::text::Qwen3Config;
+use veetance_models::qwen3::Qwen3Config;
 use veetance_models::{ModelError, TextEncoder, Vae, VaeConfig};
 
 fn assert_finite(t: &Tensor, what: &str) {
@@ -58,7 +58,7 @@ fn random_text_encoder_stays_finite_in_bf16_through_36_layers() {
     cfg.hidden_size = 256;
     cfg.intermediate_size = 1024;
     cfg.num_attention_heads = 2;
-    cfg.num_key_value_heads = 1;
+    cfg.num_key_value_heads = Some(1);
     cfg.vocab_size = 1000;
     assert_eq!(cfg.num_hidden_layers, 36);
     let (ids, mask) = ids_and_mask(1, 8, cfg.vocab_size);

@@ -7,6 +7,7 @@ use std::ops::ControlFlow;
 use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
+use veetance_models::QuantMode;
 use veetance_models::sampling::empirical_mu;
 use veetance_models::{
     Flux2Transformer, ModelError, SampleRequest, SchedulerConfig, Start, sample, seeded_noise,
@@ -88,7 +89,7 @@ fn seeded_noise_is_deterministic_and_standard_normal() {
 
 fn model() -> Flux2Transformer {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-klein/transformer");
-    Flux2Transformer::load(&dir, DType::F32, &Device::Cpu).unwrap()
+    Flux2Transformer::load(&dir, DType::F32, &Device::Cpu, QuantMode::Exact).unwrap()
 }
 
 fn cond() -> Tensor {

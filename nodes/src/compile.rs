@@ -49,13 +49,12 @@ impl Node for Compile {
         let bundle = &model.bundle;
         let grid = grid_for_image(height_px, width_px, bundle.vae.pixels_per_token())
             .map_err(model_error("choosing the latent size"))?;
-        let options = CompileOptions {
+        let options = CompileOptions::for_schedule(
+            &bundle.scheduler,
             grid,
-            steps: vec![bundle.defaults.steps],
-            guidance: Some(bundle.defaults.guidance),
-            // Off: it doubles the weights' memory and showed no end-to-end gain on CPU.
-            relayout_weights: false,
-        };
+            bundle.defaults.steps,
+            Some(bundle.defaults.guidance),
+        );
         let compiled = if model.offload_to.is_some() {
             // The weights are in RAM: compile the device copy Sample makes (the precomputation
             // belongs on the device that samples, and is cheap next to the transfer).
@@ -67,7 +66,7 @@ impl Node for Compile {
         } else {
             let transformer = model
                 .transformer
-                .compile(&options, &bundle.scheduler)
+                .compile(&options)
                 .map_err(model_error("compiling the model"))?;
             ModelValue {
                 transformer,

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use veetance_engine::{
     DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
-    Outputs, TextWidget,
+    Outputs, RunEnv, TextWidget,
 };
 
 use crate::load_image::read_input_file;
@@ -69,7 +69,7 @@ impl Node for LoadLatent {
         &self.0
     }
 
-    fn identity(&self, inputs: &NodeInputs) -> Result<Option<Vec<u8>>, NodeError> {
+    fn identity(&self, inputs: &NodeInputs, _env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
         let bytes = read_input_file(Path::new(inputs.text("path")?))?;
         Ok(Some(blake3::hash(&bytes).as_bytes().to_vec()))
     }

@@ -17,6 +17,7 @@ mod latent_io;
 mod layer_split;
 mod load;
 mod load_image;
+pub mod models;
 mod payload;
 mod preview;
 mod sage_attention;
@@ -25,6 +26,8 @@ mod save_conditioning;
 mod tensor_io;
 
 use veetance_engine::Registry;
+
+pub use load::{builtin_tiny_dir, resolve_model_path};
 
 /// Every built-in node.
 pub fn registry() -> Registry {

@@ -1,18 +1,19 @@
-//! Load: a model bundle (transformer, text encoder, VAE) from `tiny` or a path.
+//! Load: a FLUX.2 \[klein\] model (transformer, text encoder, VAE) from `tiny`, a diffusers
+//! checkpoint folder, single files (BFL, ComfyUI, FP8, GGUF), or names in the model folders.
 //!
-//! Loaded bundles live in the run's model pool keyed by (path, dtype, device, file identity),
+//! Loaded bundles live in the run's model pool keyed by (files, dtype, device, file identity),
 //! so a second run in the same process reuses them and an edited checkpoint is reloaded.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::UNIX_EPOCH;
 
-use candle_core::Device;
+use candle_core::{DType, Device};
 use veetance_engine::{
     DataType, InputSpec, Literal, MemoryEstimate, Node, NodeCtx, NodeError, NodeInputs, NodeSpec,
-    OutputSpec, Outputs, TextWidget,
+    OutputSpec, Outputs, RunEnv, TextWidget,
 };
-use veetance_models::Bundle;
+use veetance_models::{Bundle, BundleSources, LoadOptions, QuantMode};
 
 use crate::device::{choose_device, choose_dtype, device_name, model_error};
 use crate::payload::{ModelValue, TextEncoderValue, VaeValue};
@@ -21,20 +22,51 @@ pub fn spec() -> NodeSpec {
     NodeSpec::new(
         "Load",
         "loaders",
-        "Loads a model bundle: `tiny` (the built-in model) or a diffusers-layout directory \
-         (model_index.json, transformer/, text_encoder/, tokenizer/, vae/, scheduler/).",
+        "Loads a FLUX.2 [klein] model: `tiny` (the built-in model), a diffusers checkpoint folder, a \
+         single transformer file (BFL or ComfyUI names, bf16, FP8 or GGUF) with its text encoder and \
+         VAE, or a ComfyUI all-in-one checkpoint. Names are looked up in the model folders \
+         (VEETANCE_MODELS, --models-dir; `veetance models` lists them).",
     )
+    .version(2)
     .input(
         InputSpec::new("model", DataType::Text)
             .default_value(Literal::Text("tiny".into()))
             .widget(TextWidget::Path)
-            .doc("`tiny`, or a path to a diffusers-layout model directory."),
+            .doc(
+                "`tiny`, a path (diffusers folder, .safetensors or .gguf transformer, all-in-one \
+                 checkpoint), or a name from the model folders.",
+            ),
+    )
+    .input(
+        InputSpec::new("text_encoder", DataType::Text)
+            .optional()
+            .widget(TextWidget::Path)
+            .doc(
+                "The Qwen3 text encoder (a .safetensors or .gguf file, or a diffusers \
+                 `text_encoder` folder) [the checkpoint's own; for a single transformer file, the \
+                 one compatible file beside it or in a ComfyUI `text_encoders/` folder].",
+            ),
+    )
+    .input(
+        InputSpec::new("vae", DataType::Text)
+            .optional()
+            .widget(TextWidget::Path)
+            .doc(
+                "The FLUX.2 VAE (a .safetensors file in BFL or diffusers names, or a diffusers \
+                 `vae` folder) [the checkpoint's own; for a single transformer file, the one \
+                 beside it or in a ComfyUI `vae/` folder].",
+            ),
     )
     .input(
         InputSpec::new("dtype", DataType::Text)
             .default_value(Literal::Text("auto".into()))
             .choices(&["auto", "f32", "f16", "bf16"])
-            .doc("Weight precision; `auto` is f32 on CPU and bf16 on CUDA."),
+            .doc(
+                "Compute precision; `auto` is f32 on CPU and bf16 on CUDA. FP8 and GGUF weights \
+                 stay compact in memory; with f32 they are decoded for each layer and multiplied \
+                 exactly (as diffusers and ComfyUI compute), otherwise GGUF weights use quantized \
+                 matmuls.",
+            ),
     )
     .input(
         InputSpec::new("device", DataType::Text)
@@ -69,83 +101,139 @@ pub fn spec() -> NodeSpec {
 }
 
 /// Where the built-in `tiny` model lives: `$VEETANCE_TINY_DIR`, a `tiny/` folder next to the
-/// binary, or the repository's `models/tiny` (compiled in for source builds). If a source tree
-/// lacks `models/tiny`, the tiny random test checkpoint stands in so every code path still runs.
-pub fn builtin_tiny_dir() -> Option<PathBuf> {
+/// binary, or the repository's `models/tiny` (compiled in for source builds). `Err` lists where it
+/// looked.
+pub fn builtin_tiny_dir() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("VEETANCE_TINY_DIR") {
-        return Some(PathBuf::from(dir));
+        return Ok(PathBuf::from(dir));
     }
+    let mut looked = Vec::new();
     if let Some(dir) = std::env::current_exe()
         .ok()
         .and_then(|exe| exe.parent().map(|p| p.join("tiny")))
-        .filter(|dir| dir.join("model_index.json").is_file())
     {
-        return Some(dir);
+        if dir.join("model_index.json").is_file() {
+            return Ok(dir);
+        }
+        looked.push(dir);
     }
     let repo = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("..")
-        .join("models");
-    [
-        repo.join("tiny"),
-        repo.join("tests").join("fixtures").join("tiny-klein"),
-    ]
-    .into_iter()
-    .find(|dir| dir.join("model_index.json").is_file())
+        .join("models")
+        .join("tiny");
+    if repo.join("model_index.json").is_file() {
+        return Ok(repo);
+    }
+    looked.push(repo);
+    Err(format!(
+        "the built-in `tiny` model was not found (looked in {}); set VEETANCE_TINY_DIR to the \
+         folder holding its model_index.json",
+        looked
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" and ")
+    ))
 }
 
-fn resolve(model: &str) -> Result<PathBuf, NodeError> {
-    if model == "tiny" {
-        return builtin_tiny_dir().ok_or_else(|| {
-            NodeError::msg(
-                "the built-in `tiny` model was not found: set VEETANCE_TINY_DIR, or put a `tiny/` folder next to the binary",
-            )
-        });
+/// Resolves one of Load's path inputs: `tiny` (for `model`), an existing path, or a name (a path
+/// relative to one of the model folders, or a file name found in one).
+pub fn resolve_model_path(name: &str, env: &RunEnv) -> Result<PathBuf, NodeError> {
+    if name == "tiny" {
+        return builtin_tiny_dir().map_err(NodeError::msg);
     }
-    let path = PathBuf::from(model);
-    if path.is_dir() {
-        Ok(path)
-    } else if path.is_file() {
-        Err(NodeError::msg(format!(
-            "Load takes a diffusers-layout directory; single-file checkpoints (like {model}) load only as a transformer, which Load does not offer yet"
-        )))
-    } else {
-        Err(NodeError::msg(format!("no model at {model}")))
+    let path = PathBuf::from(name);
+    if path.exists() {
+        return Ok(path);
     }
-}
-
-/// Every file under `dir` with its size and modification time, sorted, as bytes.
-fn directory_identity(dir: &Path) -> Result<(Vec<u8>, u64), NodeError> {
-    let mut entries = Vec::new();
-    let mut total_bytes = 0u64;
-    let mut stack = vec![dir.to_path_buf()];
-    while let Some(current) = stack.pop() {
-        let listing = std::fs::read_dir(&current).map_err(|err| {
-            NodeError::with_context(format!("reading {}", current.display()), err)
-        })?;
-        for entry in listing.flatten() {
-            let path = entry.path();
-            let Ok(meta) = entry.metadata() else { continue };
-            if meta.is_dir() {
-                stack.push(path);
-                continue;
+    if path.is_relative() {
+        for dir in &env.model_dirs {
+            let candidate = dir.join(&path);
+            if candidate.exists() {
+                return Ok(candidate);
             }
-            let modified_ns = meta
-                .modified()
-                .ok()
-                .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-                .map_or(0, |d| d.as_nanos());
-            let relative = path
-                .strip_prefix(dir)
-                .unwrap_or(&path)
-                .to_string_lossy()
-                .into_owned();
-            if relative.ends_with(".safetensors") {
-                total_bytes += meta.len();
+        }
+        let mut found: Vec<PathBuf> = env
+            .model_dirs
+            .iter()
+            .flat_map(|dir| crate::models::list_model_paths(dir))
+            .filter(|p| p.file_name().is_some_and(|f| f == path.as_os_str()))
+            .collect();
+        found.sort();
+        found.dedup();
+        match found.as_slice() {
+            [one] => return Ok(one.clone()),
+            [] => {}
+            several => {
+                return Err(NodeError::msg(format!(
+                    "the name `{name}` matches several model files ({}); give the path",
+                    several
+                        .iter()
+                        .map(|p| p.display().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                )));
             }
-            entries.push(format!("{relative}\t{}\t{modified_ns}", meta.len()));
         }
     }
-    entries.sort();
+    let folders = if env.model_dirs.is_empty() {
+        "no model folders are set (VEETANCE_MODELS or --models-dir)".to_string()
+    } else {
+        format!(
+            "not found in the model folders {}",
+            env.model_dirs
+                .iter()
+                .map(|d| d.display().to_string())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+    };
+    Err(NodeError::msg(format!(
+        "no model at `{name}`: it is not a file or folder, and {folders}; `veetance models` lists what can be loaded"
+    )))
+}
+
+/// The parts a Load's inputs name.
+fn sources(inputs: &NodeInputs, env: &RunEnv) -> Result<BundleSources, NodeError> {
+    let model = resolve_model_path(inputs.text("model")?, env)?;
+    let text_encoder = inputs
+        .opt_text("text_encoder")?
+        .filter(|s| !s.is_empty())
+        .map(|s| resolve_model_path(s, env))
+        .transpose()?;
+    let vae = inputs
+        .opt_text("vae")?
+        .filter(|s| !s.is_empty())
+        .map(|s| resolve_model_path(s, env))
+        .transpose()?;
+    BundleSources::resolve(&model, text_encoder.as_deref(), vae.as_deref())
+        .map_err(model_error("finding the model's parts"))
+}
+
+/// Every file of the parts with its size and modification time, sorted, as bytes; and the total
+/// bytes of weights.
+fn files_identity(sources: &BundleSources) -> Result<(Vec<u8>, u64), NodeError> {
+    let mut entries = Vec::new();
+    let mut total_bytes = 0u64;
+    for path in sources.files() {
+        let meta = std::fs::metadata(&path)
+            .map_err(|err| NodeError::with_context(format!("reading {}", path.display()), err))?;
+        let modified_ns = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_nanos());
+        let canonical = path.canonicalize().unwrap_or(path.clone());
+        let name = canonical.to_string_lossy();
+        if name.ends_with(".safetensors") || name.ends_with(".gguf") {
+            total_bytes += meta.len();
+        }
+        entries.push(format!("{name}\t{}\t{modified_ns}", meta.len()));
+    }
+    for part in [&sources.transformer, &sources.text_encoder, &sources.vae] {
+        entries.push(format!("prefix\t{}", part.prefix));
+    }
+    entries.push(format!("distilled\t{}", sources.is_distilled));
     Ok((entries.join("\n").into_bytes(), total_bytes))
 }
 
@@ -155,25 +243,29 @@ pub fn node() -> Load {
     Load(spec())
 }
 
+/// How compact weights compute for a dtype: exactly in f32 (the parity reference), with
+/// quantized matmuls otherwise.
+fn quant_mode(dtype: DType) -> QuantMode {
+    if dtype == DType::F32 {
+        QuantMode::Exact
+    } else {
+        QuantMode::Fast
+    }
+}
+
 impl Node for Load {
     fn spec(&self) -> &NodeSpec {
         &self.0
     }
 
-    fn identity(&self, inputs: &NodeInputs) -> Result<Option<Vec<u8>>, NodeError> {
-        let dir = resolve(inputs.text("model")?)?;
-        let canonical = dir.canonicalize().unwrap_or(dir.clone());
-        let (mut identity, _) = directory_identity(&dir)?;
-        identity.extend_from_slice(canonical.to_string_lossy().as_bytes());
+    fn identity(&self, inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
+        let (identity, _) = files_identity(&sources(inputs, env)?)?;
         Ok(Some(identity))
     }
 
-    fn estimate(&self, inputs: &NodeInputs) -> MemoryEstimate {
-        let bytes = inputs
-            .text("model")
-            .ok()
-            .and_then(|model| resolve(model).ok())
-            .and_then(|dir| directory_identity(&dir).ok())
+    fn estimate(&self, inputs: &NodeInputs, env: &RunEnv) -> MemoryEstimate {
+        let bytes = sources(inputs, env)
+            .and_then(|s| files_identity(&s))
             .map_or(0, |(_, bytes)| bytes);
         MemoryEstimate {
             ram_bytes: bytes,
@@ -182,22 +274,26 @@ impl Node for Load {
     }
 
     fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
-        let dir = resolve(inputs.text("model")?)?;
+        let sources = sources(inputs, ctx.env())?;
         let device = choose_device(inputs.text("device")?, &ctx.env().device)?;
         let dtype = choose_dtype(inputs.text("dtype")?, &device)?;
         let offload = inputs.bool("offload")? && !device.is_cpu();
         let transformer_device = if offload { Device::Cpu } else { device.clone() };
-        let (identity, weight_bytes) = directory_identity(&dir)?;
-        let canonical = dir.canonicalize().unwrap_or(dir.clone());
+        let (identity, weight_bytes) = files_identity(&sources)?;
         let key = format!(
-            "{}|{dtype:?}|{}|{}|{}",
-            canonical.display(),
+            "{dtype:?}|{}|{}|{}",
             device_name(&device),
             device_name(&transformer_device),
             blake3::hash(&identity).to_hex()
         );
+        let options = LoadOptions {
+            dtype,
+            device: device.clone(),
+            transformer_device,
+            quant: quant_mode(dtype),
+        };
         let bundle: Arc<Bundle> = ctx.env().pool.get_or_load(&key, || {
-            Bundle::load_placed(&dir, dtype, &device, &transformer_device)
+            Bundle::load_sources(sources, &options)
                 .map(|mut bundle| {
                     if offload {
                         // Page-locked once per pooled bundle: each Sample's copy to the GPU
@@ -208,6 +304,7 @@ impl Node for Load {
                 })
                 .map_err(model_error("loading the model"))
         })?;
+        let size_px = bundle.defaults.size_px;
         Ok(Outputs::new()
             .with_object(
                 "model",
@@ -216,7 +313,7 @@ impl Node for Load {
                     transformer: bundle.transformer.clone(),
                     bundle: bundle.clone(),
                     weight_bytes,
-                    default_size_px: (default_size_px(&dir), default_size_px(&dir)),
+                    default_size_px: (size_px, size_px),
                     offload_to: offload.then(|| device.clone()),
                     compile_on_device: None,
                 },
@@ -228,18 +325,4 @@ impl Node for Load {
             )
             .with_object("vae", DataType::Vae, VaeValue(bundle)))
     }
-}
-
-/// The VAE's `sample_size` from `vae/config.json`, the size the checkpoint was made for.
-fn default_size_px(dir: &Path) -> usize {
-    const FALLBACK_PX: usize = 1024;
-    std::fs::read(dir.join("vae").join("config.json"))
-        .ok()
-        .and_then(|bytes| serde_json::from_slice::<serde_json::Value>(&bytes).ok())
-        .and_then(|config| {
-            config
-                .get("sample_size")
-                .and_then(serde_json::Value::as_u64)
-        })
-        .map_or(FALLBACK_PX, |size| size as usize)
 }

@@ -4,7 +4,7 @@ use std::path::Path;
 
 use veetance_engine::{
     DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs,
-    TextWidget,
+    RunEnv, TextWidget,
 };
 
 use crate::payload::ImageValue;
@@ -45,7 +45,7 @@ impl Node for LoadImage {
     }
 
     /// The file's content hash: an edited image is never served from the cache.
-    fn identity(&self, inputs: &NodeInputs) -> Result<Option<Vec<u8>>, NodeError> {
+    fn identity(&self, inputs: &NodeInputs, _env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
         let bytes = read_input_file(Path::new(inputs.text("path")?))?;
         Ok(Some(blake3::hash(&bytes).as_bytes().to_vec()))
     }

@@ -98,7 +98,7 @@ fn transformer_on_device(model: &ModelValue) -> Result<Flux2Transformer, NodeErr
     ))?;
     match &model.compile_on_device {
         Some(options) => on_device
-            .compile(options, &model.bundle.scheduler)
+            .compile(options)
             .map_err(model_error("compiling the model")),
         None => Ok(on_device),
     }

@@ -34,10 +34,10 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::{Value, json};
 use veetance_models::flux2::{RopeTables, image_ids, text_ids};
 use veetance_models::latent::grid_for_image;
-use veetance_models::text::{KLEIN_OUT_LAYERS, MAX_TEXT_TOKENS, Qwen3Config};
+use veetance_models::qwen3::{KLEIN_OUT_LAYERS, MAX_TEXT_TOKENS, Qwen3Config};
 use veetance_models::{
-    AttentionBackend, CompileOptions, Flux2Config, Flux2Transformer, SageConfig, SampleRequest,
-    SchedulerConfig, Start, TextEncoder, Vae, VaeConfig, sample, seeded_noise,
+    AttentionBackend, Flux2Config, Flux2Transformer, SageConfig, SampleRequest, SchedulerConfig,
+    Start, TextEncoder, Vae, VaeConfig, sample, seeded_noise,
 };
 
 use crate::cli::{BenchGpuArgs, BenchMode, BenchModel};
@@ -314,14 +314,7 @@ fn make_variant(
     if !mode.compiles() {
         return Ok(model);
     }
-    let options = CompileOptions {
-        grid,
-        steps: vec![KLEIN_STEPS],
-        guidance: None,
-        // As the Compile node: re-laid-out weights double the memory for no measured gain.
-        relayout_weights: false,
-    };
-    Ok(model.compile(&options, scheduler)?)
+    Ok(model.compile_for(scheduler, grid, KLEIN_STEPS, None)?)
 }
 
 /// What one sampler step feeds the transformer.

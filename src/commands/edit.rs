@@ -9,7 +9,8 @@ use crate::cli::EditArgs;
 #[cfg(feature = "editor")]
 pub fn edit(args: &EditArgs) -> Result<ExitCode> {
     let registry = std::sync::Arc::new(veetance_nodes::registry());
-    veetance_editor::run_native(args.file.clone(), registry)?;
+    let model_dirs = super::models::model_dirs(&args.models_dirs);
+    veetance_editor::run_native(args.file.clone(), registry, model_dirs)?;
     Ok(ExitCode::SUCCESS)
 }
 

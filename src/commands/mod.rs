@@ -3,6 +3,7 @@
 mod bench;
 mod bench_gpu;
 mod edit;
+mod models;
 mod nodes;
 mod run;
 mod validate;
@@ -19,6 +20,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Validate(args) => validate::validate(&args),
         Command::Nodes(args) => nodes::nodes(&args),
         Command::Edit(args) => edit::edit(&args),
+        Command::Models(args) => models::models(&args),
         Command::Bench(BenchCommand::Engine(args)) => bench::engine(&args),
         Command::Bench(BenchCommand::Gpu(args)) => bench_gpu::gpu(&args),
     }

@@ -75,6 +75,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             out_dir: args.out.clone(),
             workflow_ron: Arc::from(workflow.to_ron()),
             device: args.device.name().to_owned(),
+            model_dirs: super::models::model_dirs(&args.models_dirs),
             pool: pool.clone(),
         };
         let sink: Box<dyn EventSink> = if args.json {

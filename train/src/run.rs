@@ -22,8 +22,8 @@ use candle_core::{D, DType, Device, Tensor, Var};
 use candle_nn::{AdamW, Optimizer as _, ParamsAdamW};
 use veetance_models::flux2::{CheckpointLayout, image_ids, text_ids};
 use veetance_models::latent::pack;
-use veetance_models::text::{ChatTemplate, PromptTokenizer, Qwen3Encoder, qwen3_tensor_specs};
-use veetance_models::{Flux2Transformer, Vae};
+use veetance_models::qwen3::{ChatTemplate, PromptTokenizer, Qwen3Encoder, qwen3_tensor_specs};
+use veetance_models::{Flux2Transformer, QuantMode, Vae};
 use veetance_scenes::Scene;
 
 use crate::curve::LossLog;
@@ -464,6 +464,7 @@ impl Denoiser {
             &tiny::TEXT_OUT_LAYERS,
             DType::F32,
             device,
+            QuantMode::Exact,
         )?
         .with_differentiable(differentiable);
         let dit = Flux2Transformer::from_weights(
@@ -472,6 +473,7 @@ impl Denoiser {
             CheckpointLayout::Diffusers,
             DType::F32,
             device,
+            QuantMode::Exact,
         )?
         .with_differentiable(differentiable);
         Ok((text, dit))

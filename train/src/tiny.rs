@@ -11,7 +11,7 @@ use std::path::Path;
 
 use candle_core::{DType, Tensor};
 use serde_json::{Value, json};
-use veetance_models::text::Qwen3Config;
+use veetance_models::qwen3::Qwen3Config;
 use veetance_models::{Flux2Config, VaeConfig};
 
 use crate::TrainError;
@@ -121,7 +121,7 @@ pub fn text_config_json(vocab_size: usize) -> Value {
     })
 }
 
-/// `model_index.json`, with the Veetance keys `Bundle::load` reads (see `veetance_models::bundle`).
+/// `model_index.json`, with the Veetance keys `Bundle::load` reads (see `veetance_models::klein::ModelIndex`).
 pub fn model_index_json() -> Value {
     json!({
         "_class_name": "Flux2KleinPipeline",
@@ -131,6 +131,7 @@ pub fn model_index_json() -> Value {
         "text_encoder_out_layers": TEXT_OUT_LAYERS,
         "default_steps": DEFAULT_STEPS,
         "default_guidance": DEFAULT_GUIDANCE,
+        "default_size_px": IMAGE_SIDE_PX,
         "scheduler": ["diffusers", "FlowMatchEulerDiscreteScheduler"],
         "text_encoder": ["transformers", "Qwen3ForCausalLM"],
         "tokenizer": ["transformers", "Qwen2Tokenizer"],

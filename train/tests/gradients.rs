@@ -4,7 +4,7 @@
 
 use candle_core::{DType, Device, Tensor, Var};
 use veetance_models::flux2::{image_ids, text_ids};
-use veetance_models::text::{ChatTemplate, PromptTokenizer};
+use veetance_models::qwen3::{ChatTemplate, PromptTokenizer};
 use veetance_train::params::Params;
 use veetance_train::run::{
     Denoiser, bn_tensors, build_vae, flow_matching_loss, scene_batch, tokenize, vae_trainable_specs,

@@ -36,7 +36,7 @@ impl Node for HugeNode {
     fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         Ok(Outputs::new().with("mib", Value::Int(inputs.int("mib")?)))
     }
-    fn estimate(&self, inputs: &NodeInputs) -> MemoryEstimate {
+    fn estimate(&self, inputs: &NodeInputs, _env: &veetance_engine::RunEnv) -> MemoryEstimate {
         let mib = inputs.opt_int("mib").ok().flatten().unwrap_or(0).max(0) as u64;
         MemoryEstimate {
             ram_bytes: mib << 20,
@@ -57,7 +57,11 @@ impl Node for ReadFileNode {
             .map_err(|err| NodeError::with_context(format!("reading {path}"), err))?;
         Ok(Outputs::new().with("text", Value::Text(Arc::from(text))))
     }
-    fn identity(&self, inputs: &NodeInputs) -> Result<Option<Vec<u8>>, NodeError> {
+    fn identity(
+        &self,
+        inputs: &NodeInputs,
+        _env: &veetance_engine::RunEnv,
+    ) -> Result<Option<Vec<u8>>, NodeError> {
         let path = inputs.text("path")?;
         let bytes = std::fs::read(path)
             .map_err(|err| NodeError::with_context(format!("reading {path}"), err))?;

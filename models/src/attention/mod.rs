@@ -7,7 +7,7 @@
 //! - [`AttentionBackend::Exact`]: softmax(QKᵀ·scale)·V. Below a size threshold it builds the full
 //!   score matrix; above it, queries are processed in chunks so that no L×L matrix is ever held
 //!   (1024² FLUX.2 has L = 4608 and 24 heads: a full f32 score tensor would be 2 GB per layer).
-//! - [`AttentionBackend::Sage`]: the CPU reference of SageAttention (see [`crate::sage`]); it is
+//! - [`AttentionBackend::Sage`]: the CPU reference of SageAttention (see [`sage`]); it is
 //!   numerically faithful to the GPU kernel, not fast.
 //!
 //! On CUDA with bf16/f16 inputs and head dim 32, 64 or 128 (Sage: 64 or 128), both backends run fused kernels of
@@ -18,7 +18,9 @@
 
 use candle_core::{D, DType, Tensor};
 
-use crate::sage::{PvPrecision, SageConfig, sage_attention};
+pub mod sage;
+
+use sage::{PvPrecision, SageConfig, sage_attention};
 
 /// Default number of score elements (per batch×head slab) above which exact attention is chunked.
 pub const DEFAULT_CHUNK_THRESHOLD_ELEMS: usize = 1 << 22;

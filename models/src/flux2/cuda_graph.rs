@@ -1,7 +1,7 @@
 //! CUDA graphs for a compiled transformer's step.
 //!
 //! A compiled model on CUDA runs the fused kernels; its step (everything after the per-step
-//! conditioning: [`Flux2Transformer::blocks_forward`]) launches a few hundred kernels whose
+//! conditioning: `Flux2Transformer::blocks_forward`) launches a few hundred kernels whose
 //! shapes only depend on the image and text sizes. The first step at a size runs eagerly with
 //! small uploads cached ([`veetance_gpu::graph::warm_up`]); the second captures the step as a
 //! CUDA graph; every later step, in this and later sampling runs, copies its inputs (latent
@@ -15,7 +15,7 @@ use std::sync::{Mutex, PoisonError};
 use candle_core::Tensor;
 use veetance_gpu::graph::Graph;
 
-use crate::flux2::{Flux2Transformer, Modulation, RopeTables};
+use super::model::{Flux2Transformer, Modulation, RopeTables};
 
 /// What one step reads besides the weights.
 pub(crate) struct StepInputs<'a> {

@@ -6,319 +6,21 @@
 //! shape `[B, 32, H/8, W/8]`, patchified 2×2 into channels (`c·4 + 2·dy + dx`) and normalised with
 //! `(z − running_mean) / sqrt(running_var + eps)`. Images are `[B, 3, H, W]` in [-1, 1].
 //!
-//! Topology and keys follow diffusers' `Encoder`/`Decoder` (vae.py) driven by `vae/config.json`,
-//! so slimmer variants (`decoder_block_out_channels`, other group counts) load without code changes.
+//! Topology follows diffusers' `Encoder`/`Decoder` (vae.py) driven by `vae/config.json`, so
+//! slimmer variants (`decoder_block_out_channels`, other group counts) load without code changes.
 
 use std::path::Path;
 
 use candle_core::{D, DType, Device, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Linear, Module as _};
-use serde::Deserialize as _;
+use candle_nn::{Conv2d, Conv2dConfig, GroupNorm, Module as _};
 
+use super::config::{VaeConfig, infer_vae_config};
+use super::keys::{VaeLayout, detect_layout, table};
 use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json};
-use crate::weights::{Loader, RandomTensors, TensorSource, TensorSpec, Weights};
-
-/// `vae/config.json` fields we use.
-#[derive(Debug, Clone, serde::Deserialize)]
-pub struct VaeConfig {
-    /// Image channels in.
-    #[serde(default = "default_rgb")]
-    pub in_channels: usize,
-    /// Image channels out.
-    #[serde(default = "default_rgb")]
-    pub out_channels: usize,
-    /// Encoder channels per level.
-    pub block_out_channels: Vec<usize>,
-    /// Decoder channels per level (slim decoder); `None` means `block_out_channels`.
-    #[serde(default)]
-    pub decoder_block_out_channels: Option<Vec<usize>>,
-    /// ResNet blocks per encoder level (decoder levels have one more).
-    #[serde(default = "default_layers")]
-    pub layers_per_block: usize,
-    /// Latent channels before patchify.
-    #[serde(default = "default_latent")]
-    pub latent_channels: usize,
-    /// GroupNorm groups.
-    #[serde(default = "default_groups")]
-    pub norm_num_groups: usize,
-    /// BatchNorm epsilon of the latent normalisation.
-    #[serde(default = "default_bn_eps")]
-    pub batch_norm_eps: f64,
-    /// Whether the 1×1 `quant_conv` exists.
-    #[serde(default = "default_true")]
-    pub use_quant_conv: bool,
-    /// Whether the 1×1 `post_quant_conv` exists.
-    #[serde(default = "default_true")]
-    pub use_post_quant_conv: bool,
-    /// Whether the mid blocks have attention.
-    #[serde(default = "default_true")]
-    pub mid_block_add_attention: bool,
-    /// Patchify size; FLUX.2 uses (2, 2).
-    #[serde(default = "default_patch")]
-    pub patch_size: Vec<usize>,
-    /// Training image size; diffusers' tiled decoding uses it as the tile size in pixels.
-    #[serde(default = "default_sample_size", deserialize_with = "int_or_first")]
-    pub sample_size: usize,
-}
-
-fn default_sample_size() -> usize {
-    1024
-}
-
-/// `sample_size` is an int in FLUX configs but a list in some others; take the first entry.
-fn int_or_first<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<usize, D::Error> {
-    let value = serde_json::Value::deserialize(d)?;
-    let n = match &value {
-        serde_json::Value::Array(list) => list.first().and_then(serde_json::Value::as_u64),
-        other => other.as_u64(),
-    };
-    n.and_then(|n| usize::try_from(n).ok())
-        .ok_or_else(|| serde::de::Error::custom(format!("sample_size {value} is not a size")))
-}
-
-fn default_rgb() -> usize {
-    3
-}
-fn default_layers() -> usize {
-    2
-}
-fn default_latent() -> usize {
-    32
-}
-fn default_groups() -> usize {
-    32
-}
-fn default_bn_eps() -> f64 {
-    1e-4
-}
-fn default_true() -> bool {
-    true
-}
-fn default_patch() -> Vec<usize> {
-    vec![2, 2]
-}
-
-impl VaeConfig {
-    /// The FLUX.2 VAE as released (diffusers' `AutoencoderKLFlux2` defaults, which its
-    /// `vae/config.json` repeats): levels of 128, 256, 512, 512 channels, 2 ResNet blocks per
-    /// encoder level, 32 latent channels, 32 groups, BatchNorm ε 1e-4, 2×2 patches.
-    pub fn flux2() -> Self {
-        Self {
-            in_channels: 3,
-            out_channels: 3,
-            block_out_channels: vec![128, 256, 512, 512],
-            decoder_block_out_channels: None,
-            layers_per_block: 2,
-            latent_channels: 32,
-            norm_num_groups: 32,
-            batch_norm_eps: 1e-4,
-            use_quant_conv: true,
-            use_post_quant_conv: true,
-            mid_block_add_attention: true,
-            patch_size: vec![2, 2],
-            sample_size: 1024,
-        }
-    }
-
-    /// A tiny VAE for tests and smoke runs, shaped like `tests/fixtures/tiny-klein`'s: two levels of
-    /// 16 and 32 channels, one ResNet block per encoder level, 4 groups; 4 pixels per token.
-    pub fn tiny() -> Self {
-        Self {
-            block_out_channels: vec![16, 32],
-            layers_per_block: 1,
-            norm_num_groups: 4,
-            sample_size: 32,
-            ..Self::flux2()
-        }
-    }
-
-    /// Checks the numbers are usable and plausible (a hostile config.json must give an error, not an
-    /// overflow or a huge allocation).
-    pub fn validate(&self, path: &Path) -> Result<()> {
-        let cfg = self;
-        let too_wide = |c: &usize| *c > (1 << 20);
-        if cfg.block_out_channels.len() > 16
-            || cfg.layers_per_block > 64
-            || cfg.block_out_channels.iter().any(too_wide)
-            || cfg.decoder_channels().iter().any(too_wide)
-            || [cfg.latent_channels, cfg.in_channels, cfg.out_channels]
-                .iter()
-                .any(too_wide)
-            || cfg.patch_size.iter().any(|p| *p > 16)
-        {
-            return Err(ModelError::Config {
-                path: path.to_path_buf(),
-                reason: format!(
-                    "implausible sizes: {} levels, {} blocks per level",
-                    cfg.block_out_channels.len(),
-                    cfg.layers_per_block
-                ),
-            });
-        }
-        if cfg.patch_size != [2, 2] {
-            return Err(ModelError::Config {
-                path: path.to_path_buf(),
-                reason: format!("patch_size {:?} is not (2, 2)", cfg.patch_size),
-            });
-        }
-        if cfg.block_out_channels.is_empty()
-            || cfg.decoder_channels().len() != cfg.block_out_channels.len()
-        {
-            return Err(ModelError::Config {
-                path: path.to_path_buf(),
-                reason: "block_out_channels must be non-empty and match the decoder's".into(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Pixel size of one latent cell before patchify: 2^(levels − 1).
-    pub fn spatial_factor(&self) -> usize {
-        1 << self.block_out_channels.len().saturating_sub(1)
-    }
-
-    fn decoder_channels(&self) -> &[usize] {
-        self.decoder_block_out_channels
-            .as_deref()
-            .unwrap_or(&self.block_out_channels)
-    }
-
-    /// Every tensor of a diffusers VAE checkpoint (without `bn.num_batches_tracked`).
-    pub fn tensor_specs(&self) -> Vec<TensorSpec> {
-        let mut s = Vec::new();
-        let conv = |s: &mut Vec<TensorSpec>, name: &str, cout: usize, cin: usize, k: usize| {
-            s.push(TensorSpec::new(
-                format!("{name}.weight"),
-                &[cout, cin, k, k],
-            ));
-            s.push(TensorSpec::new(format!("{name}.bias"), &[cout]));
-        };
-        let norm = |s: &mut Vec<TensorSpec>, name: &str, c: usize| {
-            s.push(TensorSpec::new(format!("{name}.weight"), &[c]));
-            s.push(TensorSpec::new(format!("{name}.bias"), &[c]));
-        };
-        let resnet = |s: &mut Vec<TensorSpec>, p: &str, cin: usize, cout: usize| {
-            norm(s, &format!("{p}.norm1"), cin);
-            conv(s, &format!("{p}.conv1"), cout, cin, 3);
-            norm(s, &format!("{p}.norm2"), cout);
-            conv(s, &format!("{p}.conv2"), cout, cout, 3);
-            if cin != cout {
-                conv(s, &format!("{p}.conv_shortcut"), cout, cin, 1);
-            }
-        };
-        let mid = |s: &mut Vec<TensorSpec>, p: &str, c: usize, attention: bool| {
-            resnet(s, &format!("{p}.resnets.0"), c, c);
-            if attention {
-                norm(s, &format!("{p}.attentions.0.group_norm"), c);
-                for l in ["to_q", "to_k", "to_v", "to_out.0"] {
-                    s.push(TensorSpec::new(
-                        format!("{p}.attentions.0.{l}.weight"),
-                        &[c, c],
-                    ));
-                    s.push(TensorSpec::new(format!("{p}.attentions.0.{l}.bias"), &[c]));
-                }
-            }
-            resnet(s, &format!("{p}.resnets.1"), c, c);
-        };
-        let enc = &self.block_out_channels;
-        let (Some(&enc_first), Some(&enc_last)) = (enc.first(), enc.last()) else {
-            return s;
-        };
-        conv(&mut s, "encoder.conv_in", enc_first, self.in_channels, 3);
-        let mut cin = enc_first;
-        for (i, &cout) in enc.iter().enumerate() {
-            for j in 0..self.layers_per_block {
-                resnet(
-                    &mut s,
-                    &format!("encoder.down_blocks.{i}.resnets.{j}"),
-                    if j == 0 { cin } else { cout },
-                    cout,
-                );
-            }
-            if i + 1 < enc.len() {
-                conv(
-                    &mut s,
-                    &format!("encoder.down_blocks.{i}.downsamplers.0.conv"),
-                    cout,
-                    cout,
-                    3,
-                );
-            }
-            cin = cout;
-        }
-        mid(
-            &mut s,
-            "encoder.mid_block",
-            enc_last,
-            self.mid_block_add_attention,
-        );
-        norm(&mut s, "encoder.conv_norm_out", enc_last);
-        conv(
-            &mut s,
-            "encoder.conv_out",
-            2 * self.latent_channels,
-            enc_last,
-            3,
-        );
-        if self.use_quant_conv {
-            conv(
-                &mut s,
-                "quant_conv",
-                2 * self.latent_channels,
-                2 * self.latent_channels,
-                1,
-            );
-        }
-        if self.use_post_quant_conv {
-            conv(
-                &mut s,
-                "post_quant_conv",
-                self.latent_channels,
-                self.latent_channels,
-                1,
-            );
-        }
-        let dec = self.decoder_channels();
-        let (Some(&dec_first), Some(&dec_last)) = (dec.first(), dec.last()) else {
-            return s;
-        };
-        conv(&mut s, "decoder.conv_in", dec_last, self.latent_channels, 3);
-        mid(
-            &mut s,
-            "decoder.mid_block",
-            dec_last,
-            self.mid_block_add_attention,
-        );
-        let mut prev = dec_last;
-        for (i, &cout) in dec.iter().rev().enumerate() {
-            for j in 0..=self.layers_per_block {
-                resnet(
-                    &mut s,
-                    &format!("decoder.up_blocks.{i}.resnets.{j}"),
-                    if j == 0 { prev } else { cout },
-                    cout,
-                );
-            }
-            if i + 1 < dec.len() {
-                conv(
-                    &mut s,
-                    &format!("decoder.up_blocks.{i}.upsamplers.0.conv"),
-                    cout,
-                    cout,
-                    3,
-                );
-            }
-            prev = cout;
-        }
-        norm(&mut s, "decoder.conv_norm_out", dec_first);
-        conv(&mut s, "decoder.conv_out", self.out_channels, dec_first, 3);
-        let bn = self.latent_channels * self.patch_size.iter().product::<usize>();
-        s.push(TensorSpec::new("bn.running_mean", &[bn]));
-        s.push(TensorSpec::new("bn.running_var", &[bn]));
-        s
-    }
-}
+use crate::linear::Linear;
+use crate::weights::table::Params;
+use crate::weights::{QuantMode, Weights};
 
 /// The dtype the VAE computes in for a requested one.
 ///
@@ -330,81 +32,6 @@ fn compute_dtype(requested: DType, device: &Device) -> DType {
     } else {
         requested
     }
-}
-
-/// Infers a VAE configuration from a diffusers-named checkpoint without config.json.
-///
-/// Channels, levels, blocks per level, latent channels and the quant convs are read from shapes;
-/// the GroupNorm group count is not visible in the weights and is taken as 32 (every released
-/// FLUX VAE), or the largest power of two dividing the first level's channels if that is smaller.
-pub fn infer_vae_config(weights: &Weights) -> Result<VaeConfig> {
-    let path = weights.origin().to_path_buf();
-    let shape = |name: &str| -> Result<Vec<usize>> {
-        weights
-            .shape(name)
-            .map(<[usize]>::to_vec)
-            .ok_or_else(|| ModelError::Config {
-                path: path.clone(),
-                reason: format!("cannot infer the VAE configuration: tensor {name} is missing"),
-            })
-    };
-    let mut block_out_channels = Vec::new();
-    while let Some(s) = weights.shape(&format!(
-        "encoder.down_blocks.{}.resnets.0.conv1.weight",
-        block_out_channels.len()
-    )) {
-        block_out_channels.push(s.first().copied().unwrap_or(0));
-    }
-    let mut layers_per_block = 0;
-    while weights.contains(&format!(
-        "encoder.down_blocks.0.resnets.{layers_per_block}.conv1.weight"
-    )) {
-        layers_per_block += 1;
-    }
-    let n_levels = block_out_channels.len();
-    let mut decoder_channels = Vec::with_capacity(n_levels);
-    for i in (0..n_levels).rev() {
-        decoder_channels.push(
-            shape(&format!("decoder.up_blocks.{i}.resnets.0.conv2.weight"))?
-                .first()
-                .copied()
-                .unwrap_or(0),
-        );
-    }
-    let conv_in = shape("encoder.conv_in.weight")?;
-    let conv_out = shape("decoder.conv_out.weight")?;
-    let latent_channels = shape("decoder.conv_in.weight")?
-        .get(1)
-        .copied()
-        .unwrap_or(0);
-    let first = block_out_channels.first().copied().unwrap_or(0);
-    if n_levels == 0 || layers_per_block == 0 || latent_channels == 0 || first == 0 {
-        return Err(ModelError::Config {
-            path,
-            reason: "not a diffusers-layout FLUX.2 VAE".into(),
-        });
-    }
-    let groups = (0..=5)
-        .rev()
-        .map(|p| 1usize << p)
-        .find(|g| first % g == 0)
-        .unwrap_or(1);
-    Ok(VaeConfig {
-        in_channels: conv_in.get(1).copied().unwrap_or(3),
-        out_channels: conv_out.first().copied().unwrap_or(3),
-        decoder_block_out_channels: (decoder_channels != block_out_channels)
-            .then_some(decoder_channels),
-        block_out_channels,
-        layers_per_block,
-        latent_channels,
-        norm_num_groups: groups,
-        batch_norm_eps: 1e-4,
-        use_quant_conv: weights.contains("quant_conv.weight"),
-        use_post_quant_conv: weights.contains("post_quant_conv.weight"),
-        mid_block_add_attention: weights.contains("encoder.mid_block.attentions.0.to_q.weight"),
-        patch_size: vec![2, 2],
-        sample_size: 1024,
-    })
 }
 
 /// Linear cross-fade of the first `extent` rows (dim 2) or columns (dim 3) of `current` from the
@@ -580,24 +207,35 @@ pub struct Vae {
 }
 
 impl Vae {
-    /// Loads `vae/` (config.json + safetensors).
-    ///
-    /// A single `.safetensors` file with diffusers key names (ComfyUI's `flux2-vae.safetensors`)
-    /// also loads; its configuration is then inferred from the tensor shapes.
-    pub fn load(dir: &Path, dtype: DType, device: &Device) -> Result<Self> {
-        if dir.is_file() {
-            let weights = Weights::from_file(dir)?;
-            let cfg = infer_vae_config(&weights)?;
-            return Self::from_weights(&weights, cfg, dtype, device);
-        }
-        let cfg_path = dir.join("config.json");
-        let cfg: VaeConfig = read_json(&cfg_path)?;
-        cfg.validate(&cfg_path)?;
-        let weights = Weights::from_dir(dir)?;
+    /// Loads a VAE: a `vae/` directory (config.json + safetensors), or a single safetensors file
+    /// in diffusers or BFL names (ComfyUI's `flux2-vae.safetensors`, BFL's `ae.safetensors`),
+    /// whose configuration is inferred from the tensor shapes.
+    pub fn load(path: &Path, dtype: DType, device: &Device) -> Result<Self> {
+        Self::load_part(&Weights::open(path)?, path, dtype, device)
+    }
+
+    /// Like [`Vae::load`] for weights already opened from `path` (a part of an all-in-one file).
+    pub fn load_part(
+        weights: &Weights,
+        path: &Path,
+        dtype: DType,
+        device: &Device,
+    ) -> Result<Self> {
+        let weights = weights
+            .clone()
+            .strip_common_prefix(&["vae.", "first_stage_model."]);
+        let cfg_path = path.join("config.json");
+        let cfg = if path.is_dir() && cfg_path.exists() {
+            let cfg: VaeConfig = read_json(&cfg_path)?;
+            cfg.validate(&cfg_path)?;
+            cfg
+        } else {
+            infer_vae_config(&weights)?
+        };
         Self::from_weights(&weights, cfg, dtype, device)
     }
 
-    /// Builds the VAE from opened weights.
+    /// Builds the VAE from opened weights (diffusers or BFL names).
     pub fn from_weights(
         weights: &Weights,
         cfg: VaeConfig,
@@ -605,13 +243,16 @@ impl Vae {
         device: &Device,
     ) -> Result<Self> {
         cfg.validate(weights.origin())?;
-        weights.check(&cfg.tensor_specs(), |n| n == "bn.num_batches_tracked")?;
-        let w = TensorSource::File(Loader {
+        let table = table(&cfg, detect_layout(weights));
+        let params = Params::checkpoint(
+            table,
             weights,
-            dtype: compute_dtype(dtype, device),
+            |n| n == "bn.num_batches_tracked",
+            compute_dtype(dtype, device),
             device,
-        });
-        Self::build(cfg, &w, device)
+            QuantMode::Exact,
+        )?;
+        Self::build(cfg, &params)
     }
 
     /// A VAE with random weights (normal σ = 0.02; biases and the running mean 0, norm scales and
@@ -619,16 +260,17 @@ impl Vae {
     /// `VaeConfig::flux2()`. Not seeded.
     pub fn random(cfg: VaeConfig, dtype: DType, device: &Device) -> Result<Self> {
         cfg.validate(Path::new("<random>"))?;
-        let w = TensorSource::Random(RandomTensors::new(
-            cfg.tensor_specs(),
+        let params = Params::random(
+            table(&cfg, VaeLayout::Diffusers),
             compute_dtype(dtype, device),
             device,
-        ));
-        Self::build(cfg, &w, device)
+        );
+        Self::build(cfg, &params)
     }
 
-    /// Builds the VAE from checked tensors, which `w` gives in the dtype the VAE computes in.
-    fn build(cfg: VaeConfig, w: &TensorSource<'_>, device: &Device) -> Result<Self> {
+    /// Builds the VAE from its parameters, which `w` gives in the dtype the VAE computes in.
+    fn build(cfg: VaeConfig, w: &Params<'_>) -> Result<Self> {
+        let device = w.device().clone();
         let dtype = w.dtype();
         let groups = cfg.norm_num_groups;
         let conv = |name: &str, padding: usize, stride: usize| -> Result<Conv2d> {
@@ -640,14 +282,14 @@ impl Vae {
                 cudnn_fwd_algo: None,
             };
             Ok(Conv2d::new(
-                w.get(&format!("{name}.weight"))?,
-                Some(w.get(&format!("{name}.bias"))?),
+                w.tensor(&format!("{name}.weight"))?,
+                Some(w.tensor(&format!("{name}.bias"))?),
                 cfg,
             ))
         };
         let norm = |name: &str| -> Result<Norm> {
-            let weight = w.get(&format!("{name}.weight"))?;
-            let bias = w.get(&format!("{name}.bias"))?;
+            let weight = w.tensor(&format!("{name}.weight"))?;
+            let bias = w.tensor(&format!("{name}.bias"))?;
             let channels = weight.dim(0)?;
             Ok(Norm {
                 inner: GroupNorm::new(weight.clone(), bias.clone(), channels, groups, NORM_EPS)?,
@@ -657,10 +299,7 @@ impl Vae {
             })
         };
         let lin = |name: &str| -> Result<Linear> {
-            Ok(Linear::new(
-                w.get(&format!("{name}.weight"))?,
-                Some(w.get(&format!("{name}.bias"))?),
-            ))
+            w.linear_with_bias(&format!("{name}.weight"), &format!("{name}.bias"))
         };
         let resnet = |p: &str| -> Result<ResnetBlock> {
             let shortcut_name = format!("{p}.conv_shortcut");
@@ -728,8 +367,8 @@ impl Vae {
             };
             dec_levels.push(Level { resnets, resample });
         }
-        let bn_mean = w.get_f32("bn.running_mean")?;
-        let bn_var = w.get_f32("bn.running_var")?;
+        let bn_mean = w.tensor_f32("bn.running_mean")?;
+        let bn_var = w.tensor_f32("bn.running_var")?;
         let bn_channels = bn_mean.dim(0)?;
         let bn_std = (bn_var + cfg.batch_norm_eps)?
             .sqrt()?
@@ -759,7 +398,7 @@ impl Vae {
             bn_std,
             cfg,
             dtype,
-            device: device.clone(),
+            device,
             attention: AttentionBackend::default(),
             differentiable: false,
         })

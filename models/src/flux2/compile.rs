@@ -2,7 +2,7 @@
 //!
 //! What a compiled model does differently from the eager one, all without changing the maths:
 //! - optionally ([`CompileOptions::relayout_weights`]), every projection weight is stored
-//!   pre-transposed as a contiguous `[in, out]` matrix ([`crate::proj::Proj`]);
+//!   pre-transposed as a contiguous `[in, out]` matrix ([`crate::linear::Linear`]);
 //! - the per-step modulation vectors (timestep embedding, the shared double/single/final
 //!   modulation projections) are computed once per distinct timestep and guidance: eagerly for
 //!   the schedule the model will be sampled with, and memoised for any other;
@@ -12,7 +12,7 @@
 //! - on a CUDA device (bf16/f16/f32, head dim ≤ 64 or a multiple of 64), the blocks run fused
 //!   kernels (`veetance_gpu::fused`: LayerNorm + modulate, QK-RMSNorm + RoPE into the layout
 //!   attention reads, gate + residual, SwiGLU), and the step is captured as a CUDA graph and
-//!   replayed ([`crate::graph`]).
+//!   replayed ([`super::cuda_graph`]).
 //!
 //! On CPU, results match the eager model up to GEMM summation order (tests check < 1e-5
 //! relative); the fused CUDA kernels round once where candle's op chain rounds per op
@@ -23,9 +23,8 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use candle_core::{DType, Tensor, TensorId};
 
+use super::model::{Flux2Transformer, Modulation};
 use crate::error::Result;
-use crate::flux2::{Flux2Transformer, Modulation};
-use crate::sampling::SchedulerConfig;
 
 /// Memoised modulation entries beyond which new timesteps are computed but not stored.
 const MAX_MODULATION_ENTRIES: usize = 1024;
@@ -37,8 +36,9 @@ const MAX_TEXT_ENTRIES: usize = 2;
 pub struct CompileOptions {
     /// Latent token grid the model will be sampled at (image side / pixels per token).
     pub grid: (usize, usize),
-    /// Step counts whose schedules get their modulation precomputed.
-    pub steps: Vec<usize>,
+    /// The σ values the sampler will pass (the schedule for the grid and step count, e.g.
+    /// [`crate::SchedulerConfig::sigmas`]); their modulation is precomputed. σ = 0 is skipped.
+    pub sigmas: Vec<f64>,
     /// Guidance values to precompute for (only matters for models with a guidance embedder).
     pub guidance: Option<f64>,
     /// Store projection weights pre-transposed (`[in, out]`). The GEMM alone is 4–7 % faster
@@ -46,6 +46,25 @@ pub struct CompileOptions {
     /// sampling runs showed no gain within the noise of a shared machine, and the compiled
     /// clone then holds a second copy of every projection weight, so it is off by default.
     pub relayout_weights: bool,
+}
+
+impl CompileOptions {
+    /// What the Compile node prepares for: `steps` steps of `scheduler`'s schedule at `grid`,
+    /// `guidance` for models with a guidance embedder, weights shared (re-laid-out weights double
+    /// the memory and showed no end-to-end gain).
+    pub fn for_schedule(
+        scheduler: &crate::SchedulerConfig,
+        grid: (usize, usize),
+        steps: usize,
+        guidance: Option<f64>,
+    ) -> Self {
+        CompileOptions {
+            grid,
+            sigmas: scheduler.sigmas(grid.0 * grid.1, steps),
+            guidance,
+            relayout_weights: false,
+        }
+    }
 }
 
 type ModulationKey = (Vec<u32>, Option<Vec<u32>>);
@@ -59,7 +78,7 @@ pub struct CompiledState {
     /// Whether the model runs the fused CUDA kernels (set when compiling on a CUDA device).
     fused: bool,
     /// Captured CUDA graphs of the step, by input size (used when `fused`).
-    graphs: crate::graph::StepGraphs,
+    graphs: super::cuda_graph::StepGraphs,
 }
 
 fn bits(t: &Tensor) -> candle_core::Result<Vec<u32>> {
@@ -146,19 +165,19 @@ impl CompiledState {
     }
 
     /// The step's CUDA graphs.
-    pub fn graphs(&self) -> &crate::graph::StepGraphs {
+    pub fn graphs(&self) -> &super::cuda_graph::StepGraphs {
         &self.graphs
     }
 }
 
 impl Flux2Transformer {
     /// A clone prepared for repeated sampling (see the module docs): modulation precomputed for
-    /// `options.steps` at `options.grid` under `scheduler`, and, if asked, weights re-laid out.
+    /// `options.sigmas`, and, if asked, weights re-laid out.
     ///
     /// With `relayout_weights` the clone holds its own copy of the projection weights (the
     /// eager model's stay as they are), doubling the transformer's weight memory while both are
     /// alive; without it the clone shares every weight.
-    pub fn compile(&self, options: &CompileOptions, scheduler: &SchedulerConfig) -> Result<Self> {
+    pub fn compile(&self, options: &CompileOptions) -> Result<Self> {
         let cfg = self.config();
         // The fused kernels hold a head's q/k in one warp and take 16/32-bit floats; anything
         // else keeps candle's ops.
@@ -177,27 +196,39 @@ impl Flux2Transformer {
             self.clone()
         };
         let compiled = base.with_compiled_state(state.clone());
-        let (grid_h, grid_w) = options.grid;
         let device = self.device().clone();
         let guidance = match options.guidance {
             Some(g) if self.config().guidance_embeds => Some(Tensor::new(&[g as f32], &device)?),
             _ => None,
         };
-        for &steps in &options.steps {
-            for sigma in scheduler.sigmas(grid_h * grid_w, steps) {
-                // The final sigma (0) is never a model input.
-                if sigma <= 0.0 {
-                    continue;
-                }
-                // Exactly the value the sampler passes: diffusers' (σ·1000)/1000 in f32.
-                let t = ((sigma as f32) * 1000.0) / 1000.0;
-                let timestep = Tensor::new(&[t], &device)?;
-                state.modulation(&timestep, guidance.as_ref(), || {
-                    compiled.modulation(&timestep, guidance.as_ref())
-                })?;
+        for &sigma in &options.sigmas {
+            // The final sigma (0) is never a model input.
+            if sigma <= 0.0 {
+                continue;
             }
+            // Exactly the value the sampler passes: diffusers' (σ·1000)/1000 in f32.
+            let t = ((sigma as f32) * 1000.0) / 1000.0;
+            let timestep = Tensor::new(&[t], &device)?;
+            state.modulation(&timestep, guidance.as_ref(), || {
+                compiled.modulation(&timestep, guidance.as_ref())
+            })?;
         }
         Ok(compiled)
+    }
+
+    /// A clone compiled as the Compile node makes it: modulation precomputed for `steps` steps of
+    /// `scheduler`'s schedule at `grid`, the `guidance` a model with a guidance embedder will
+    /// get, weights shared (re-laid-out weights double the memory for no measured gain).
+    pub fn compile_for(
+        &self,
+        scheduler: &crate::SchedulerConfig,
+        grid: (usize, usize),
+        steps: usize,
+        guidance: Option<f64>,
+    ) -> Result<Self> {
+        self.compile(&CompileOptions::for_schedule(
+            scheduler, grid, steps, guidance,
+        ))
     }
 
     /// The compiled caches, if this model was compiled.

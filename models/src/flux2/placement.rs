@@ -1,0 +1,119 @@
+//! Where a transformer's weights live: moving them between RAM and VRAM, page-locking the RAM
+//! copy of an offloaded model, and Compile's optional weight relayout. All three walk the weights
+//! with one function, `Flux2Transformer::map_weights`.
+
+use candle_core::{Device, Tensor};
+
+use super::model::{DoubleBlock, Flux2Transformer, SingleBlock, StreamWeights};
+use crate::error::Result;
+use crate::linear::Linear;
+
+impl Flux2Transformer {
+    /// A clone whose projection weights are stored pre-transposed (see [`crate::linear::Linear`]).
+    pub(crate) fn with_projections_laid_out(&self) -> Result<Self> {
+        self.map_weights(&|p| p.laid_out_for_matmul(), &|t| Ok(t.clone()))
+    }
+
+    /// A copy of this model with every weight on `device` (the model pool swaps transformers
+    /// between RAM and VRAM with it). Compiled caches are not carried over: compile again on
+    /// the target device.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        let f = |t: &Tensor| t.to_device(device);
+        let mut moved = self.map_weights(&|p| p.to_device(device), &f)?;
+        moved.device = device.clone();
+        moved.compiled = None;
+        moved.pinned = None;
+        Ok(moved)
+    }
+
+    /// A clone whose weights in RAM are page-locked for `gpu`, so that [`Self::to_device`]
+    /// copies them to it as DMA at the link's rate (Load's `offload` pins its RAM copy once).
+    /// A plain clone when the weights are not in RAM or `gpu` is not a CUDA device.
+    pub fn pinned_for(&self, gpu: &Device) -> Self {
+        if !self.device.is_cpu() || !gpu.is_cuda() {
+            return self.clone();
+        }
+        let all = std::cell::RefCell::new(Vec::new());
+        let collect = |t: &Tensor| -> candle_core::Result<Tensor> {
+            all.borrow_mut().push(t.clone());
+            Ok(t.clone())
+        };
+        if self
+            .map_weights(&|p| p.map_tensors(&collect), &collect)
+            .is_err()
+        {
+            return self.clone();
+        }
+        Self {
+            pinned: Some(std::sync::Arc::new(veetance_gpu::memory::pin_host(
+                all.into_inner(),
+                gpu,
+            ))),
+            ..self.clone()
+        }
+    }
+
+    /// Bytes of this model's RAM that are page-locked (0 unless [`Self::pinned_for`] pinned it).
+    pub fn pinned_bytes(&self) -> u64 {
+        self.pinned.as_ref().map_or(0, |p| p.pinned_bytes())
+    }
+
+    /// A clone with `proj` applied to every projection and `tensor` to every other tensor the
+    /// model holds (norm scales, LayerNorm constants).
+    fn map_weights(
+        &self,
+        proj: &dyn Fn(&Linear) -> candle_core::Result<Linear>,
+        tensor: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<Self> {
+        let (lin, f) = (proj, tensor);
+        let pair = |(a, b): &(Linear, Linear)| -> candle_core::Result<(Linear, Linear)> {
+            Ok((lin(a)?, lin(b)?))
+        };
+        let stream = |s: &StreamWeights| -> candle_core::Result<StreamWeights> {
+            Ok(StreamWeights {
+                qkv: lin(&s.qkv)?,
+                q_norm: f(&s.q_norm)?,
+                k_norm: f(&s.k_norm)?,
+                proj: lin(&s.proj)?,
+                mlp_in: lin(&s.mlp_in)?,
+                mlp_out: lin(&s.mlp_out)?,
+            })
+        };
+        Ok(Self {
+            img_in: lin(&self.img_in)?,
+            txt_in: lin(&self.txt_in)?,
+            time_in: pair(&self.time_in)?,
+            guidance_in: self.guidance_in.as_ref().map(pair).transpose()?,
+            mod_img: lin(&self.mod_img)?,
+            mod_txt: lin(&self.mod_txt)?,
+            mod_single: lin(&self.mod_single)?,
+            final_mod: lin(&self.final_mod)?,
+            final_linear: lin(&self.final_linear)?,
+            double_blocks: self
+                .double_blocks
+                .iter()
+                .map(|b| {
+                    Ok(DoubleBlock {
+                        img: stream(&b.img)?,
+                        txt: stream(&b.txt)?,
+                    })
+                })
+                .collect::<candle_core::Result<_>>()?,
+            single_blocks: self
+                .single_blocks
+                .iter()
+                .map(|b| {
+                    Ok(SingleBlock {
+                        linear1: lin(&b.linear1)?,
+                        linear2: lin(&b.linear2)?,
+                        q_norm: f(&b.q_norm)?,
+                        k_norm: f(&b.k_norm)?,
+                    })
+                })
+                .collect::<candle_core::Result<_>>()?,
+            ln_ones: f(&self.ln_ones)?,
+            ln_zeros: f(&self.ln_zeros)?,
+            ..self.clone()
+        })
+    }
+}

@@ -1,0 +1,128 @@
+//! The checkpoint's chat template, rendered with minijinja as transformers renders it.
+//!
+//! diffusers' klein pipeline renders one user message with `add_generation_prompt=True,
+//! enable_thinking=False` (transformers' `apply_chat_template(tokenize=False)`), which for Qwen3's
+//! template gives `<|im_start|>user\n{prompt}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n`.
+
+use std::path::Path;
+
+use super::tokenizer::TokenizerFiles;
+use crate::error::{ModelError, Result};
+
+/// Instructions a template may execute per rendering. Qwen3's template renders a one-message
+/// conversation in a few thousand; a million is far above any real template.
+const TEMPLATE_FUEL: u64 = 1_000_000;
+
+/// One chat message for [`ChatTemplate::render`].
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+pub struct ChatMessage {
+    /// `system`, `user` or `assistant`.
+    pub role: String,
+    /// The text.
+    pub content: String,
+}
+
+/// The checkpoint's chat template rendered with minijinja.
+#[derive(Debug, Clone)]
+pub struct ChatTemplate {
+    source: String,
+    bos_token: Option<String>,
+    eos_token: Option<String>,
+}
+
+pub(crate) fn token_string(value: Option<&serde_json::Value>) -> Option<String> {
+    match value? {
+        serde_json::Value::String(s) => Some(s.clone()),
+        serde_json::Value::Object(o) => o
+            .get("content")
+            .and_then(|c| c.as_str())
+            .map(str::to_string),
+        _ => None,
+    }
+}
+
+impl ChatTemplate {
+    /// Reads the template from a tokenizer directory with transformers' priority:
+    /// `chat_template.jinja` (what transformers ≥ 4.47 writes), then `tokenizer_config.json`'s
+    /// `chat_template` (a string, or a list of named templates of which `default` is used), then a
+    /// processor-style `chat_template.json`.
+    pub fn load(tokenizer_dir: &Path) -> Result<Self> {
+        Self::from_files(&TokenizerFiles::from_dir(tokenizer_dir)?)
+    }
+
+    /// The template of a set of tokenizer files.
+    pub fn from_files(files: &TokenizerFiles) -> Result<Self> {
+        let source = files.chat_template.clone().ok_or_else(|| ModelError::Config {
+            path: files.origin.clone(),
+            reason: "no chat template (no chat_template.jinja, tokenizer_config.json chat_template or chat_template.json)".into(),
+        })?;
+        Ok(Self {
+            source,
+            bos_token: token_string(files.config.get("bos_token")),
+            eos_token: token_string(files.config.get("eos_token")),
+        })
+    }
+
+    /// A template from source text (tests, custom pipelines).
+    pub fn from_source(source: impl Into<String>) -> Self {
+        Self {
+            source: source.into(),
+            bos_token: None,
+            eos_token: None,
+        }
+    }
+
+    /// Renders one user message with `add_generation_prompt=True, enable_thinking=False`, which is
+    /// what the klein pipeline feeds the text encoder.
+    pub fn render_user_prompt(&self, prompt: &str) -> Result<String> {
+        self.render(
+            &[ChatMessage {
+                role: "user".into(),
+                content: prompt.into(),
+            }],
+            true,
+            false,
+        )
+    }
+
+    /// Renders a conversation the way transformers' `apply_chat_template(tokenize=False)` does.
+    pub fn render(
+        &self,
+        messages: &[ChatMessage],
+        add_generation_prompt: bool,
+        enable_thinking: bool,
+    ) -> Result<String> {
+        let mut env = minijinja::Environment::new();
+        // A template is checkpoint data: bound its work, so a hostile loop ends with an error
+        // instead of running forever (each instruction costs one unit of fuel).
+        env.set_fuel(Some(TEMPLATE_FUEL));
+        // transformers compiles chat templates with these two options; without them the Qwen3
+        // template's `{%- ... %}` lines leave stray newlines and indentation in the prompt.
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
+        env.add_function(
+            "raise_exception",
+            |msg: String| -> std::result::Result<String, minijinja::Error> {
+                Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    msg,
+                ))
+            },
+        );
+        let template_error = |e: minijinja::Error| ModelError::Template {
+            reason: format!("{e:#}"),
+        };
+        env.add_template("chat", &self.source)
+            .map_err(template_error)?;
+        let template = env.get_template("chat").map_err(template_error)?;
+        let ctx = minijinja::context! {
+            messages => messages.iter().map(|m| minijinja::context! { role => m.role, content => m.content }).collect::<Vec<_>>(),
+            add_generation_prompt => add_generation_prompt,
+            enable_thinking => enable_thinking,
+            bos_token => self.bos_token.clone().unwrap_or_default(),
+            eos_token => self.eos_token.clone().unwrap_or_default(),
+        };
+        template.render(ctx).map_err(template_error)
+    }
+}
