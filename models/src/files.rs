@@ -70,3 +70,14 @@ pub fn read_bytes(path: &Path, limit_bytes: u64) -> Result<Vec<u8>> {
     }
     Ok(bytes)
 }
+
+/// Where a model part's diffusers `config.json` is: inside a component folder, or beside a single
+/// file as `<name>.config.json` (for files whose configuration cannot be read from their shapes,
+/// such as a VAE with an unusual GroupNorm group count).
+pub fn config_path(part: &Path) -> std::path::PathBuf {
+    if part.is_dir() {
+        part.join("config.json")
+    } else {
+        part.with_extension("config.json")
+    }
+}

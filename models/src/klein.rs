@@ -169,7 +169,7 @@ pub struct BundleSources {
     /// The checkpoint's `model_index.json` settings (defaults when absent).
     pub index: ModelIndex,
     /// Whether the checkpoint is step-distilled (`is_distilled`, or for a single transformer
-    /// file, a name without `base`: BFL names base checkpoints `flux-2-klein-base-*`).
+    /// file without one, a name without `base`: BFL names base checkpoints `flux-2-klein-base-*`).
     pub is_distilled: bool,
 }
 
@@ -259,12 +259,12 @@ impl BundleSources {
 
     fn set_text_encoder(&mut self, path: &Path) -> Result<()> {
         self.text_encoder = Part::whole(path.to_path_buf());
-        // A diffusers `text_encoder/` folder brings its sibling `tokenizer/`; a single file uses
-        // the bundled Qwen3 tokenizer.
+        // A diffusers `text_encoder/` folder brings its sibling `tokenizer/`, and so does a single
+        // file with a `tokenizer/` folder beside it; otherwise the bundled Qwen3 tokenizer.
         self.tokenizer = path
             .parent()
             .map(|p| p.join("tokenizer"))
-            .filter(|t| path.is_dir() && t.is_dir());
+            .filter(|t| t.join("tokenizer.json").is_file());
         Ok(())
     }
 
@@ -279,7 +279,17 @@ impl BundleSources {
             .file_name()
             .map(|n| n.to_string_lossy().to_lowercase())
             .unwrap_or_default();
-        let is_distilled = !file_name.contains("base");
+        // A single file carries no model_index.json; one may sit beside it as
+        // `<name>.model_index.json` (a custom model's settings, such as the built-in tiny model's).
+        let sidecar = model.with_extension("model_index.json");
+        let index = if sidecar.is_file() {
+            ModelIndex::load(&sidecar)?
+        } else {
+            ModelIndex::default()
+        };
+        let is_distilled = index
+            .is_distilled
+            .unwrap_or_else(|| !file_name.contains("base"));
         let text_width = match &kind {
             ModelKind::AllInOne => {
                 let te_prefix = detect::ALL_IN_ONE_TEXT_ENCODERS
@@ -304,7 +314,7 @@ impl BundleSources {
                         prefix: detect::ALL_IN_ONE_VAE.into(),
                     },
                     scheduler_config: None,
-                    index: ModelIndex::default(),
+                    index,
                     is_distilled,
                 });
             }
@@ -344,7 +354,7 @@ impl BundleSources {
             tokenizer: None,
             vae: Part::whole(vae),
             scheduler_config: None,
-            index: ModelIndex::default(),
+            index,
             is_distilled,
         };
         sources.set_text_encoder(&text_encoder)?;
@@ -366,6 +376,10 @@ impl BundleSources {
                 );
             } else {
                 files.push(part.path.clone());
+                let config = crate::files::config_path(&part.path);
+                if config.is_file() {
+                    files.push(config);
+                }
             }
         }
         if let Some(tokenizer) = &self.tokenizer {
@@ -381,6 +395,16 @@ impl BundleSources {
             );
         }
         files.extend(self.scheduler_config.clone());
+        let sidecar = self.transformer.path.with_extension("model_index.json");
+        if self.transformer.path.is_file() && sidecar.is_file() {
+            files.push(sidecar);
+        }
+        if self.transformer.path.is_dir()
+            && let Some(root) = self.transformer.path.parent()
+            && root.join("model_index.json").is_file()
+        {
+            files.push(root.join("model_index.json"));
+        }
         files.sort();
         files.dedup();
         files

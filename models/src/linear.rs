@@ -67,7 +67,7 @@ impl LinearWeight {
             StoredDType::Ggml(t) if raw.dtype.is_quantized() && raw.shape.len() == 2 => {
                 LinearWeight::Ggml {
                     weight: Arc::new(raw.to_qtensor(t, device)?),
-                    fast: quant == QuantMode::Fast,
+                    fast: quant == QuantMode::Fast && fast_matmul_supports(t, &raw.shape),
                 }
             }
             _ => LinearWeight::dense(raw.to_tensor(dtype, device)?),
@@ -155,6 +155,15 @@ impl LinearWeight {
             LinearWeight::Ggml { .. } => Vec::new(),
         }
     }
+}
+
+/// Whether candle's quantized matmul handles a weight: its CPU kernels for Q4_1, Q5_0 and Q5_1
+/// work on pairs of blocks and assert (panic) when a row has an odd number of them, so such
+/// layers compute exactly instead.
+fn fast_matmul_supports(t: GgmlDType, shape: &[usize]) -> bool {
+    let cols = shape.last().copied().unwrap_or(0);
+    let pairs_only = matches!(t, GgmlDType::Q4_1 | GgmlDType::Q5_0 | GgmlDType::Q5_1);
+    !pairs_only || (cols / t.block_size()).is_multiple_of(2)
 }
 
 /// A linear layer: `x · Wᵀ (+ b)`.

@@ -13,8 +13,8 @@
 use candle_core::{D, DType, Device, Tensor};
 use veetance_models::QuantMode;
 use veetance_models::attention::exact_attention;
-use veetance_models::flux2::{image_ids, text_ids};
 use veetance_models::attention::sage::sage_attention as sage_reference;
+use veetance_models::flux2::{image_ids, text_ids};
 use veetance_models::{
     AttentionBackend, CompileOptions, Flux2Config, Flux2Transformer, PvPrecision, SageConfig,
     SchedulerConfig,

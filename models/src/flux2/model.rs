@@ -97,9 +97,9 @@ impl Flux2Transformer {
         quant: QuantMode,
     ) -> Result<Self> {
         let weights = weights.clone().strip_common_prefix(COMFY_PREFIXES);
-        let cfg_path = path.join("config.json");
+        let cfg_path = crate::files::config_path(path);
         let layout = detect_layout(&weights);
-        let cfg = if path.is_dir() && cfg_path.exists() {
+        let cfg = if cfg_path.is_file() {
             let cfg = read_json::<Flux2Config>(&cfg_path)?;
             cfg.validate(&cfg_path)?;
             cfg

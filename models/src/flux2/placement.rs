@@ -116,4 +116,38 @@ impl Flux2Transformer {
             ..self.clone()
         })
     }
+
+    /// How each projection weight is stored (`f32`, `bf16`, `fp8_e4m3`, `Q4_K`, ...).
+    pub fn projection_storage(&self) -> Vec<String> {
+        let names = std::cell::RefCell::new(Vec::new());
+        let record = |p: &Linear| -> candle_core::Result<Linear> {
+            names.borrow_mut().push(p.weight().storage_name());
+            Ok(p.clone())
+        };
+        // Only reads; the clone it builds is dropped.
+        let _ = self.map_weights(&record, &|t| Ok(t.clone()));
+        names.into_inner()
+    }
+
+    /// Bytes the weights occupy where they live (compact weights at their compact size).
+    pub fn weight_bytes(&self) -> u64 {
+        let bytes = std::cell::Cell::new(0u64);
+        let tensor_bytes = |t: &Tensor| (t.elem_count() * t.dtype().size_in_bytes()) as u64;
+        let count_proj = |p: &Linear| -> candle_core::Result<Linear> {
+            let bias: u64 = p
+                .tensors()
+                .iter()
+                .skip(p.weight().tensors().len())
+                .map(tensor_bytes)
+                .sum();
+            bytes.set(bytes.get() + p.weight().size_bytes() + bias);
+            Ok(p.clone())
+        };
+        let count_tensor = |t: &Tensor| -> candle_core::Result<Tensor> {
+            bytes.set(bytes.get() + tensor_bytes(t));
+            Ok(t.clone())
+        };
+        let _ = self.map_weights(&count_proj, &count_tensor);
+        bytes.get()
+    }
 }

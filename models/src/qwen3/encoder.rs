@@ -81,8 +81,8 @@ impl Qwen3Encoder {
     /// the tensors of a single file.
     pub fn config_of(weights: &Weights, path: &Path) -> Result<Qwen3Config> {
         let layout = detect_layout(weights);
-        let cfg_path = path.join("config.json");
-        if path.is_dir() && cfg_path.exists() {
+        let cfg_path = crate::files::config_path(path);
+        if cfg_path.is_file() {
             let cfg: Qwen3Config = read_json(&cfg_path)?;
             cfg.check_rope(&cfg_path)?;
             if cfg.attention_bias {

@@ -224,8 +224,8 @@ impl Vae {
         let weights = weights
             .clone()
             .strip_common_prefix(&["vae.", "first_stage_model."]);
-        let cfg_path = path.join("config.json");
-        let cfg = if path.is_dir() && cfg_path.exists() {
+        let cfg_path = crate::files::config_path(path);
+        let cfg = if cfg_path.is_file() {
             let cfg: VaeConfig = read_json(&cfg_path)?;
             cfg.validate(&cfg_path)?;
             cfg

@@ -1,0 +1,103 @@
+//! Shared helpers of the model tests: fixture paths, reference tensors, error measures, and the
+//! 4-step sampling runs the references were made with.
+
+// Not every test file uses every helper.
+#![allow(dead_code)]
+
+use std::ops::ControlFlow;
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context as _, Result, ensure};
+use candle_core::{DType, Device, Tensor};
+use veetance_models::weights::Weights;
+use veetance_models::{Bundle, SampleRequest, Start, sample};
+
+/// `models/tests/fixtures`.
+pub fn fixtures() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+/// A tensor of a reference file in `fixtures/`, in f32 (i64 for token ids).
+pub fn reference_from(file: &str, name: &str) -> Result<Tensor> {
+    let weights = Weights::from_file(&fixtures().join(file))?;
+    let dtype = if name.starts_with("text.input_ids") {
+        DType::I64
+    } else {
+        DType::F32
+    };
+    Ok(weights.get(name, dtype, &Device::Cpu)?)
+}
+
+/// A tensor of `reference.safetensors` (make_fixtures.py).
+pub fn reference(name: &str) -> Result<Tensor> {
+    reference_from("reference.safetensors", name)
+}
+
+/// A tensor of `reference-formats.safetensors` (make_format_fixtures.py).
+pub fn format_reference(name: &str) -> Result<Tensor> {
+    reference_from("reference-formats.safetensors", name)
+}
+
+/// max|a − b| / max|b|: robust for outputs with near-zero elements.
+pub fn rel_error(actual: &Tensor, expected: &Tensor) -> Result<f32> {
+    ensure!(
+        actual.dims() == expected.dims(),
+        "shape {:?} != expected {:?}",
+        actual.dims(),
+        expected.dims()
+    );
+    let actual = actual.to_dtype(DType::F32)?;
+    let expected = expected.to_dtype(DType::F32)?;
+    let diff = (&actual - &expected)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?;
+    let scale = expected.abs()?.max_all()?.to_scalar::<f32>()?;
+    Ok(diff / scale.max(1e-12))
+}
+
+/// Checks `actual` against `expected` within `tolerance` (relative, see [`rel_error`]), printing
+/// the error with `what`.
+pub fn check_close(what: &str, actual: &Tensor, expected: &Tensor, tolerance: f32) -> Result<f32> {
+    let err = rel_error(actual, expected).with_context(|| what.to_string())?;
+    eprintln!("{what}: rel error {err:.3e}");
+    ensure!(
+        err < tolerance,
+        "{what}: rel error {err:e} >= {tolerance:e}"
+    );
+    Ok(err)
+}
+
+/// The prompts the fixtures were made with (`reference.json`).
+pub fn prompts() -> Result<Vec<String>> {
+    let meta: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json"))?)?;
+    Ok(meta["prompts"]
+        .as_array()
+        .context("prompts")?
+        .iter()
+        .filter_map(|p| p.as_str().map(str::to_string))
+        .collect())
+}
+
+/// The fixtures' 4-step distilled run: the first prompt, `sample.noise`, guidance 1; returns the
+/// latent and the decoded (unclamped) image.
+pub fn four_step_run(bundle: &Bundle) -> Result<(Tensor, Tensor)> {
+    let prompts = prompts()?;
+    let prompt = prompts.first().context("no prompts")?;
+    let cond = bundle.text_encoder.encode(&[prompt.as_str()])?;
+    let request = SampleRequest {
+        positive: &cond,
+        negative: None,
+        start: Start::Noise(reference("sample.noise")?),
+        steps: 4,
+        guidance: 1.0,
+        scheduler: &bundle.scheduler,
+        references: &[],
+    };
+    let latent = sample(&bundle.transformer, &request, |_, _| {
+        ControlFlow::Continue(())
+    })?;
+    let image = bundle.vae.decode_raw(&bundle.vae.denormalize(&latent)?)?;
+    Ok((latent, image))
+}
