@@ -4,7 +4,8 @@
 //! image-token count and the step count, σ_i = linspace(1, 1/S, S) mapped through the exponential
 //! time shift `e^μ / (e^μ + (1/t − 1))`, then a final 0. The model is called with σ (×1000 inside).
 //!
-//! Euler step in f32 whatever the model dtype (diffusers upcasts for the update): `x ← x + (σ_{i+1} − σ_i)·v`.
+//! Euler step as diffusers computes it: `x ← x + (σ_{i+1} − σ_i)·v` in f32 with the latent kept in the
+//! model's dtype between steps (so f32 runs are exact and bf16 runs round where diffusers rounds).
 //! Classifier-free guidance (base models): `v = v_neg + g·(v_pos − v_neg)`; distilled models run one
 //! pass per step. Latents are the normalised token grid `[B, 128, h, w]`; see [`crate::latent`].
 
@@ -165,6 +166,14 @@ pub fn seeded_noise(
     Ok(Tensor::from_vec(values, (b, c, h, w), device)?)
 }
 
+/// The timestep tensor `[batch]` the model gets for σ, rounded as diffusers rounds it: the
+/// scheduler's timestep `1000·σ` (f32) cast to the latent dtype, then divided by 1000 in that dtype
+/// (`timestep = t.expand(B).to(latents.dtype)`, `transformer(timestep=timestep / 1000)`).
+pub fn model_timestep(sigma: f64, batch: usize, dtype: DType, device: &Device) -> Result<Tensor> {
+    let t = Tensor::full((sigma as f32) * 1000.0, batch, device)?.to_dtype(dtype)?;
+    Ok((t / 1000.0)?)
+}
+
 /// Where sampling starts from.
 #[derive(Debug, Clone)]
 pub enum Start {
@@ -205,7 +214,7 @@ pub struct SampleRequest<'a> {
     pub references: &'a [Tensor],
 }
 
-/// Runs the sampler and returns the final normalised latent `[B, 128, h, w]` (f32).
+/// Runs the sampler and returns the final normalised latent `[B, 128, h, w]` in the model's dtype.
 ///
 /// `progress(step, total)` is called after each step (1-based); returning `ControlFlow::Break`
 /// stops between steps with [`ModelError::Cancelled`].
@@ -232,8 +241,11 @@ pub fn sample(
         )));
     }
     let all_sigmas = req.scheduler.sigmas(grid_h * grid_w, req.steps);
+    // diffusers keeps the latents in the pipeline's dtype between steps (the text encoder's, which
+    // is the model's): noise is drawn in it and each Euler step is computed in f32, then cast back.
+    let latent_dtype = model.dtype();
     let (mut x, sigmas) = match &req.start {
-        Start::Noise(noise) => (noise.to_dtype(DType::F32)?, all_sigmas.as_slice()),
+        Start::Noise(noise) => (noise.to_dtype(latent_dtype)?, all_sigmas.as_slice()),
         Start::Image {
             latent,
             noise,
@@ -250,7 +262,8 @@ pub fn sample(
             let sigmas = all_sigmas.get(start..).unwrap_or(&[]);
             let sigma0 = sigmas.first().copied().unwrap_or(0.0);
             let x0 = latent.to_dtype(DType::F32)?;
-            let x = ((x0 * (1.0 - sigma0))? + (noise.to_dtype(DType::F32)? * sigma0)?)?;
+            let x = ((x0 * (1.0 - sigma0))? + (noise.to_dtype(DType::F32)? * sigma0)?)?
+                .to_dtype(latent_dtype)?;
             (x, sigmas)
         }
     };
@@ -295,10 +308,8 @@ pub fn sample(
 
     for (i, pair) in sigmas.windows(2).enumerate() {
         let [sigma, sigma_next] = pair else { continue };
-        // diffusers passes (σ·1000)/1000 in f32 to the model.
-        let t = ((*sigma as f32) * 1000.0) / 1000.0;
-        let timestep = Tensor::full(t, batch, &device)?;
-        let noisy = pack(&x)?.to_dtype(model.dtype())?;
+        let timestep = model_timestep(*sigma, batch, latent_dtype, &device)?;
+        let noisy = pack(&x)?;
         let tokens = if ref_tokens.is_empty() {
             noisy
         } else {
@@ -309,15 +320,17 @@ pub fn sample(
         let forward = |cond: &Tensor| -> Result<Tensor> {
             let v = model.forward_with_rope(&tokens, cond, &rope, &timestep, guidance)?;
             // Only the noisy tokens' velocities matter; reference outputs are dropped.
-            Ok(v.narrow(1, 0, n_noisy)?.to_dtype(DType::F32)?)
+            Ok(v.narrow(1, 0, n_noisy)?)
         };
+        // As diffusers: CFG in the model's dtype, then `sample.f32() + (σ' − σ)·v` where the
+        // product keeps v's dtype, and the result cast back to the latent dtype.
         let mut v = forward(&positive)?;
         if let Some(neg) = &negative {
             let v_neg = forward(neg)?;
             v = (&v_neg + ((v - &v_neg)? * req.guidance)?)?;
         }
-        let v = unpack(&v, grid_h, grid_w)?;
-        x = (x + (v * (sigma_next - sigma))?)?;
+        let step = (unpack(&v, grid_h, grid_w)? * (sigma_next - sigma))?;
+        x = (x.to_dtype(DType::F32)? + step.to_dtype(DType::F32)?)?.to_dtype(latent_dtype)?;
         if progress(i + 1, total).is_break() {
             return Err(ModelError::Cancelled {
                 completed_steps: i + 1,

@@ -405,7 +405,11 @@ fn bundle_runs_in_half_precision() {
             ControlFlow::Continue(())
         })
         .unwrap();
-        assert_eq!(latent.dtype(), DType::F32, "sampler keeps latents in f32");
+        assert_eq!(
+            latent.dtype(),
+            dtype,
+            "latents stay in the pipeline's dtype, as in diffusers"
+        );
         let image = bundle
             .vae
             .decode_raw(&bundle.vae.denormalize(&latent).unwrap())

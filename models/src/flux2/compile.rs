@@ -206,9 +206,8 @@ impl Flux2Transformer {
             if sigma <= 0.0 {
                 continue;
             }
-            // Exactly the value the sampler passes: diffusers' (σ·1000)/1000 in f32.
-            let t = ((sigma as f32) * 1000.0) / 1000.0;
-            let timestep = Tensor::new(&[t], &device)?;
+            // Exactly the value the sampler passes.
+            let timestep = crate::sampling::model_timestep(sigma, 1, self.dtype(), &device)?;
             state.modulation(&timestep, guidance.as_ref(), || {
                 compiled.modulation(&timestep, guidance.as_ref())
             })?;
