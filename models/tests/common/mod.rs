@@ -101,3 +101,30 @@ pub fn four_step_run(bundle: &Bundle) -> Result<(Tensor, Tensor)> {
     let image = bundle.vae.decode_raw(&bundle.vae.denormalize(&latent)?)?;
     Ok((latent, image))
 }
+
+/// Writes a safetensors file with the given f32 tensors whose data section is a hole (zeros on
+/// disk, sparse on Unix filesystems), for header-level tests of full-size layouts.
+pub fn sparse_safetensors(
+    dir: &Path,
+    name: &str,
+    specs: &[veetance_models::weights::TensorSpec],
+) -> Result<PathBuf> {
+    let mut header = serde_json::Map::new();
+    let mut offset = 0usize;
+    for spec in specs {
+        let n_bytes = 4 * spec.shape.iter().product::<usize>();
+        header.insert(
+            spec.name.clone(),
+            serde_json::json!({"dtype": "F32", "shape": spec.shape, "data_offsets": [offset, offset + n_bytes]}),
+        );
+        offset += n_bytes;
+    }
+    let header = serde_json::Value::Object(header).to_string();
+    let path = dir.join(name);
+    let mut bytes = (header.len() as u64).to_le_bytes().to_vec();
+    bytes.extend_from_slice(header.as_bytes());
+    std::fs::write(&path, bytes)?;
+    let file = std::fs::OpenOptions::new().write(true).open(&path)?;
+    file.set_len((8 + header.len() + offset) as u64)?;
+    Ok(path)
+}
