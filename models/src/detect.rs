@@ -241,6 +241,9 @@ pub fn classify(weights: &Weights) -> ModelKind {
 fn storage_summary(weights: &Weights) -> String {
     let mut bytes_by_type: BTreeMap<String, u64> = BTreeMap::new();
     for name in weights.names() {
+        if crate::weights::is_quant_side_tensor(name) {
+            continue;
+        }
         let (Some(dtype), Some(shape)) = (weights.stored_dtype(name), weights.shape(name)) else {
             continue;
         };

@@ -280,12 +280,11 @@ impl BundleSources {
             .map(|n| n.to_string_lossy().to_lowercase())
             .unwrap_or_default();
         // A single file carries no model_index.json; one may sit beside it as
-        // `<name>.model_index.json` (a custom model's settings, such as the built-in tiny model's).
-        let sidecar = model.with_extension("model_index.json");
-        let index = if sidecar.is_file() {
-            ModelIndex::load(&sidecar)?
-        } else {
-            ModelIndex::default()
+        // `<name>.model_index.json` (a custom model's settings, such as the built-in tiny model's),
+        // or, in BFL's repositories, the folder's own `model_index.json`.
+        let index = match model_index_beside(model) {
+            Some(path) => ModelIndex::load(&path)?,
+            None => ModelIndex::default(),
         };
         let is_distilled = index
             .is_distilled
@@ -337,10 +336,16 @@ impl BundleSources {
         };
         let text_encoder = match text_encoder {
             Some(te) => te.to_path_buf(),
-            None => find_companion(model, "text encoder", "text_encoder", |kind| {
-                matches!(kind, ModelKind::Qwen3TextEncoder { hidden, .. }
-                    if hidden * KLEIN_OUT_LAYERS.len() == text_width)
-            })?,
+            None => {
+                let n_layers = index
+                    .text_encoder_out_layers
+                    .as_ref()
+                    .map_or(KLEIN_OUT_LAYERS.len(), Vec::len);
+                find_companion(model, "text encoder", "text_encoder", |kind| {
+                    matches!(kind, ModelKind::Qwen3TextEncoder { hidden, .. }
+                        if hidden * n_layers == text_width)
+                })?
+            }
         };
         let vae = match vae {
             Some(vae) => vae.to_path_buf(),
@@ -395,9 +400,10 @@ impl BundleSources {
             );
         }
         files.extend(self.scheduler_config.clone());
-        let sidecar = self.transformer.path.with_extension("model_index.json");
-        if self.transformer.path.is_file() && sidecar.is_file() {
-            files.push(sidecar);
+        if self.transformer.path.is_file()
+            && let Some(index) = model_index_beside(&self.transformer.path)
+        {
+            files.push(index);
         }
         if self.transformer.path.is_dir()
             && let Some(root) = self.transformer.path.parent()
@@ -411,7 +417,21 @@ impl BundleSources {
     }
 }
 
-/// The one file in the companion folders of `model` that `matches`, or a clear error.
+/// The `model_index.json` that states a single transformer file's settings, if any:
+/// `<name>.model_index.json`, else the folder's `model_index.json`.
+fn model_index_beside(model: &Path) -> Option<PathBuf> {
+    let own = model.with_extension("model_index.json");
+    if own.is_file() {
+        return Some(own);
+    }
+    model
+        .parent()
+        .map(|dir| dir.join("model_index.json"))
+        .filter(|p| p.is_file())
+}
+
+/// The one file (or diffusers component folder) in the companion folders of `model` that
+/// `matches`, or a clear error.
 fn find_companion(
     model: &Path,
     what: &str,
@@ -421,7 +441,13 @@ fn find_companion(
     let dirs = companion_dirs(model);
     let mut found = Vec::new();
     for dir in &dirs {
-        for file in model_files_in(dir) {
+        // BFL's repositories put the single file beside diffusers component folders
+        // (`text_encoder/`, `vae/`); a folder counts like a file.
+        let component = dir.join(input);
+        let candidates = model_files_in(dir)
+            .into_iter()
+            .chain(component.join("config.json").is_file().then_some(component));
+        for file in candidates {
             if file == model {
                 continue;
             }

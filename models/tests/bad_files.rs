@@ -24,7 +24,10 @@ fn error_of<T>(result: veetance_models::Result<T>) -> String {
 
 fn assert_mentions(message: &str, needles: &[&str]) {
     for needle in needles {
-        assert!(message.contains(needle), "{message:?} should mention {needle:?}");
+        assert!(
+            message.contains(needle),
+            "{message:?} should mention {needle:?}"
+        );
     }
 }
 
@@ -48,7 +51,10 @@ fn other_architectures_and_adapters_are_named_not_loaded() -> Result<()> {
         dir.path(),
         "sdxl.safetensors",
         &[
-            TensorSpec::new("model.diffusion_model.input_blocks.0.0.weight", &[320, 4, 3, 3]),
+            TensorSpec::new(
+                "model.diffusion_model.input_blocks.0.0.weight",
+                &[320, 4, 3, 3],
+            ),
             TensorSpec::new("first_stage_model.decoder.conv_in.weight", &[512, 4, 3, 3]),
         ],
     )?;
@@ -56,8 +62,14 @@ fn other_architectures_and_adapters_are_named_not_loaded() -> Result<()> {
         dir.path(),
         "style-lora.safetensors",
         &[
-            TensorSpec::new("transformer.single_transformer_blocks.0.attn.to_out.lora_A.weight", &[16, 12288]),
-            TensorSpec::new("transformer.single_transformer_blocks.0.attn.to_out.lora_B.weight", &[3072, 16]),
+            TensorSpec::new(
+                "transformer.single_transformer_blocks.0.attn.to_out.lora_A.weight",
+                &[16, 12288],
+            ),
+            TensorSpec::new(
+                "transformer.single_transformer_blocks.0.attn.to_out.lora_B.weight",
+                &[3072, 16],
+            ),
         ],
     )?;
     let mut dev = Flux2Config::klein_4b();
@@ -65,7 +77,8 @@ fn other_architectures_and_adapters_are_named_not_loaded() -> Result<()> {
     dev.joint_attention_dim = 15360;
     dev.num_layers = 1;
     dev.num_single_layers = 1;
-    let dev_file = sparse_safetensors(dir.path(), "flux2-dev.safetensors", &dev.bfl_tensor_specs())?;
+    let dev_file =
+        sparse_safetensors(dir.path(), "flux2-dev.safetensors", &dev.bfl_tensor_specs())?;
     for (file, needles) in [
         (&flux1, vec!["FLUX.1", "flux1-dev.safetensors"]),
         (&sdxl, vec!["Stable Diffusion", "sdxl.safetensors"]),
@@ -82,7 +95,10 @@ fn other_architectures_and_adapters_are_named_not_loaded() -> Result<()> {
 fn a_text_encoder_given_as_the_model_says_which_input_it_belongs_to() {
     let te = fixtures().join("formats/comfyui/text_encoders/tiny-qwen3.safetensors");
     let message = error_of(BundleSources::resolve(&te, None, None));
-    assert_mentions(&message, &["text encoder", "`text_encoder`", "tiny-qwen3.safetensors"]);
+    assert_mentions(
+        &message,
+        &["text encoder", "`text_encoder`", "tiny-qwen3.safetensors"],
+    );
 }
 
 #[test]
@@ -98,10 +114,18 @@ fn mismatched_shapes_are_listed_with_expected_and_found() -> Result<()> {
         }
     }
     let path = sparse_safetensors(dir.path(), "broken.safetensors", &specs)?;
-    let message = error_of(Flux2Transformer::load(&path, DType::F32, &Device::Cpu, QuantMode::Exact));
+    let message = error_of(Flux2Transformer::load(
+        &path,
+        DType::F32,
+        &Device::Cpu,
+        QuantMode::Exact,
+    ));
     assert_mentions(
         &message,
-        &["double_blocks.0.img_attn.proj.weight: expected [3072, 3072], found [3072, 3000]", "broken.safetensors"],
+        &[
+            "double_blocks.0.img_attn.proj.weight: expected [3072, 3072], found [3072, 3000]",
+            "broken.safetensors",
+        ],
     );
     Ok(())
 }
@@ -120,12 +144,22 @@ fn a_text_encoder_of_the_wrong_width_is_refused_by_name() -> Result<()> {
         sources,
         &veetance_models::LoadOptions::new(DType::F32, &Device::Cpu),
     ));
-    assert_mentions(&message, &["does not belong to this transformer", "qwen_3_4b.safetensors"]);
+    assert_mentions(
+        &message,
+        &[
+            "does not belong to this transformer",
+            "qwen_3_4b.safetensors",
+        ],
+    );
     Ok(())
 }
 
 /// GGUF bytes: header, metadata (string values only), tensor directory, padding, `data`.
-fn gguf_bytes(n_tensors_claimed: u64, tensors: &[(&str, &[u64], u32, u64)], data: &[u8]) -> Vec<u8> {
+fn gguf_bytes(
+    n_tensors_claimed: u64,
+    tensors: &[(&str, &[u64], u32, u64)],
+    data: &[u8],
+) -> Vec<u8> {
     let mut b = b"GGUF".to_vec();
     b.extend(3u32.to_le_bytes());
     b.extend(n_tensors_claimed.to_le_bytes());
@@ -146,7 +180,7 @@ fn gguf_bytes(n_tensors_claimed: u64, tensors: &[(&str, &[u64], u32, u64)], data
         b.extend(ty.to_le_bytes());
         b.extend(offset.to_le_bytes());
     }
-    while b.len() % 32 != 0 {
+    while !b.len().is_multiple_of(32) {
         b.push(0);
     }
     b.extend_from_slice(data);
@@ -204,7 +238,10 @@ fn hostile_gguf_headers_are_refused_before_allocating() {
     huge.extend((1u64 << 62).to_le_bytes());
     huge.extend([0u8; 64]);
     let path = write(dir.path(), "string.gguf", &huge);
-    assert_mentions(&error_of(Weights::open(&path)), &["longer than the file allows"]);
+    assert_mentions(
+        &error_of(Weights::open(&path)),
+        &["longer than the file allows"],
+    );
 }
 
 #[test]
@@ -212,10 +249,21 @@ fn gguf_tensors_of_unsupported_types_are_named_when_used() {
     let dir = tempfile::tempdir().unwrap();
     // IQ4_XS (type 23), common in text-encoder GGUFs: the file opens (its header is valid), and
     // reading the tensor names the tensor and the type.
-    let path = write(dir.path(), "iq.gguf", &gguf_bytes(1, &[("blk.0.attn_q.weight", &[256, 4], 23, 0)], &[0u8; 1024]));
+    let path = write(
+        dir.path(),
+        "iq.gguf",
+        &gguf_bytes(
+            1,
+            &[("blk.0.attn_q.weight", &[256, 4], 23, 0)],
+            &[0u8; 1024],
+        ),
+    );
     let weights = Weights::open(&path).unwrap();
     let message = error_of(weights.raw("blk.0.attn_q.weight"));
-    assert_mentions(&message, &["blk.0.attn_q.weight", "IQ4_XS", "cannot read", "iq.gguf"]);
+    assert_mentions(
+        &message,
+        &["blk.0.attn_q.weight", "IQ4_XS", "cannot read", "iq.gguf"],
+    );
 }
 
 #[cfg(unix)]
@@ -223,11 +271,17 @@ fn gguf_tensors_of_unsupported_types_are_named_when_used() {
 fn a_fifo_named_as_a_checkpoint_is_an_error_not_a_hang() {
     let dir = tempfile::tempdir().unwrap();
     let fifo = dir.path().join("model.safetensors");
-    let status = std::process::Command::new("mkfifo").arg(&fifo).status().unwrap();
+    let status = std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap();
     assert!(status.success());
     let message = error_of(Weights::open(&fifo));
     assert_mentions(&message, &["not a regular file", "model.safetensors"]);
     let gguf = dir.path().join("model.gguf");
-    std::process::Command::new("mkfifo").arg(&gguf).status().unwrap();
+    std::process::Command::new("mkfifo")
+        .arg(&gguf)
+        .status()
+        .unwrap();
     assert_mentions(&error_of(Weights::open(&gguf)), &["not a regular file"]);
 }

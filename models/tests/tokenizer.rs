@@ -41,7 +41,8 @@ fn bundled_qwen3_tokenizer_matches_transformers_on_real_prompts() -> Result<()> 
             "ids differ for {prompt:?}"
         );
         ensure!(
-            ids.get(n_real..).is_some_and(|pad| pad.iter().all(|&i| i == pad_id)),
+            ids.get(n_real..)
+                .is_some_and(|pad| pad.iter().all(|&i| i == pad_id)),
             "padding differs for {prompt:?}"
         );
         ensure!(

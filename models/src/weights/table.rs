@@ -103,6 +103,11 @@ impl KeyTable {
         self.entries.contains_key(internal)
     }
 
+    /// Where the layout keeps an internal tensor.
+    pub fn source(&self, internal: &str) -> Option<&Source> {
+        self.entries.get(internal).map(|e| &e.source)
+    }
+
     /// The internal tensors with their shapes (sorted by name).
     pub fn internal_specs(&self) -> Vec<TensorSpec> {
         self.entries
