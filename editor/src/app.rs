@@ -43,6 +43,8 @@ pub struct EditorConfig {
     pub watch_files: bool,
     /// Folders searched for model names (the CLI passes `--models-dir` and `VEETANCE_MODELS`).
     pub model_dirs: Vec<PathBuf>,
+    /// Suggested values of catalog inputs (the CLI passes the model folders' files).
+    pub catalog: Option<crate::catalog::CatalogLookup>,
 }
 
 impl EditorConfig {
@@ -55,6 +57,7 @@ impl EditorConfig {
             telemetry: true,
             watch_files: true,
             model_dirs: Vec::new(),
+            catalog: None,
         }
     }
 }
@@ -166,6 +169,7 @@ pub struct EditorApp {
     allow_close: bool,
     ctx: Option<egui::Context>,
     title: String,
+    catalog: crate::catalog::Catalog,
 }
 
 impl EditorApp {
@@ -186,7 +190,9 @@ impl EditorApp {
             .as_ref()
             .map(StateDir::recent)
             .unwrap_or_default();
+        let catalog = crate::catalog::Catalog::new(config.catalog.clone());
         let mut app = EditorApp {
+            catalog,
             registry,
             doc: Document::default(),
             path: None,
@@ -328,6 +334,7 @@ impl EditorApp {
                 runner: &self.runner,
                 problems: &self.problems,
                 textures: &self.textures,
+                catalog: &self.catalog,
             };
             let output = self.canvas.show(ui, &inputs, &mut self.selection);
             self.commands
@@ -736,7 +743,9 @@ impl EditorApp {
                     None => {}
                 }
                 if input.data_type.is_literal() && !matches!(value, Some(InputValue::Link(..))) {
-                    if let Some(edit) = literal_widget(ui, &id, input, value, label.id) {
+                    if let Some(edit) =
+                        literal_widget(ui, &id, input, value, label.id, &self.catalog)
+                    {
                         self.commands.push(Command::Edit(edit));
                     }
                 } else {

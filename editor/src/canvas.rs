@@ -118,6 +118,8 @@ pub struct CanvasInputs<'a> {
     pub problems: &'a NodeProblems,
     /// Preview textures by node.
     pub textures: &'a HashMap<String, TextureHandle>,
+    /// Suggested values of catalog inputs.
+    pub catalog: &'a crate::catalog::Catalog,
 }
 
 impl Canvas {
@@ -453,7 +455,14 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
         match &value {
             Some(InputValue::Link(..)) => {}
             _ if input.data_type.is_literal() => {
-                if let Some(edit) = literal_widget(ui, &view.id, &input, value.as_ref(), label.id) {
+                if let Some(edit) = literal_widget(
+                    ui,
+                    &view.id,
+                    &input,
+                    value.as_ref(),
+                    label.id,
+                    self.inputs.catalog,
+                ) {
                     self.out.edits.push(edit);
                 }
             }
@@ -669,6 +678,7 @@ pub fn literal_widget(
     input: &InputSpec,
     value: Option<&InputValue>,
     label: Id,
+    catalog: &crate::catalog::Catalog,
 ) -> Option<Edit> {
     let current = value
         .and_then(InputValue::literal)
@@ -731,7 +741,7 @@ pub fn literal_widget(
             };
             if !input.choices.is_empty() {
                 let mut picked = None;
-                egui::ComboBox::from_id_salt(("choice", node, &input.name))
+                egui::ComboBox::from_id_salt(("choice", node, &input.name, label))
                     .selected_text(v.clone())
                     .show_ui(ui, |ui| {
                         for choice in &input.choices {
@@ -754,6 +764,35 @@ pub fn literal_widget(
                 }
             };
             ui.add(edit).labelled_by(label);
+            if let Some(name) = &input.catalog {
+                let mut picked = None;
+                egui::ComboBox::from_id_salt(("catalog", node, &input.name, label))
+                    .selected_text("")
+                    .width(16.0)
+                    .show_ui(ui, |ui| {
+                        let names = catalog.names(name);
+                        if names.is_empty() {
+                            ui.label(
+                                "nothing in the model folders (VEETANCE_MODELS, --models-dir)",
+                            );
+                        }
+                        for entry in names {
+                            if ui.selectable_label(entry == v, &entry).clicked() {
+                                picked = Some(entry);
+                            }
+                        }
+                        ui.separator();
+                        if ui.button("Look again").clicked() {
+                            catalog.refresh();
+                        }
+                    })
+                    .response
+                    .labelled_by(label)
+                    .on_hover_text("choose from the model folders");
+                if let Some(entry) = picked {
+                    return Some(set(Literal::Text(entry)));
+                }
+            }
             (v != before).then(|| set(Literal::Text(v)))
         }
         _ => None,

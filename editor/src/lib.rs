@@ -8,6 +8,7 @@
 
 pub mod app;
 pub mod canvas;
+pub mod catalog;
 pub mod document;
 pub mod files;
 pub mod palette;
@@ -46,6 +47,7 @@ pub fn run_native(
     file: Option<PathBuf>,
     registry: Arc<Registry>,
     model_dirs: Vec<PathBuf>,
+    catalog: Option<catalog::CatalogLookup>,
 ) -> Result<(), EditorError> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
@@ -56,6 +58,7 @@ pub fn run_native(
     };
     let config = EditorConfig {
         model_dirs,
+        catalog,
         ..EditorConfig::user()
     };
     let app = EditorApp::new(config, registry, file);

@@ -22,6 +22,7 @@ fn config(dir: &Path) -> EditorConfig {
         telemetry: false,
         watch_files: true,
         model_dirs: Vec::new(),
+        catalog: None,
     }
 }
 
@@ -821,4 +822,60 @@ fn closing_the_window_with_unsaved_edits_asks_first() {
         .get(&egui::ViewportId::ROOT)
         .is_some_and(|v| v.commands.contains(&egui::ViewportCommand::Close));
     assert!(closing, "Discard closes the window");
+}
+
+#[test]
+fn load_offers_the_model_folders_files_in_a_list() {
+    let dir = tempfile::tempdir().unwrap();
+    let asked = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let asked_by_lookup = asked.clone();
+    let lookup = veetance_editor::catalog::CatalogLookup(std::sync::Arc::new(move |name: &str| {
+        asked_by_lookup.lock().unwrap().push(name.to_owned());
+        match name {
+            "models" => vec![
+                "tiny".to_owned(),
+                "diffusion_models/klein-Q4_K.gguf".to_owned(),
+            ],
+            _ => Vec::new(),
+        }
+    }));
+    let config = EditorConfig {
+        catalog: Some(lookup),
+        ..config(dir.path())
+    };
+    let mut h = harness(EditorApp::new(config, registry(), None));
+    frames(&mut h, 2);
+    add_node(&mut h, "Load");
+    // The palette's search field keeps the focus until the next key: let it go first.
+    h.key_press(Key::Escape);
+    frames(&mut h, 2);
+    let combo = h
+        .query_all_by_role_and_label(Role::ComboBox, "load.model")
+        .next()
+        .expect("a list beside Load's model input");
+    combo.click();
+    frames(&mut h, 3);
+    h.get_by_label("diffusion_models/klein-Q4_K.gguf").click();
+    frames(&mut h, 3);
+    let workflow = h.state().workflow().clone();
+    let load = workflow
+        .nodes
+        .0
+        .values()
+        .find(|n| n.kind == "Load")
+        .unwrap();
+    assert_eq!(
+        load.inputs.0.get("model"),
+        Some(&InputValue::Text("diffusion_models/klein-Q4_K.gguf".into()))
+    );
+    // Looked up once, however often the list was drawn.
+    assert_eq!(
+        asked
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|n| *n == "models")
+            .count(),
+        1
+    );
 }

@@ -46,6 +46,9 @@ pub struct InputSpec {
     pub choices: Vec<String>,
     /// Presentation hint for text inputs.
     pub widget: TextWidget,
+    /// A named list of suggested values a front end may offer (the editor asks its catalog for
+    /// it: Load's inputs name the model files of each kind in the model folders).
+    pub catalog: Option<String>,
     /// What the input means, one sentence.
     pub doc: String,
 }
@@ -62,6 +65,7 @@ impl InputSpec {
             max: None,
             choices: Vec::new(),
             widget: TextWidget::default(),
+            catalog: None,
             doc: String::new(),
         }
     }
@@ -94,6 +98,12 @@ impl InputSpec {
     /// Sets the editor widget of a text input.
     pub fn widget(mut self, widget: TextWidget) -> InputSpec {
         self.widget = widget;
+        self
+    }
+
+    /// Names the list of suggested values a front end may offer for this text input.
+    pub fn catalog(mut self, name: &str) -> InputSpec {
+        self.catalog = Some(name.to_owned());
         self
     }
 

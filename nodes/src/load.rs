@@ -32,6 +32,7 @@ pub fn spec() -> NodeSpec {
         InputSpec::new("model", DataType::Text)
             .default_value(Literal::Text("tiny".into()))
             .widget(TextWidget::Path)
+            .catalog(crate::models::CATALOG_MODEL)
             .doc(
                 "`tiny`, a path (diffusers folder, .safetensors or .gguf transformer, all-in-one \
                  checkpoint), or a name from the model folders.",
@@ -41,6 +42,7 @@ pub fn spec() -> NodeSpec {
         InputSpec::new("text_encoder", DataType::Text)
             .optional()
             .widget(TextWidget::Path)
+            .catalog(crate::models::CATALOG_TEXT_ENCODER)
             .doc(
                 "The Qwen3 text encoder (a .safetensors or .gguf file, or a diffusers \
                  `text_encoder` folder) [the checkpoint's own; for a single transformer file, the \
@@ -51,6 +53,7 @@ pub fn spec() -> NodeSpec {
         InputSpec::new("vae", DataType::Text)
             .optional()
             .widget(TextWidget::Path)
+            .catalog(crate::models::CATALOG_VAE)
             .doc(
                 "The FLUX.2 VAE (a .safetensors file in BFL or diffusers names, or a diffusers \
                  `vae` folder) [the checkpoint's own; for a single transformer file, the one \

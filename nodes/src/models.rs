@@ -9,6 +9,13 @@ use std::path::{Path, PathBuf};
 
 use veetance_models::detect::{self, ModelKind};
 
+/// The catalog of Load's `model` input: `tiny`, checkpoints and transformer files.
+pub const CATALOG_MODEL: &str = "models";
+/// The catalog of Load's `text_encoder` input.
+pub const CATALOG_TEXT_ENCODER: &str = "text_encoders";
+/// The catalog of Load's `vae` input.
+pub const CATALOG_VAE: &str = "vaes";
+
 /// Deepest folder level searched below a model folder.
 const MAX_DEPTH: usize = 4;
 /// Most entries looked at per model folder (a wrongly set folder such as `/` ends quickly).
@@ -118,4 +125,41 @@ pub fn scan(dirs: &[PathBuf]) -> Vec<ModelEntry> {
         }
     }
     entries
+}
+
+/// The names a catalog offers (see [`CATALOG_MODEL`] and its siblings), from the model folders.
+/// Unknown catalogs are empty.
+pub fn catalog_names(dirs: &[PathBuf], catalog: &str) -> Vec<String> {
+    let wanted = |kind: &ModelKind| match catalog {
+        CATALOG_MODEL => matches!(
+            kind,
+            ModelKind::DiffusersCheckpoint
+                | ModelKind::Flux2Transformer { .. }
+                | ModelKind::AllInOne
+        ),
+        CATALOG_TEXT_ENCODER => matches!(kind, ModelKind::Qwen3TextEncoder { .. }),
+        CATALOG_VAE => matches!(kind, ModelKind::Flux2Vae),
+        _ => false,
+    };
+    let mut names: Vec<String> = if catalog == CATALOG_MODEL {
+        vec!["tiny".to_string()]
+    } else {
+        Vec::new()
+    };
+    for dir in dirs {
+        for path in list_model_paths(dir) {
+            let Ok(file) = detect::inspect(&path) else {
+                continue;
+            };
+            if wanted(&file.kind) {
+                names.push(
+                    path.strip_prefix(dir)
+                        .unwrap_or(&path)
+                        .to_string_lossy()
+                        .into_owned(),
+                );
+            }
+        }
+    }
+    names
 }

@@ -10,7 +10,12 @@ use crate::cli::EditArgs;
 pub fn edit(args: &EditArgs) -> Result<ExitCode> {
     let registry = std::sync::Arc::new(veetance_nodes::registry());
     let model_dirs = super::models::model_dirs(&args.models_dirs);
-    veetance_editor::run_native(args.file.clone(), registry, model_dirs)?;
+    let catalog_dirs = model_dirs.clone();
+    let catalog =
+        veetance_editor::catalog::CatalogLookup(std::sync::Arc::new(move |name: &str| {
+            veetance_nodes::models::catalog_names(&catalog_dirs, name)
+        }));
+    veetance_editor::run_native(args.file.clone(), registry, model_dirs, Some(catalog))?;
     Ok(ExitCode::SUCCESS)
 }
 
