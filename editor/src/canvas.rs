@@ -31,19 +31,13 @@ const INITIAL_MARGIN: f32 = 24.0;
 const PREVIEW_SIDE: f32 = 128.0;
 
 /// The colour of pins and wires of a data type, stable across runs.
-pub fn type_color(data_type: DataType) -> Color32 {
-    match data_type {
-        DataType::Int => Color32::from_rgb(0x6c, 0xa0, 0xdc),
-        DataType::Float => Color32::from_rgb(0x4f, 0xc1, 0xc6),
-        DataType::Bool => Color32::from_rgb(0xd0, 0x8c, 0xe0),
-        DataType::Text => Color32::from_rgb(0xc8, 0xc8, 0x80),
-        DataType::Model => Color32::from_rgb(0xb3, 0x7f, 0xeb),
-        DataType::TextEncoder => Color32::from_rgb(0xff, 0xd5, 0x00),
-        DataType::Vae => Color32::from_rgb(0xff, 0x6e, 0x6e),
-        DataType::Conditioning => Color32::from_rgb(0xff, 0xa9, 0x31),
-        DataType::Latent => Color32::from_rgb(0xff, 0x9c, 0xf9),
-        DataType::Image => Color32::from_rgb(0x64, 0xb5, 0xf6),
-        DataType::Layers => Color32::from_rgb(0x81, 0xc7, 0x84),
+pub fn type_color(registry: &Registry, data_type: DataType) -> Color32 {
+    match registry.type_info(data_type) {
+        Some(info) => {
+            let [r, g, b] = info.color;
+            Color32::from_rgb(r, g, b)
+        }
+        None => Color32::GRAY,
     }
 }
 
@@ -468,7 +462,7 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
             }
             _ => {}
         }
-        let color = type_color(input.data_type);
+        let color = type_color(self.inputs.registry, input.data_type);
         PinInfo::circle().with_fill(color).with_wire_color(color)
     }
 
@@ -490,7 +484,7 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
                     output.doc,
                     output.data_type.name()
                 ));
-                let color = type_color(output.data_type);
+                let color = type_color(self.inputs.registry, output.data_type);
                 PinInfo::circle().with_fill(color).with_wire_color(color)
             }
             None => PinInfo::circle(),
@@ -689,7 +683,7 @@ pub fn literal_widget(
         value: Some(literal.into()),
     };
     match input.data_type {
-        DataType::Int => {
+        DataType::INT => {
             let mut v = match current {
                 Some(Literal::Int(v)) => v,
                 Some(Literal::Float(v)) => v as i64,
@@ -712,7 +706,7 @@ pub fn literal_widget(
             }
             (v != before).then(|| set(Literal::Int(v)))
         }
-        DataType::Float => {
+        DataType::FLOAT => {
             let mut v = match current {
                 Some(Literal::Float(v)) => v,
                 Some(Literal::Int(v)) => v as f64,
@@ -729,12 +723,12 @@ pub fn literal_widget(
             ui.add(drag).labelled_by(label);
             (v != before).then(|| set(Literal::Float(v)))
         }
-        DataType::Bool => {
+        DataType::BOOL => {
             let mut v = matches!(current, Some(Literal::Bool(true)));
             let changed = ui.checkbox(&mut v, "").labelled_by(label).changed();
             changed.then(|| set(Literal::Bool(v)))
         }
-        DataType::Text => {
+        DataType::TEXT => {
             let mut v = match current {
                 Some(Literal::Text(v)) => v,
                 _ => String::new(),

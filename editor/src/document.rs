@@ -627,7 +627,7 @@ mod tests {
 
     #[test]
     fn connect_checks_types_and_replaces_occupied_inputs() {
-        let registry = veetance_nodes::registry();
+        let registry = veetance_nodes::registry().unwrap();
         let mut doc = Document::default();
         let load = add(&mut doc, &registry, "Load");
         let load2 = add(&mut doc, &registry, "Load");
@@ -666,7 +666,7 @@ mod tests {
 
     #[test]
     fn set_input_merges_into_one_undo_step() {
-        let registry = veetance_nodes::registry();
+        let registry = veetance_nodes::registry().unwrap();
         let mut doc = Document::default();
         let sample = add(&mut doc, &registry, "Sample");
         for seed in 1..5 {
@@ -695,7 +695,7 @@ mod tests {
 
     #[test]
     fn typing_a_name_is_one_undo_step() {
-        let registry = veetance_nodes::registry();
+        let registry = veetance_nodes::registry().unwrap();
         let mut doc = Document::default();
         for name in ["g", "go", "gol"] {
             doc.apply(Edit::SetName(name.to_owned()), &registry)
@@ -708,7 +708,7 @@ mod tests {
 
     #[test]
     fn copy_paste_gives_fresh_ids_and_relinks() {
-        let registry = veetance_nodes::registry();
+        let registry = veetance_nodes::registry().unwrap();
         let mut doc = Document::default();
         let load = add(&mut doc, &registry, "Load");
         let encode = add(&mut doc, &registry, "Encode");
@@ -732,7 +732,7 @@ mod tests {
 
     #[test]
     fn cycles_are_refused() {
-        let registry = veetance_nodes::registry();
+        let registry = veetance_nodes::registry().unwrap();
         let mut doc = Document::default();
         let sage = add(&mut doc, &registry, "SageAttention");
         let sage2 = add(&mut doc, &registry, "SageAttention");

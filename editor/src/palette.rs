@@ -93,7 +93,7 @@ mod tests {
 
     #[test]
     fn dropped_wires_filter_to_compatible_kinds_and_search_matches_categories() {
-        let registry = veetance_nodes::registry();
+        let registry = veetance_nodes::registry().unwrap();
         let names = |filter: Filter, query: &str| -> Vec<String> {
             registry
                 .nodes_sorted()
@@ -104,12 +104,15 @@ mod tests {
                 .collect()
         };
         // A wire from a Latent output: nodes that take a latent.
-        let takes_latent = names(Filter::TakesInput(DataType::Latent), "");
+        let takes_latent = names(Filter::TakesInput(veetance_nodes::types::LATENT), "");
         assert!(takes_latent.contains(&"Decode".to_owned()));
         assert!(takes_latent.contains(&"Sample".to_owned()));
         assert!(!takes_latent.contains(&"Load".to_owned()));
         // A wire from a Vae input: nodes that give one.
-        assert_eq!(names(Filter::GivesOutput(DataType::Vae), ""), ["Load"]);
+        assert_eq!(
+            names(Filter::GivesOutput(veetance_nodes::types::VAE), ""),
+            ["Load"]
+        );
         let category = registry.get("Sample").unwrap().spec().category.clone();
         assert!(names(Filter::All, &category).contains(&"Sample".to_owned()));
         assert!(names(Filter::All, "no such node at all").is_empty());

@@ -27,7 +27,7 @@ fn config(dir: &Path) -> EditorConfig {
 }
 
 fn registry() -> std::sync::Arc<veetance_engine::Registry> {
-    std::sync::Arc::new(veetance_nodes::registry())
+    std::sync::Arc::new(veetance_nodes::registry().unwrap())
 }
 
 fn harness(app: EditorApp) -> Harness<'static, EditorApp> {
@@ -112,7 +112,7 @@ fn rename_selected(h: &mut Harness<'_, EditorApp>, new_id: &str) {
 /// The workflow with positions dropped and inputs equal to their spec defaults removed:
 /// what a workflow means, independent of layout and of spelling out defaults.
 fn meaning(workflow: &Workflow) -> Workflow {
-    let registry = veetance_nodes::registry();
+    let registry = veetance_nodes::registry().unwrap();
     let mut workflow = workflow.clone();
     for node in workflow.nodes.0.values_mut() {
         node.pos = None;
@@ -754,9 +754,11 @@ impl veetance_engine::Node for NeedsVram {
 fn the_vram_budget_slider_feeds_the_engines_preflight_check() {
     let dir = tempfile::tempdir().unwrap();
     let mut registry = veetance_engine::Registry::new();
-    registry.register(NeedsVram(
-        veetance_engine::NodeSpec::new("Big", "test", "Needs 10 GiB of VRAM.").effect(),
-    ));
+    registry
+        .register(NeedsVram(
+            veetance_engine::NodeSpec::new("Big", "test", "Needs 10 GiB of VRAM.").effect(),
+        ))
+        .unwrap();
     let file = dir.path().join("big.ron");
     std::fs::write(
         &file,

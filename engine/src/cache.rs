@@ -127,7 +127,7 @@ impl MemoryCache {
     }
 }
 
-const MAGIC: &[u8; 8] = b"VTCACHE1";
+const MAGIC: &[u8; 8] = b"VTCACHE2";
 const CHECKSUM_LEN: usize = 32;
 
 /// Outputs persisted as files, one per fingerprint, surviving restarts.
@@ -238,14 +238,16 @@ fn encode_entry(outputs: &[Value]) -> Option<Vec<u8>> {
     body.extend_from_slice(MAGIC);
     body.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
     for value in outputs {
-        let (tag, payload): (u8, Vec<u8>) = match value {
-            Value::Int(v) => (DataType::Int.tag(), v.to_le_bytes().to_vec()),
-            Value::Float(v) => (DataType::Float.tag(), v.to_bits().to_le_bytes().to_vec()),
-            Value::Bool(v) => (DataType::Bool.tag(), vec![u8::from(*v)]),
-            Value::Text(v) => (DataType::Text.tag(), v.as_bytes().to_vec()),
-            Value::Object(object) => (object.data_type().tag(), object.payload().encode()?),
+        let payload: Vec<u8> = match value {
+            Value::Int(v) => v.to_le_bytes().to_vec(),
+            Value::Float(v) => v.to_bits().to_le_bytes().to_vec(),
+            Value::Bool(v) => vec![u8::from(*v)],
+            Value::Text(v) => v.as_bytes().to_vec(),
+            Value::Object(object) => object.payload().encode()?,
         };
-        body.push(tag);
+        let name = value.data_type().name().as_bytes();
+        body.push(u8::try_from(name.len()).ok()?);
+        body.extend_from_slice(name);
         body.extend_from_slice(&(payload.len() as u64).to_le_bytes());
         body.extend_from_slice(&payload);
     }
@@ -267,17 +269,18 @@ fn decode_entry(bytes: &[u8], registry: &Registry) -> Option<Vec<Value>> {
     let count = u32::from_le_bytes(reader.take(4)?.try_into().ok()?);
     let mut values = Vec::with_capacity(count.min(1024) as usize);
     for _ in 0..count {
-        let tag = *reader.take(1)?.first()?;
+        let name_len = usize::from(*reader.take(1)?.first()?);
+        let name = std::str::from_utf8(reader.take(name_len)?).ok()?;
         let len = usize::try_from(u64::from_le_bytes(reader.take(8)?.try_into().ok()?)).ok()?;
         let payload = reader.take(len)?;
-        let data_type = DataType::from_tag(tag)?;
+        let data_type = registry.type_named(name)?;
         let value = match data_type {
-            DataType::Int => Value::Int(i64::from_le_bytes(payload.try_into().ok()?)),
-            DataType::Float => {
+            DataType::INT => Value::Int(i64::from_le_bytes(payload.try_into().ok()?)),
+            DataType::FLOAT => {
                 Value::Float(f64::from_bits(u64::from_le_bytes(payload.try_into().ok()?)))
             }
-            DataType::Bool => Value::Bool(*payload.first()? != 0),
-            DataType::Text => Value::Text(Arc::from(std::str::from_utf8(payload).ok()?)),
+            DataType::BOOL => Value::Bool(*payload.first()? != 0),
+            DataType::TEXT => Value::Text(Arc::from(std::str::from_utf8(payload).ok()?)),
             other => {
                 let decoder = registry.decoder(other)?;
                 Value::Object(Object::from_arc(other, decoder(payload).ok()?))

@@ -731,7 +731,10 @@ fn hash_literal(hasher: &mut blake3::Hasher, value: &Value) {
         }
         Value::Object(object) => {
             // Objects never appear as literals; hash the type so the key stays well defined.
-            hasher.update(&[5, object.data_type().tag()]);
+            let name = object.data_type().name();
+            hasher.update(&[5]);
+            hasher.update(&(name.len() as u64).to_le_bytes());
+            hasher.update(name.as_bytes());
         }
     }
 }

@@ -337,9 +337,9 @@ fn missing_input(id: &str, input: &InputSpec, registry: &Registry) -> Diagnostic
     .label(format!("needs `{}`", input.name));
     if input.data_type.is_literal() {
         let example = match input.data_type {
-            DataType::Int => "Int(0)",
-            DataType::Float => "Float(0.0)",
-            DataType::Bool => "Bool(true)",
+            DataType::INT => "Int(0)",
+            DataType::FLOAT => "Float(0.0)",
+            DataType::BOOL => "Bool(true)",
             _ => "Text(\"...\")",
         };
         diagnostic.help(format!(
@@ -489,8 +489,8 @@ fn check_literal(
     }
     if literal.data_type() != input.data_type {
         let help = match (&literal, input.data_type) {
-            (Literal::Int(v), DataType::Float) => format!("write `Float({v}.0)`"),
-            (Literal::Float(v), DataType::Int) if v.fract() == 0.0 => {
+            (Literal::Int(v), DataType::FLOAT) => format!("write `Float({v}.0)`"),
+            (Literal::Float(v), DataType::INT) if v.fract() == 0.0 => {
                 format!("write `Int({})`", *v as i64)
             }
             _ => format!(
@@ -571,7 +571,7 @@ fn check_literal(
 }
 
 fn fmt_bound(bound: f64, input: &InputSpec) -> String {
-    if input.data_type == DataType::Int {
+    if input.data_type == DataType::INT {
         format!("{}", bound as i64)
     } else {
         format!("{bound:?}")

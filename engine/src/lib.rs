@@ -33,9 +33,11 @@ pub use exec::{
     format_bytes,
 };
 pub use graph::{Graph, GraphNode, Slot, Validation, validate};
-pub use node::{FnNode, MemoryEstimate, Node, NodeCtx, NodeError, NodeInputs, Outputs, RunEnv};
+pub use node::{
+    FnNode, Kind, MemoryEstimate, Node, NodeCtx, NodeError, NodeInputs, NodeKind, Outputs, RunEnv,
+};
 pub use pool::ModelPool;
-pub use registry::{Decoder, Registry};
+pub use registry::{Decoder, Registry, RegistryError, TypeInfo};
 pub use spec::{InputSpec, NodeSpec, OutputSpec, Purity, TextWidget};
 pub use value::{DataType, Literal, Object, Payload, Value};
 pub use workflow::{

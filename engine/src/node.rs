@@ -103,6 +103,66 @@ pub trait Node: Send + Sync {
     }
 }
 
+/// A node kind written as a type: its spec and behaviour as associated functions, so a node is
+/// one `impl` block. [`Kind`] turns it into a [`Node`] ([`crate::Registry::register_kind`]).
+pub trait NodeKind: Send + Sync + 'static {
+    /// The spec, the single source of truth for ports and docs.
+    fn spec() -> NodeSpec;
+
+    /// Runs the node.
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError>;
+
+    /// Peak memory for these inputs (see [`Node::estimate`]).
+    fn estimate(_inputs: &NodeInputs, _env: &RunEnv) -> MemoryEstimate {
+        MemoryEstimate::default()
+    }
+
+    /// The identity of the files this node would read (see [`Node::identity`]).
+    fn identity(_inputs: &NodeInputs, _env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
+        Ok(None)
+    }
+}
+
+/// A [`NodeKind`] as a [`Node`]: its spec, built once.
+pub struct Kind<K: NodeKind> {
+    spec: NodeSpec,
+    kind: std::marker::PhantomData<fn() -> K>,
+}
+
+impl<K: NodeKind> Kind<K> {
+    /// The node of kind `K`.
+    pub fn new() -> Kind<K> {
+        Kind {
+            spec: K::spec(),
+            kind: std::marker::PhantomData,
+        }
+    }
+}
+
+impl<K: NodeKind> Default for Kind<K> {
+    fn default() -> Kind<K> {
+        Kind::new()
+    }
+}
+
+impl<K: NodeKind> Node for Kind<K> {
+    fn spec(&self) -> &NodeSpec {
+        &self.spec
+    }
+
+    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+        K::run(inputs, ctx)
+    }
+
+    fn estimate(&self, inputs: &NodeInputs, env: &RunEnv) -> MemoryEstimate {
+        K::estimate(inputs, env)
+    }
+
+    fn identity(&self, inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
+        K::identity(inputs, env)
+    }
+}
+
 /// The inputs of one node invocation, in spec order. Empty optional inputs are `None`.
 #[derive(Debug)]
 pub struct NodeInputs<'a> {
@@ -138,7 +198,7 @@ impl<'a> NodeInputs<'a> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Int(v)) => Ok(Some(*v)),
-            Some(other) => Err(type_error(name, DataType::Int, other)),
+            Some(other) => Err(type_error(name, DataType::INT, other)),
         }
     }
 
@@ -153,7 +213,7 @@ impl<'a> NodeInputs<'a> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Float(v)) => Ok(Some(*v)),
-            Some(other) => Err(type_error(name, DataType::Float, other)),
+            Some(other) => Err(type_error(name, DataType::FLOAT, other)),
         }
     }
 
@@ -161,7 +221,7 @@ impl<'a> NodeInputs<'a> {
     pub fn bool(&self, name: &str) -> Result<bool, NodeError> {
         match self.required(name)? {
             Value::Bool(v) => Ok(*v),
-            other => Err(type_error(name, DataType::Bool, other)),
+            other => Err(type_error(name, DataType::BOOL, other)),
         }
     }
 
@@ -176,7 +236,7 @@ impl<'a> NodeInputs<'a> {
         match self.get(name) {
             None => Ok(None),
             Some(Value::Text(v)) => Ok(Some(v)),
-            Some(other) => Err(type_error(name, DataType::Text, other)),
+            Some(other) => Err(type_error(name, DataType::TEXT, other)),
         }
     }
 
@@ -239,7 +299,7 @@ impl Outputs {
     }
 
     /// Orders the values as the spec's outputs, checking names and types.
-    pub(crate) fn into_spec_order(self, spec: &NodeSpec) -> Result<Vec<Value>, NodeError> {
+    pub fn into_spec_order(self, spec: &NodeSpec) -> Result<Vec<Value>, NodeError> {
         let mut ordered: Vec<Option<Value>> = vec![None; spec.outputs.len()];
         for (name, value) in self.values {
             let Some((idx, output)) = spec.output_named(&name) else {

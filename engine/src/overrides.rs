@@ -65,10 +65,10 @@ pub fn apply_override(
         ron::from_str::<InputValue>(raw).map_err(|_| bad())?
     } else {
         match input.data_type {
-            DataType::Int => InputValue::Int(raw.trim().parse().map_err(|_| bad())?),
-            DataType::Float => InputValue::Float(raw.trim().parse().map_err(|_| bad())?),
-            DataType::Bool => InputValue::Bool(raw.trim().parse().map_err(|_| bad())?),
-            DataType::Text => InputValue::Text(raw.to_owned()),
+            DataType::INT => InputValue::Int(raw.trim().parse().map_err(|_| bad())?),
+            DataType::FLOAT => InputValue::Float(raw.trim().parse().map_err(|_| bad())?),
+            DataType::BOOL => InputValue::Bool(raw.trim().parse().map_err(|_| bad())?),
+            DataType::TEXT => InputValue::Text(raw.to_owned()),
             _ => return Err(bad()),
         }
     };

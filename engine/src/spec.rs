@@ -158,6 +158,9 @@ pub struct NodeSpec {
     pub outputs: Vec<OutputSpec>,
     /// Pure nodes are cached; effect nodes always run.
     pub purity: Purity,
+    /// Whether its literal inputs describe what a run makes (the model, prompt and sampling
+    /// settings), so that outputs record them next to the embedded workflow.
+    pub describes_output: bool,
 }
 
 impl NodeSpec {
@@ -171,12 +174,19 @@ impl NodeSpec {
             inputs: Vec::new(),
             outputs: Vec::new(),
             purity: Purity::Pure,
+            describes_output: false,
         }
     }
 
     /// Sets the spec version.
     pub fn version(mut self, version: u32) -> NodeSpec {
         self.version = version;
+        self
+    }
+
+    /// Marks the node's literal inputs as describing what a run makes.
+    pub fn describes_output(mut self) -> NodeSpec {
+        self.describes_output = true;
         self
     }
 

@@ -1,7 +1,8 @@
-//! Values that flow along links, and the closed set of data types they can have.
+//! Values that flow along links, and the data types they can have.
 //!
 //! Literals (`Int`, `Float`, `Bool`, `Text`) are held inline; everything else (models,
-//! tensors, images) is an [`Object`]: a data type plus an opaque, reference-counted payload.
+//! tensors, images) is an [`Object`]: a registered data type plus an opaque, reference-counted
+//! payload.
 //! The engine never knows what is inside a payload; it only asks for its size (for the
 //! memory cache) and, optionally, for bytes (for the disk cache).
 
@@ -11,100 +12,57 @@ use std::sync::Arc;
 
 use serde::Serialize;
 
-/// The type of a port. The set is closed: workflow files and the editor name these types.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
-pub enum DataType {
-    /// A 64-bit signed integer.
-    Int,
-    /// A 64-bit float.
-    Float,
-    /// A boolean.
-    Bool,
-    /// A UTF-8 string.
-    Text,
-    /// A denoising model (transformer).
-    Model,
-    /// A text encoder with its tokenizer and chat template.
-    TextEncoder,
-    /// An image autoencoder.
-    Vae,
-    /// Text conditioning for a model.
-    Conditioning,
-    /// A latent image in the space the model samples in.
-    Latent,
-    /// An RGB image.
-    Image,
-    /// An ordered stack of RGBA layers, bottom to top.
-    Layers,
+/// The type of a port, by name.
+///
+/// The literal types (`Int`, `Float`, `Bool`, `Text`) are the engine's own: workflow files write
+/// their values inline. Every other type belongs to the crate that defines nodes using it, which
+/// registers it with its documentation, colour and disk-cache decoder ([`crate::TypeInfo`]); the
+/// engine only compares names, so a new model family adds its types without touching the engine.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DataType(&'static str);
+
+impl Serialize for DataType {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
 }
 
 impl DataType {
-    /// Every data type, in a stable order.
-    pub const ALL: [DataType; 11] = [
-        DataType::Int,
-        DataType::Float,
-        DataType::Bool,
-        DataType::Text,
-        DataType::Model,
-        DataType::TextEncoder,
-        DataType::Vae,
-        DataType::Conditioning,
-        DataType::Latent,
-        DataType::Image,
-        DataType::Layers,
+    /// A 64-bit signed integer.
+    pub const INT: DataType = DataType("Int");
+    /// A 64-bit float.
+    pub const FLOAT: DataType = DataType("Float");
+    /// A boolean.
+    pub const BOOL: DataType = DataType("Bool");
+    /// A UTF-8 string.
+    pub const TEXT: DataType = DataType("Text");
+    /// The literal types, in a stable order.
+    pub const LITERALS: [DataType; 4] = [
+        DataType::INT,
+        DataType::FLOAT,
+        DataType::BOOL,
+        DataType::TEXT,
     ];
 
-    /// The name used in workflow files, docs and diagnostics.
+    /// The type named `name` (register it with [`crate::Registry::register_type`]).
+    pub const fn new(name: &'static str) -> DataType {
+        DataType(name)
+    }
+
+    /// The name used in specs, docs and diagnostics.
     pub fn name(self) -> &'static str {
-        match self {
-            DataType::Int => "Int",
-            DataType::Float => "Float",
-            DataType::Bool => "Bool",
-            DataType::Text => "Text",
-            DataType::Model => "Model",
-            DataType::TextEncoder => "TextEncoder",
-            DataType::Vae => "Vae",
-            DataType::Conditioning => "Conditioning",
-            DataType::Latent => "Latent",
-            DataType::Image => "Image",
-            DataType::Layers => "Layers",
-        }
+        self.0
     }
 
     /// Whether a workflow file can write a value of this type inline.
     pub fn is_literal(self) -> bool {
-        matches!(
-            self,
-            DataType::Int | DataType::Float | DataType::Bool | DataType::Text
-        )
+        DataType::LITERALS.contains(&self)
     }
 
     /// The one connection rule, shared by validation and the editor: may an output of type
     /// `from` feed an input of this type?
     pub fn accepts(self, from: DataType) -> bool {
         self == from
-    }
-
-    /// A stable small number for the disk cache format.
-    pub(crate) fn tag(self) -> u8 {
-        match self {
-            DataType::Int => 0,
-            DataType::Float => 1,
-            DataType::Bool => 2,
-            DataType::Text => 3,
-            DataType::Model => 4,
-            DataType::TextEncoder => 5,
-            DataType::Vae => 6,
-            DataType::Conditioning => 7,
-            DataType::Latent => 8,
-            DataType::Image => 9,
-            DataType::Layers => 10,
-        }
-    }
-
-    /// The inverse of [`DataType::tag`].
-    pub(crate) fn from_tag(tag: u8) -> Option<DataType> {
-        DataType::ALL.into_iter().find(|ty| ty.tag() == tag)
     }
 }
 
@@ -189,10 +147,10 @@ impl Value {
     /// The data type of this value.
     pub fn data_type(&self) -> DataType {
         match self {
-            Value::Int(_) => DataType::Int,
-            Value::Float(_) => DataType::Float,
-            Value::Bool(_) => DataType::Bool,
-            Value::Text(_) => DataType::Text,
+            Value::Int(_) => DataType::INT,
+            Value::Float(_) => DataType::FLOAT,
+            Value::Bool(_) => DataType::BOOL,
+            Value::Text(_) => DataType::TEXT,
             Value::Object(object) => object.data_type(),
         }
     }
@@ -235,10 +193,10 @@ impl Literal {
     /// The data type of this literal.
     pub fn data_type(&self) -> DataType {
         match self {
-            Literal::Int(_) => DataType::Int,
-            Literal::Float(_) => DataType::Float,
-            Literal::Bool(_) => DataType::Bool,
-            Literal::Text(_) => DataType::Text,
+            Literal::Int(_) => DataType::INT,
+            Literal::Float(_) => DataType::FLOAT,
+            Literal::Bool(_) => DataType::BOOL,
+            Literal::Text(_) => DataType::TEXT,
         }
     }
 }

@@ -1,46 +1,40 @@
 //! Compile: prepares a model for repeated sampling at one size.
 
 use veetance_engine::{
-    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs,
+    DataType, InputSpec, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec, Outputs,
 };
 use veetance_models::CompileOptions;
 use veetance_models::latent::grid_for_image;
 
 use crate::device::model_error;
 use crate::payload::ModelValue;
+use crate::types;
 
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "Compile",
-        "model",
-        "Prepares the model for repeated sampling at width×height: per-step modulation precomputed for the model's default schedule, the text projection computed once per prompt instead of once per step. Shares the weights; same image within 1e-5.",
-    )
-    .input(InputSpec::new("model", DataType::Model).doc("The model to prepare."))
-    .input(
-        InputSpec::new("width", DataType::Int)
-            .range(16.0, 8192.0)
-            .doc("Image width in pixels."),
-    )
-    .input(
-        InputSpec::new("height", DataType::Int)
-            .range(16.0, 8192.0)
-            .doc("Image height in pixels."),
-    )
-    .output(OutputSpec::new("model", DataType::Model, "The prepared model."))
-}
+/// The `Compile` node.
+pub struct Compile;
 
-pub struct Compile(NodeSpec);
-
-pub fn node() -> Compile {
-    Compile(spec())
-}
-
-impl Node for Compile {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+impl NodeKind for Compile {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "Compile",
+            "model",
+            "Prepares the model for repeated sampling at width×height: per-step modulation precomputed for the model's default schedule, the text projection computed once per prompt instead of once per step. Shares the weights; same image within 1e-5.",
+        )
+        .input(InputSpec::new("model", types::MODEL).doc("The model to prepare."))
+        .input(
+            InputSpec::new("width", DataType::INT)
+                .range(16.0, 8192.0)
+                .doc("Image width in pixels."),
+        )
+        .input(
+            InputSpec::new("height", DataType::INT)
+                .range(16.0, 8192.0)
+                .doc("Image height in pixels."),
+        )
+        .output(OutputSpec::new("model", types::MODEL, "The prepared model."))
     }
 
-    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let width_px = usize::try_from(inputs.int("width")?)
             .map_err(|_| NodeError::msg("width must be positive"))?;
@@ -74,6 +68,6 @@ impl Node for Compile {
                 ..(*model).clone()
             }
         };
-        Ok(Outputs::new().with_object("model", DataType::Model, compiled))
+        Ok(Outputs::new().with_object("model", types::MODEL, compiled))
     }
 }

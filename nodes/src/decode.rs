@@ -2,44 +2,38 @@
 
 use candle_core::DType;
 use veetance_engine::{
-    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs,
+    InputSpec, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec, Outputs,
 };
 use veetance_imaging::rgb8_from_chw_f32;
 
 use crate::device::{model_error, tensor_error};
 use crate::payload::{ImageValue, TensorValue, VaeValue};
 use crate::preview::preview_png;
+use crate::types;
 
 /// Images with more pixels than this (2048²) decode in tiles.
 pub const TILED_DECODE_ABOVE_PIXELS: usize = 2048 * 2048;
 
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "Decode",
-        "latent",
-        "VAE decode of a latent to an RGB image; images above 2048² decode in overlapping blended tiles so memory stays bounded.",
-    )
-    .input(InputSpec::new("vae", DataType::Vae).doc("From Load."))
-    .input(InputSpec::new("latent", DataType::Latent).doc("From Sample or LoadLatent."))
-    .output(OutputSpec::new(
-        "image",
-        DataType::Image,
-        "The decoded RGB image.",
-    ))
-}
+/// The `Decode` node.
+pub struct Decode;
 
-pub struct Decode(NodeSpec);
-
-pub fn node() -> Decode {
-    Decode(spec())
-}
-
-impl Node for Decode {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+impl NodeKind for Decode {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "Decode",
+            "latent",
+            "VAE decode of a latent to an RGB image; images above 2048² decode in overlapping blended tiles so memory stays bounded.",
+        )
+        .input(InputSpec::new("vae", types::VAE).doc("From Load."))
+        .input(InputSpec::new("latent", types::LATENT).doc("From Sample or LoadLatent."))
+        .output(OutputSpec::new(
+            "image",
+            types::IMAGE,
+            "The decoded RGB image.",
+        ))
     }
 
-    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let vae = inputs.object::<VaeValue>("vae")?;
         let latent = inputs.object::<TensorValue>("latent")?;
         let vae = &vae.0.vae;
@@ -80,6 +74,6 @@ impl Node for Decode {
             .map_err(|err| NodeError::with_context("converting the decoded pixels", err))?;
         // Whoever watches the run (the editor) sees the picture on the Decode node itself.
         ctx.preview(preview_png(&rgb)?);
-        Ok(Outputs::new().with_object("image", DataType::Image, ImageValue(rgb)))
+        Ok(Outputs::new().with_object("image", types::IMAGE, ImageValue(rgb)))
     }
 }

@@ -2,36 +2,30 @@
 
 use candle_core::Tensor;
 use veetance_engine::{
-    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs,
+    InputSpec, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec, Outputs,
 };
 use veetance_imaging::chw_f32_from_rgb8;
 
 use crate::device::{model_error, tensor_error};
 use crate::payload::{ImageValue, TensorValue, VaeValue};
+use crate::types;
 
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "EncodeImage",
-        "latent",
-        "VAE encode of an RGB image to a latent [1, 128, h, w] (the mean of the posterior), for img2img with Sample's `latent` and `denoise`.",
-    )
-    .input(InputSpec::new("vae", DataType::Vae).doc("From Load."))
-    .input(InputSpec::new("image", DataType::Image).doc("Its sides must be multiples of the model's pixels per latent token (16 for FLUX.2)."))
-    .output(OutputSpec::new("latent", DataType::Latent, "The normalised latent."))
-}
+/// The `EncodeImage` node.
+pub struct EncodeImage;
 
-pub struct EncodeImage(NodeSpec);
-
-pub fn node() -> EncodeImage {
-    EncodeImage(spec())
-}
-
-impl Node for EncodeImage {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+impl NodeKind for EncodeImage {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "EncodeImage",
+            "latent",
+            "VAE encode of an RGB image to a latent [1, 128, h, w] (the mean of the posterior), for img2img with Sample's `latent` and `denoise`.",
+        )
+        .input(InputSpec::new("vae", types::VAE).doc("From Load."))
+        .input(InputSpec::new("image", types::IMAGE).doc("Its sides must be multiples of the model's pixels per latent token (16 for FLUX.2)."))
+        .output(OutputSpec::new("latent", types::LATENT, "The normalised latent."))
     }
 
-    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let vae = inputs.object::<VaeValue>("vae")?;
         let image = inputs.object::<ImageValue>("image")?;
         let vae = &vae.0.vae;
@@ -52,6 +46,6 @@ impl Node for EncodeImage {
         let latent = vae
             .encode(&pixels)
             .map_err(model_error("encoding the image"))?;
-        Ok(Outputs::new().with_object("latent", DataType::Latent, TensorValue(latent)))
+        Ok(Outputs::new().with_object("latent", types::LATENT, TensorValue(latent)))
     }
 }

@@ -3,57 +3,25 @@
 use std::sync::Arc;
 
 use veetance_engine::{
-    DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
+    DataType, InputSpec, Literal, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec,
     Outputs, TextWidget, Value, Workflow,
 };
 use veetance_imaging::{ExportFormat, KEY_PARAMETERS, KEY_WORKFLOW};
 
 use crate::payload::{ImageValue, LayersValue};
 use crate::preview::preview_png;
-
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "Export",
-        "output",
-        "Writes the image and/or layers: PNG with the workflow as run embedded, layered PSD, JPEG or WebP. `path` is a prefix; never overwrites (numbered suffix); writes atomically.",
-    )
-    .effect()
-    .input(InputSpec::new("image", DataType::Image).optional().doc("The image to write."))
-    .input(
-        InputSpec::new("layers", DataType::Layers)
-            .optional()
-            .doc("Layers to write (PSD), or to composite for flat formats."),
-    )
-    .input(
-        InputSpec::new("path", DataType::Text)
-            .default_value(Literal::Text("veetance".into()))
-            .widget(TextWidget::Path)
-            .doc("File name prefix; relative paths go under --out."),
-    )
-    .input(
-        InputSpec::new("format", DataType::Text)
-            .default_value(Literal::Text("png".into()))
-            .choices(&["png", "psd", "jpg", "webp"])
-            .doc("File format."),
-    )
-    .output(OutputSpec::new("files", DataType::Text, "The paths written, one per line."))
-}
-
-pub struct Export(NodeSpec);
-
-pub fn node() -> Export {
-    Export(spec())
-}
+use crate::types;
 
 /// The generation parameters worth showing next to a picture, read from the workflow as run:
-/// the literal inputs of its Load, Encode and Sample nodes.
+/// the literal inputs of its nodes whose spec says they describe the output (Load, Encode,
+/// Sample).
 pub fn parameters_json(workflow_ron: &str) -> String {
     let Ok(workflow) = Workflow::parse(workflow_ron) else {
         return "{}".to_owned();
     };
     let mut parameters = serde_json::Map::new();
     for (id, node) in &workflow.nodes.0 {
-        if !matches!(node.kind.as_str(), "Load" | "Encode" | "Sample") {
+        if !crate::describing_kinds().contains(&node.kind) {
             continue;
         }
         let mut inputs = serde_json::Map::new();
@@ -75,12 +43,39 @@ pub fn parameters_json(workflow_ron: &str) -> String {
     serde_json::Value::Object(parameters).to_string()
 }
 
-impl Node for Export {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+/// The `Export` node.
+pub struct Export;
+
+impl NodeKind for Export {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "Export",
+            "output",
+            "Writes the image and/or layers: PNG with the workflow as run embedded, layered PSD, JPEG or WebP. `path` is a prefix; never overwrites (numbered suffix); writes atomically.",
+        )
+        .effect()
+        .input(InputSpec::new("image", types::IMAGE).optional().doc("The image to write."))
+        .input(
+            InputSpec::new("layers", types::LAYERS)
+                .optional()
+                .doc("Layers to write (PSD), or to composite for flat formats."),
+        )
+        .input(
+            InputSpec::new("path", DataType::TEXT)
+                .default_value(Literal::Text("veetance".into()))
+                .widget(TextWidget::Path)
+                .doc("File name prefix; relative paths go under --out."),
+        )
+        .input(
+            InputSpec::new("format", DataType::TEXT)
+                .default_value(Literal::Text("png".into()))
+                .choices(&["png", "psd", "jpg", "webp"])
+                .doc("File format."),
+        )
+        .output(OutputSpec::new("files", DataType::TEXT, "The paths written, one per line."))
     }
 
-    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let image = inputs.opt_object::<ImageValue>("image")?;
         let layers = inputs.opt_object::<LayersValue>("layers")?;
         if image.is_none() && layers.is_none() {

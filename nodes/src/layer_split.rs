@@ -1,45 +1,39 @@
 //! LayerSplit: an image into RGBA layers whose composite reproduces it.
 
 use veetance_engine::{
-    DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
+    DataType, InputSpec, Literal, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec,
     Outputs,
 };
 
 use crate::payload::{ImageValue, LayersValue};
+use crate::types;
 
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "LayerSplit",
-        "image",
-        "Splits an image into N RGBA layers, bottom to top (background first), whose alpha-over composite reproduces it: regions found by colour clustering and connected regions.",
-    )
-    .input(InputSpec::new("image", DataType::Image).doc("The image to split."))
-    .input(
-        InputSpec::new("layers", DataType::Int)
-            .default_value(Literal::Int(4))
-            .range(2.0, 8.0)
-            .doc("Number of layers."),
-    )
-    .output(OutputSpec::new("layers", DataType::Layers, "RGBA layers, bottom to top."))
-}
+/// The `LayerSplit` node.
+pub struct LayerSplit;
 
-pub struct LayerSplit(NodeSpec);
-
-pub fn node() -> LayerSplit {
-    LayerSplit(spec())
-}
-
-impl Node for LayerSplit {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+impl NodeKind for LayerSplit {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "LayerSplit",
+            "image",
+            "Splits an image into N RGBA layers, bottom to top (background first), whose alpha-over composite reproduces it: regions found by colour clustering and connected regions.",
+        )
+        .input(InputSpec::new("image", types::IMAGE).doc("The image to split."))
+        .input(
+            InputSpec::new("layers", DataType::INT)
+                .default_value(Literal::Int(4))
+                .range(2.0, 8.0)
+                .doc("Number of layers."),
+        )
+        .output(OutputSpec::new("layers", types::LAYERS, "RGBA layers, bottom to top."))
     }
 
-    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let image = inputs.object::<ImageValue>("image")?;
         let n_layers = usize::try_from(inputs.int("layers")?)
             .map_err(|_| NodeError::msg("layers must be positive"))?;
         let layers = veetance_imaging::layer_split(&image.0, n_layers)
             .map_err(|err| NodeError::with_context("splitting the image into layers", err))?;
-        Ok(Outputs::new().with_object("layers", DataType::Layers, LayersValue(layers)))
+        Ok(Outputs::new().with_object("layers", types::LAYERS, LayersValue(layers)))
     }
 }

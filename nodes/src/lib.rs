@@ -24,28 +24,45 @@ mod sage_attention;
 mod sample;
 mod save_conditioning;
 mod tensor_io;
+pub mod types;
 
-use veetance_engine::Registry;
+use veetance_engine::{Registry, RegistryError};
 
 pub use load::{builtin_tiny_dir, resolve_model_path};
 
-/// Every built-in node.
-pub fn registry() -> Registry {
+/// Every built-in node and the data types they pass.
+pub fn registry() -> Result<Registry, RegistryError> {
     let mut registry = Registry::new();
-    registry.register(load::node());
-    registry.register(encode::node());
-    registry.register(sage_attention::node());
-    registry.register(compile::node());
-    registry.register(sample::node());
-    registry.register(decode::node());
-    registry.register(encode_image::node());
-    registry.register(layer_split::node());
-    registry.register(export::node());
-    registry.register(load_image::node());
-    registry.register(latent_io::save_node());
-    registry.register(latent_io::load_node());
-    registry.register(save_conditioning::node());
-    registry.register(preview::node());
-    payload::register_decoders(&mut registry);
-    registry
+    types::register(&mut registry)?;
+    registry.register_kind::<load::Load>()?;
+    registry.register_kind::<encode::Encode>()?;
+    registry.register_kind::<sage_attention::SageAttention>()?;
+    registry.register_kind::<compile::Compile>()?;
+    registry.register_kind::<sample::Sample>()?;
+    registry.register_kind::<decode::Decode>()?;
+    registry.register_kind::<encode_image::EncodeImage>()?;
+    registry.register_kind::<layer_split::LayerSplit>()?;
+    registry.register_kind::<export::Export>()?;
+    registry.register_kind::<load_image::LoadImage>()?;
+    registry.register_kind::<latent_io::SaveLatent>()?;
+    registry.register_kind::<latent_io::LoadLatent>()?;
+    registry.register_kind::<save_conditioning::SaveConditioning>()?;
+    registry.register_kind::<preview::Preview>()?;
+    Ok(registry)
+}
+
+/// The kinds whose specs say their inputs describe what a run makes (Export records them).
+pub(crate) fn describing_kinds() -> &'static [String] {
+    static KINDS: std::sync::OnceLock<Vec<String>> = std::sync::OnceLock::new();
+    KINDS.get_or_init(|| {
+        registry()
+            .map(|r| {
+                r.nodes_sorted()
+                    .into_iter()
+                    .filter(|n| n.spec().describes_output)
+                    .map(|n| n.spec().kind.clone())
+                    .collect()
+            })
+            .unwrap_or_default()
+    })
 }

@@ -10,98 +10,14 @@ use std::time::UNIX_EPOCH;
 
 use candle_core::{DType, Device};
 use veetance_engine::{
-    DataType, InputSpec, Literal, MemoryEstimate, Node, NodeCtx, NodeError, NodeInputs, NodeSpec,
-    OutputSpec, Outputs, RunEnv, TextWidget,
+    DataType, InputSpec, Literal, MemoryEstimate, NodeCtx, NodeError, NodeInputs, NodeKind,
+    NodeSpec, OutputSpec, Outputs, RunEnv, TextWidget,
 };
 use veetance_models::{Bundle, BundleSources, LoadOptions, QuantMode};
 
 use crate::device::{choose_device, choose_dtype, device_name, model_error};
 use crate::payload::{ModelValue, TextEncoderValue, VaeValue};
-
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "Load",
-        "loaders",
-        "Loads a FLUX.2 [klein] model: `tiny` (the built-in model), a diffusers checkpoint folder, a \
-         single transformer file (BFL or ComfyUI names, bf16, FP8 or GGUF) with its text encoder and \
-         VAE, or a ComfyUI all-in-one checkpoint. Names are looked up in the model folders \
-         (VEETANCE_MODELS, --models-dir; `veetance models` lists them).",
-    )
-    .version(2)
-    .input(
-        InputSpec::new("model", DataType::Text)
-            .default_value(Literal::Text("tiny".into()))
-            .widget(TextWidget::Path)
-            .catalog(crate::models::CATALOG_MODEL)
-            .doc(
-                "`tiny`, a path (diffusers folder, .safetensors or .gguf transformer, all-in-one \
-                 checkpoint), or a name from the model folders.",
-            ),
-    )
-    .input(
-        InputSpec::new("text_encoder", DataType::Text)
-            .optional()
-            .widget(TextWidget::Path)
-            .catalog(crate::models::CATALOG_TEXT_ENCODER)
-            .doc(
-                "The Qwen3 text encoder (a .safetensors or .gguf file, or a diffusers \
-                 `text_encoder` folder) [the checkpoint's own; for a single transformer file, the \
-                 one compatible file beside it or in a ComfyUI `text_encoders/` folder].",
-            ),
-    )
-    .input(
-        InputSpec::new("vae", DataType::Text)
-            .optional()
-            .widget(TextWidget::Path)
-            .catalog(crate::models::CATALOG_VAE)
-            .doc(
-                "The FLUX.2 VAE (a .safetensors file in BFL or diffusers names, or a diffusers \
-                 `vae` folder) [the checkpoint's own; for a single transformer file, the one \
-                 beside it or in a ComfyUI `vae/` folder].",
-            ),
-    )
-    .input(
-        InputSpec::new("dtype", DataType::Text)
-            .default_value(Literal::Text("auto".into()))
-            .choices(&["auto", "f32", "f16", "bf16"])
-            .doc(
-                "Compute precision; `auto` is f32 on CPU and bf16 on CUDA. FP8 and GGUF weights \
-                 stay compact in memory; with f32 they are decoded for each layer and multiplied \
-                 exactly (as diffusers and ComfyUI compute), otherwise GGUF weights use quantized \
-                 matmuls.",
-            ),
-    )
-    .input(
-        InputSpec::new("device", DataType::Text)
-            .default_value(Literal::Text("auto".into()))
-            .choices(&["auto", "cpu", "cuda"])
-            .doc("Where the model runs; `auto` follows --device, then CUDA if available."),
-    )
-    .input(
-        InputSpec::new("offload", DataType::Bool)
-            .default_value(Literal::Bool(false))
-            .doc(
-                "Keep the transformer's weights in RAM and move them to the device only while \
-                 Sample runs (frees VRAM between runs and for other models; costs one transfer \
-                 per Sample).",
-            ),
-    )
-    .output(OutputSpec::new(
-        "model",
-        DataType::Model,
-        "The FLUX.2 transformer.",
-    ))
-    .output(OutputSpec::new(
-        "text_encoder",
-        DataType::TextEncoder,
-        "The Qwen3 text encoder with its tokenizer and chat template.",
-    ))
-    .output(OutputSpec::new(
-        "vae",
-        DataType::Vae,
-        "The FLUX.2 autoencoder.",
-    ))
-}
+use crate::types;
 
 /// Where the built-in `tiny` model lives: `$VEETANCE_TINY_DIR`, a `tiny/` folder next to the
 /// binary, or the repository's `models/tiny` (compiled in for source builds). `Err` lists where it
@@ -240,12 +156,6 @@ fn files_identity(sources: &BundleSources) -> Result<(Vec<u8>, u64), NodeError> 
     Ok((entries.join("\n").into_bytes(), total_bytes))
 }
 
-pub struct Load(NodeSpec);
-
-pub fn node() -> Load {
-    Load(spec())
-}
-
 /// How compact weights compute for a dtype: exactly in f32 (the parity reference), with
 /// quantized matmuls otherwise.
 fn quant_mode(dtype: DType) -> QuantMode {
@@ -256,17 +166,102 @@ fn quant_mode(dtype: DType) -> QuantMode {
     }
 }
 
-impl Node for Load {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+/// The `Load` node.
+pub struct Load;
+
+impl NodeKind for Load {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "Load",
+            "loaders",
+            "Loads a FLUX.2 [klein] model: `tiny` (the built-in model), a diffusers checkpoint folder, a \
+             single transformer file (BFL or ComfyUI names, bf16, FP8 or GGUF) with its text encoder and \
+             VAE, or a ComfyUI all-in-one checkpoint. Names are looked up in the model folders \
+             (VEETANCE_MODELS, --models-dir; `veetance models` lists them).",
+        )
+        .describes_output()
+        .version(2)
+        .input(
+            InputSpec::new("model", DataType::TEXT)
+                .default_value(Literal::Text("tiny".into()))
+                .widget(TextWidget::Path)
+                .catalog(crate::models::CATALOG_MODEL)
+                .doc(
+                    "`tiny`, a path (diffusers folder, .safetensors or .gguf transformer, all-in-one \
+                     checkpoint), or a name from the model folders.",
+                ),
+        )
+        .input(
+            InputSpec::new("text_encoder", DataType::TEXT)
+                .optional()
+                .widget(TextWidget::Path)
+                .catalog(crate::models::CATALOG_TEXT_ENCODER)
+                .doc(
+                    "The Qwen3 text encoder (a .safetensors or .gguf file, or a diffusers \
+                     `text_encoder` folder) [the checkpoint's own; for a single transformer file, the \
+                     one compatible file beside it or in a ComfyUI `text_encoders/` folder].",
+                ),
+        )
+        .input(
+            InputSpec::new("vae", DataType::TEXT)
+                .optional()
+                .widget(TextWidget::Path)
+                .catalog(crate::models::CATALOG_VAE)
+                .doc(
+                    "The FLUX.2 VAE (a .safetensors file in BFL or diffusers names, or a diffusers \
+                     `vae` folder) [the checkpoint's own; for a single transformer file, the one \
+                     beside it or in a ComfyUI `vae/` folder].",
+                ),
+        )
+        .input(
+            InputSpec::new("dtype", DataType::TEXT)
+                .default_value(Literal::Text("auto".into()))
+                .choices(&["auto", "f32", "f16", "bf16"])
+                .doc(
+                    "Compute precision; `auto` is f32 on CPU and bf16 on CUDA. FP8 and GGUF weights \
+                     stay compact in memory; with f32 they are decoded for each layer and multiplied \
+                     exactly (as diffusers and ComfyUI compute), otherwise GGUF weights use quantized \
+                     matmuls.",
+                ),
+        )
+        .input(
+            InputSpec::new("device", DataType::TEXT)
+                .default_value(Literal::Text("auto".into()))
+                .choices(&["auto", "cpu", "cuda"])
+                .doc("Where the model runs; `auto` follows --device, then CUDA if available."),
+        )
+        .input(
+            InputSpec::new("offload", DataType::BOOL)
+                .default_value(Literal::Bool(false))
+                .doc(
+                    "Keep the transformer's weights in RAM and move them to the device only while \
+                     Sample runs (frees VRAM between runs and for other models; costs one transfer \
+                     per Sample).",
+                ),
+        )
+        .output(OutputSpec::new(
+            "model",
+            types::MODEL,
+            "The FLUX.2 transformer.",
+        ))
+        .output(OutputSpec::new(
+            "text_encoder",
+            types::TEXT_ENCODER,
+            "The Qwen3 text encoder with its tokenizer and chat template.",
+        ))
+        .output(OutputSpec::new(
+            "vae",
+            types::VAE,
+            "The FLUX.2 autoencoder.",
+        ))
     }
 
-    fn identity(&self, inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
+    fn identity(inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
         let (identity, _) = files_identity(&sources(inputs, env)?)?;
         Ok(Some(identity))
     }
 
-    fn estimate(&self, inputs: &NodeInputs, env: &RunEnv) -> MemoryEstimate {
+    fn estimate(inputs: &NodeInputs, env: &RunEnv) -> MemoryEstimate {
         let bytes = sources(inputs, env)
             .and_then(|s| files_identity(&s))
             .map_or(0, |(_, bytes)| bytes);
@@ -276,7 +271,7 @@ impl Node for Load {
         }
     }
 
-    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let sources = sources(inputs, ctx.env())?;
         let device = choose_device(inputs.text("device")?, &ctx.env().device)?;
         let dtype = choose_dtype(inputs.text("dtype")?, &device)?;
@@ -311,7 +306,7 @@ impl Node for Load {
         Ok(Outputs::new()
             .with_object(
                 "model",
-                DataType::Model,
+                types::MODEL,
                 ModelValue {
                     transformer: bundle.transformer.clone(),
                     bundle: bundle.clone(),
@@ -323,9 +318,9 @@ impl Node for Load {
             )
             .with_object(
                 "text_encoder",
-                DataType::TextEncoder,
+                types::TEXT_ENCODER,
                 TextEncoderValue(bundle.clone()),
             )
-            .with_object("vae", DataType::Vae, VaeValue(bundle)))
+            .with_object("vae", types::VAE, VaeValue(bundle)))
     }
 }

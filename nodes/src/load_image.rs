@@ -3,35 +3,12 @@
 use std::path::Path;
 
 use veetance_engine::{
-    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs,
+    DataType, InputSpec, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec, Outputs,
     RunEnv, TextWidget,
 };
 
 use crate::payload::ImageValue;
-
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "LoadImage",
-        "loaders",
-        "Loads a PNG, JPEG or WebP image as RGB.",
-    )
-    .input(
-        InputSpec::new("path", DataType::Text)
-            .widget(TextWidget::Path)
-            .doc("The image file."),
-    )
-    .output(OutputSpec::new(
-        "image",
-        DataType::Image,
-        "The image as RGB.",
-    ))
-}
-
-pub struct LoadImage(NodeSpec);
-
-pub fn node() -> LoadImage {
-    LoadImage(spec())
-}
+use crate::types;
 
 /// Reads a file the node depends on, with the path in the error.
 pub fn read_input_file(path: &Path) -> Result<Vec<u8>, NodeError> {
@@ -39,22 +16,35 @@ pub fn read_input_file(path: &Path) -> Result<Vec<u8>, NodeError> {
         .map_err(|err| NodeError::with_context(format!("cannot read {}", path.display()), err))
 }
 
-impl Node for LoadImage {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+/// The `LoadImage` node.
+pub struct LoadImage;
+
+impl NodeKind for LoadImage {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "LoadImage",
+            "loaders",
+            "Loads a PNG, JPEG or WebP image as RGB.",
+        )
+        .input(
+            InputSpec::new("path", DataType::TEXT)
+                .widget(TextWidget::Path)
+                .doc("The image file."),
+        )
+        .output(OutputSpec::new("image", types::IMAGE, "The image as RGB."))
     }
 
     /// The file's content hash: an edited image is never served from the cache.
-    fn identity(&self, inputs: &NodeInputs, _env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
+    fn identity(inputs: &NodeInputs, _env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
         let bytes = read_input_file(Path::new(inputs.text("path")?))?;
         Ok(Some(blake3::hash(&bytes).as_bytes().to_vec()))
     }
 
-    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let path = inputs.text("path")?;
         let bytes = read_input_file(Path::new(path))?;
         let image = veetance_imaging::load_image(&bytes)
             .map_err(|err| NodeError::with_context(format!("decoding {path}"), err))?;
-        Ok(Outputs::new().with_object("image", DataType::Image, ImageValue(image)))
+        Ok(Outputs::new().with_object("image", types::IMAGE, ImageValue(image)))
     }
 }

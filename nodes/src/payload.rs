@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
-use veetance_engine::{DataType, Payload, Registry};
+use veetance_engine::Payload;
 use veetance_imaging::{Layers, RgbImage, RgbaImage};
 use veetance_models::{Bundle, CompileOptions, Flux2Transformer};
 
@@ -40,7 +40,7 @@ impl Payload for TensorValue {
     }
 }
 
-fn decode_tensor(bytes: &[u8]) -> Result<Arc<dyn Payload>, String> {
+pub(crate) fn decode_tensor(bytes: &[u8]) -> Result<Arc<dyn Payload>, String> {
     let bad = || "truncated tensor entry".to_owned();
     let (rank_bytes, rest) = bytes.split_at_checked(4).ok_or_else(bad)?;
     let rank = u32::from_le_bytes(rank_bytes.try_into().map_err(|_| bad())?) as usize;
@@ -95,7 +95,7 @@ fn split_u32(bytes: &[u8]) -> Option<(u32, &[u8])> {
     Some((u32::from_le_bytes(head.try_into().ok()?), rest))
 }
 
-fn decode_image(bytes: &[u8]) -> Result<Arc<dyn Payload>, String> {
+pub(crate) fn decode_image(bytes: &[u8]) -> Result<Arc<dyn Payload>, String> {
     let (width, rest) = split_u32(bytes).ok_or("truncated image entry")?;
     let (height, pixels) = split_u32(rest).ok_or("truncated image entry")?;
     let image = RgbImage::from_raw(width, height, pixels.to_vec())
@@ -126,7 +126,7 @@ impl Payload for LayersValue {
     }
 }
 
-fn decode_layers(bytes: &[u8]) -> Result<Arc<dyn Payload>, String> {
+pub(crate) fn decode_layers(bytes: &[u8]) -> Result<Arc<dyn Payload>, String> {
     let truncated = || "truncated layers entry".to_owned();
     let (width, rest) = split_u32(bytes).ok_or_else(truncated)?;
     let (height, rest) = split_u32(rest).ok_or_else(truncated)?;
@@ -197,14 +197,6 @@ impl Payload for VaeValue {
     fn size_bytes(&self) -> u64 {
         0
     }
-}
-
-/// Registers the disk-cache decoders of the data types that have one.
-pub fn register_decoders(registry: &mut Registry) {
-    registry.register_decoder(DataType::Conditioning, decode_tensor);
-    registry.register_decoder(DataType::Latent, decode_tensor);
-    registry.register_decoder(DataType::Image, decode_image);
-    registry.register_decoder(DataType::Layers, decode_layers);
 }
 
 #[cfg(test)]

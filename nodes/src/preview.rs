@@ -2,31 +2,14 @@
 
 use std::sync::Arc;
 
-use veetance_engine::{
-    DataType, InputSpec, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, Outputs,
-};
+use veetance_engine::{InputSpec, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, Outputs};
 use veetance_imaging::RgbImage;
 
 use crate::payload::ImageValue;
+use crate::types;
 
 /// Longest side of a preview, in pixels.
 pub const PREVIEW_MAX_SIDE_PX: u32 = 256;
-
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "Preview",
-        "output",
-        "Sends a small PNG preview of the image to whoever watches the run (editor, server).",
-    )
-    .effect()
-    .input(InputSpec::new("image", DataType::Image).doc("The image to preview."))
-}
-
-pub struct Preview(NodeSpec);
-
-pub fn node() -> Preview {
-    Preview(spec())
-}
 
 /// A PNG of `image` shrunk (never enlarged) to at most [`PREVIEW_MAX_SIDE_PX`] on its longest side.
 pub fn preview_png(image: &RgbImage) -> Result<Arc<[u8]>, NodeError> {
@@ -37,12 +20,21 @@ pub fn preview_png(image: &RgbImage) -> Result<Arc<[u8]>, NodeError> {
     Ok(bytes.into())
 }
 
-impl Node for Preview {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+/// The `Preview` node.
+pub struct Preview;
+
+impl NodeKind for Preview {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "Preview",
+            "output",
+            "Sends a small PNG preview of the image to whoever watches the run (editor, server).",
+        )
+        .effect()
+        .input(InputSpec::new("image", types::IMAGE).doc("The image to preview."))
     }
 
-    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let image = inputs.object::<ImageValue>("image")?;
         ctx.preview(preview_png(&image.0)?);
         Ok(Outputs::new())

@@ -1,46 +1,40 @@
 //! SageAttention: the model with every attention replaced by 8-bit quantized attention.
 
 use veetance_engine::{
-    DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
+    DataType, InputSpec, Literal, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec,
     Outputs,
 };
 use veetance_models::{AttentionBackend, PvPrecision, SageConfig};
 
 use crate::payload::ModelValue;
+use crate::types;
 
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "SageAttention",
-        "model",
-        "Replaces every attention of the model with SageAttention: K smoothed, Q/K INT8 per block, PV in f16 or fp8, f32 accumulation.",
-    )
-    .input(InputSpec::new("model", DataType::Model).doc("The model to patch."))
-    .input(
-        InputSpec::new("pv", DataType::Text)
-            .default_value(Literal::Text("f16".into()))
-            .choices(&["f16", "fp8"])
-            .doc("Precision of the P·V product."),
-    )
-    .input(
-        InputSpec::new("smooth_k", DataType::Bool)
-            .default_value(Literal::Bool(true))
-            .doc("Subtract the mean of K over tokens before quantizing (keeps accuracy on biased K)."),
-    )
-    .output(OutputSpec::new("model", DataType::Model, "The same weights with SageAttention."))
-}
+/// The `SageAttention` node.
+pub struct SageAttention;
 
-pub struct SageAttention(NodeSpec);
-
-pub fn node() -> SageAttention {
-    SageAttention(spec())
-}
-
-impl Node for SageAttention {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+impl NodeKind for SageAttention {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "SageAttention",
+            "model",
+            "Replaces every attention of the model with SageAttention: K smoothed, Q/K INT8 per block, PV in f16 or fp8, f32 accumulation.",
+        )
+        .input(InputSpec::new("model", types::MODEL).doc("The model to patch."))
+        .input(
+            InputSpec::new("pv", DataType::TEXT)
+                .default_value(Literal::Text("f16".into()))
+                .choices(&["f16", "fp8"])
+                .doc("Precision of the P·V product."),
+        )
+        .input(
+            InputSpec::new("smooth_k", DataType::BOOL)
+                .default_value(Literal::Bool(true))
+                .doc("Subtract the mean of K over tokens before quantizing (keeps accuracy on biased K)."),
+        )
+        .output(OutputSpec::new("model", types::MODEL, "The same weights with SageAttention."))
     }
 
-    fn run(&self, inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let pv = match inputs.text("pv")? {
             "fp8" => PvPrecision::Fp8E4M3,
@@ -57,6 +51,6 @@ impl Node for SageAttention {
                 .with_attention(AttentionBackend::Sage(config)),
             ..(*model).clone()
         };
-        Ok(Outputs::new().with_object("model", DataType::Model, patched))
+        Ok(Outputs::new().with_object("model", types::MODEL, patched))
     }
 }

@@ -4,7 +4,7 @@ use std::ops::ControlFlow;
 
 use candle_core::{Device, Tensor};
 use veetance_engine::{
-    DataType, InputSpec, Literal, Node, NodeCtx, NodeError, NodeInputs, NodeSpec, OutputSpec,
+    DataType, InputSpec, Literal, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec,
     Outputs,
 };
 use veetance_models::latent::grid_for_image;
@@ -12,73 +12,7 @@ use veetance_models::{Flux2Transformer, SampleRequest, Start, sample, seeded_noi
 
 use crate::device::{model_error, tensor_error};
 use crate::payload::{ModelValue, TensorValue};
-
-pub fn spec() -> NodeSpec {
-    NodeSpec::new(
-        "Sample",
-        "sampling",
-        "Flow-matching Euler sampling with the FLUX.2 schedule. `noise` replaces the seeded noise; `latent` with denoise < 1 is img2img.",
-    )
-    .input(InputSpec::new("model", DataType::Model).doc("The denoising model."))
-    .input(InputSpec::new("positive", DataType::Conditioning).doc("What to draw."))
-    .input(
-        InputSpec::new("negative", DataType::Conditioning)
-            .optional()
-            .doc("What to avoid (CFG, used when guidance > 1)."),
-    )
-    .input(
-        InputSpec::new("noise", DataType::Latent)
-            .optional()
-            .doc("Initial noise [B, 128, h, w] instead of the seeded noise."),
-    )
-    .input(InputSpec::new("latent", DataType::Latent).optional().doc("Start latent for img2img."))
-    .input(
-        InputSpec::new("denoise", DataType::Float)
-            .default_value(Literal::Float(1.0))
-            .range(0.0, 1.0)
-            .doc("Fraction of the schedule to run from `latent`; below 1 keeps part of it."),
-    )
-    .input(
-        InputSpec::new("seed", DataType::Int)
-            .default_value(Literal::Int(0))
-            .doc("Noise seed (any integer); the same seed gives the same image."),
-    )
-    .input(
-        InputSpec::new("steps", DataType::Int)
-            .optional()
-            .range(1.0, 1000.0)
-            .doc("Sampling steps [model default]."),
-    )
-    .input(
-        InputSpec::new("guidance", DataType::Float)
-            .optional()
-            .range(0.0, 100.0)
-            .doc("Guidance scale [model default]."),
-    )
-    .input(
-        InputSpec::new("width", DataType::Int)
-            .optional()
-            .range(16.0, 8192.0)
-            .doc("Image width in pixels [model default]."),
-    )
-    .input(
-        InputSpec::new("height", DataType::Int)
-            .optional()
-            .range(16.0, 8192.0)
-            .doc("Image height in pixels [model default]."),
-    )
-    .output(OutputSpec::new(
-        "latent",
-        DataType::Latent,
-        "The denoised latent [B, 128, h, w].",
-    ))
-}
-
-pub struct Sample(NodeSpec);
-
-pub fn node() -> Sample {
-    Sample(spec())
-}
+use crate::types;
 
 fn on_device(value: &TensorValue, device: &Device) -> Result<Tensor, NodeError> {
     value
@@ -104,12 +38,73 @@ fn transformer_on_device(model: &ModelValue) -> Result<Flux2Transformer, NodeErr
     }
 }
 
-impl Node for Sample {
-    fn spec(&self) -> &NodeSpec {
-        &self.0
+/// The `Sample` node.
+pub struct Sample;
+
+impl NodeKind for Sample {
+    fn spec() -> NodeSpec {
+        NodeSpec::new(
+            "Sample",
+            "sampling",
+            "Flow-matching Euler sampling with the FLUX.2 schedule. `noise` replaces the seeded noise; `latent` with denoise < 1 is img2img.",
+        )
+        .describes_output()
+        .input(InputSpec::new("model", types::MODEL).doc("The denoising model."))
+        .input(InputSpec::new("positive", types::CONDITIONING).doc("What to draw."))
+        .input(
+            InputSpec::new("negative", types::CONDITIONING)
+                .optional()
+                .doc("What to avoid (CFG, used when guidance > 1)."),
+        )
+        .input(
+            InputSpec::new("noise", types::LATENT)
+                .optional()
+                .doc("Initial noise [B, 128, h, w] instead of the seeded noise."),
+        )
+        .input(InputSpec::new("latent", types::LATENT).optional().doc("Start latent for img2img."))
+        .input(
+            InputSpec::new("denoise", DataType::FLOAT)
+                .default_value(Literal::Float(1.0))
+                .range(0.0, 1.0)
+                .doc("Fraction of the schedule to run from `latent`; below 1 keeps part of it."),
+        )
+        .input(
+            InputSpec::new("seed", DataType::INT)
+                .default_value(Literal::Int(0))
+                .doc("Noise seed (any integer); the same seed gives the same image."),
+        )
+        .input(
+            InputSpec::new("steps", DataType::INT)
+                .optional()
+                .range(1.0, 1000.0)
+                .doc("Sampling steps [model default]."),
+        )
+        .input(
+            InputSpec::new("guidance", DataType::FLOAT)
+                .optional()
+                .range(0.0, 100.0)
+                .doc("Guidance scale [model default]."),
+        )
+        .input(
+            InputSpec::new("width", DataType::INT)
+                .optional()
+                .range(16.0, 8192.0)
+                .doc("Image width in pixels [model default]."),
+        )
+        .input(
+            InputSpec::new("height", DataType::INT)
+                .optional()
+                .range(16.0, 8192.0)
+                .doc("Image height in pixels [model default]."),
+        )
+        .output(OutputSpec::new(
+            "latent",
+            types::LATENT,
+            "The denoised latent [B, 128, h, w].",
+        ))
     }
 
-    fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let bundle = &model.bundle;
         let transformer = transformer_on_device(&model)?;
@@ -190,6 +185,6 @@ impl Node for Sample {
             }
         })
         .map_err(model_error("sampling"))?;
-        Ok(Outputs::new().with_object("latent", DataType::Latent, TensorValue(latent)))
+        Ok(Outputs::new().with_object("latent", types::LATENT, TensorValue(latent)))
     }
 }

@@ -19,24 +19,24 @@ use veetance_engine::{
 
 use crate::cli::{BenchEngineArgs, Shape};
 
-fn bench_registry() -> Registry {
+fn bench_registry() -> Result<Registry, veetance_engine::RegistryError> {
     let mut registry = Registry::new();
     registry.register(FnNode::new(
         NodeSpec::new("Const", "bench", "An integer constant.")
-            .input(InputSpec::new("value", DataType::Int).default_value(Literal::Int(0)))
-            .output(OutputSpec::new("value", DataType::Int, "The constant.")),
+            .input(InputSpec::new("value", DataType::INT).default_value(Literal::Int(0)))
+            .output(OutputSpec::new("value", DataType::INT, "The constant.")),
         |inputs, _| Ok(Outputs::new().with("value", Value::Int(inputs.int("value")?))),
-    ));
+    ))?;
     registry.register(FnNode::new(
         NodeSpec::new("Add", "bench", "a + b.")
-            .input(InputSpec::new("a", DataType::Int))
-            .input(InputSpec::new("b", DataType::Int).default_value(Literal::Int(1)))
-            .output(OutputSpec::new("sum", DataType::Int, "a + b")),
+            .input(InputSpec::new("a", DataType::INT))
+            .input(InputSpec::new("b", DataType::INT).default_value(Literal::Int(1)))
+            .output(OutputSpec::new("sum", DataType::INT, "a + b")),
         |inputs, _| {
             let sum = inputs.int("a")?.wrapping_add(inputs.int("b")?);
             Ok(Outputs::new().with("sum", Value::Int(sum)))
         },
-    ));
+    ))?;
     registry.register(FnNode::new(
         NodeSpec::new(
             "Sink",
@@ -44,13 +44,13 @@ fn bench_registry() -> Registry {
             "Consumes a value (an effect, so it always runs).",
         )
         .effect()
-        .input(InputSpec::new("value", DataType::Int)),
+        .input(InputSpec::new("value", DataType::INT)),
         |inputs, _| {
             std::hint::black_box(inputs.int("value")?);
             Ok(Outputs::new())
         },
-    ));
-    registry
+    ))?;
+    Ok(registry)
 }
 
 /// RON text of the synthetic graph, and the id of the first chain's head constant.
@@ -95,7 +95,7 @@ pub fn engine(args: &BenchEngineArgs) -> Result<ExitCode> {
     if args.nodes < 3 {
         bail!("--nodes must be at least 3");
     }
-    let registry = Arc::new(bench_registry());
+    let registry = Arc::new(bench_registry()?);
     let (text, head) = synthetic_workflow(args.nodes, args.shape);
 
     let started = Instant::now();

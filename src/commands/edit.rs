@@ -8,7 +8,7 @@ use crate::cli::EditArgs;
 
 #[cfg(feature = "editor")]
 pub fn edit(args: &EditArgs) -> Result<ExitCode> {
-    let registry = std::sync::Arc::new(veetance_nodes::registry());
+    let registry = std::sync::Arc::new(veetance_nodes::registry()?);
     let model_dirs = super::models::model_dirs(&args.models_dirs);
     let catalog_dirs = model_dirs.clone();
     let catalog =

@@ -8,7 +8,7 @@ use veetance_engine::{Literal, Purity};
 use crate::cli::NodesArgs;
 
 pub fn nodes(args: &NodesArgs) -> Result<ExitCode> {
-    let registry = veetance_nodes::registry();
+    let registry = veetance_nodes::registry()?;
     let specs: Vec<_> = registry
         .nodes_sorted()
         .into_iter()

@@ -18,7 +18,7 @@ use crate::events::{JsonEvents, ProgressEvents, summary_table};
 use crate::input::read_workflow_source;
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
-    let registry = Arc::new(veetance_nodes::registry());
+    let registry = Arc::new(veetance_nodes::registry()?);
     let cache_dir = if args.no_cache {
         None
     } else {

@@ -12,7 +12,7 @@ use crate::cli::ValidateArgs;
 use crate::input::read_workflow_source;
 
 pub fn validate(args: &ValidateArgs) -> Result<ExitCode> {
-    let registry = veetance_nodes::registry();
+    let registry = veetance_nodes::registry()?;
     let mut any_errors = false;
     for path in &args.files {
         let shown = path.display().to_string();

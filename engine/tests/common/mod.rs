@@ -7,7 +7,7 @@ use std::time::Duration;
 use veetance_engine::{
     CancelToken, DataType, Event, FnNode, InputSpec, Literal, MemoryEstimate, Node, NodeCtx,
     NodeError, NodeInputs, NodeSpec, OutputSpec, Outputs, Payload, Registry, RunEnv, RunOptions,
-    Session, SessionConfig, TextWidget, Value, Workflow, validate,
+    Session, SessionConfig, TextWidget, TypeInfo, Value, Workflow, validate,
 };
 
 /// A byte blob standing in for a tensor: encodable, so it can go to the disk cache.
@@ -70,139 +70,171 @@ impl Node for ReadFileNode {
 }
 
 /// The registry every engine test uses.
+/// A stand-in for a tensor type.
+pub const BLOB: DataType = DataType::new("Blob");
+
 pub fn registry() -> Registry {
     let mut registry = Registry::new();
-    registry.register(FnNode::new(
-        NodeSpec::new("Number", "math", "A constant.")
-            .input(InputSpec::new("value", DataType::Int).default_value(Literal::Int(0)))
-            .output(OutputSpec::new("value", DataType::Int, "The constant.")),
-        |inputs, _| Ok(Outputs::new().with("value", Value::Int(inputs.int("value")?))),
-    ));
-    registry.register(FnNode::new(
-        NodeSpec::new("Add", "math", "Adds two integers.")
-            .input(InputSpec::new("a", DataType::Int))
-            .input(InputSpec::new("b", DataType::Int).default_value(Literal::Int(0)))
-            .output(OutputSpec::new("sum", DataType::Int, "a + b")),
-        |inputs, _| {
-            let sum = inputs.int("a")?.wrapping_add(inputs.int("b")?);
-            Ok(Outputs::new().with("sum", Value::Int(sum)))
-        },
-    ));
-    registry.register(FnNode::new(
-        NodeSpec::new("Scale", "math", "Multiplies by a factor.")
-            .input(InputSpec::new("x", DataType::Int))
-            .input(
-                InputSpec::new("factor", DataType::Float)
-                    .default_value(Literal::Float(1.0))
-                    .range(0.0, 10.0),
-            )
-            .output(OutputSpec::new("y", DataType::Float, "x * factor")),
-        |inputs, _| {
-            let y = inputs.int("x")? as f64 * inputs.float("factor")?;
-            Ok(Outputs::new().with("y", Value::Float(y)))
-        },
-    ));
-    registry.register(FnNode::new(
-        NodeSpec::new("Format", "text", "Formats a text.")
-            .input(InputSpec::new("text", DataType::Text).widget(TextWidget::Multiline))
-            .input(
-                InputSpec::new("style", DataType::Text)
-                    .default_value(Literal::Text("plain".into()))
-                    .choices(&["plain", "shout"]),
-            )
-            .output(OutputSpec::new(
-                "text",
-                DataType::Text,
-                "The formatted text.",
-            )),
-        |inputs, _| {
-            let text = inputs.text("text")?;
-            let out = if inputs.text("style")? == "shout" {
-                text.to_uppercase()
-            } else {
-                text.to_owned()
-            };
-            Ok(Outputs::new().with("text", Value::Text(Arc::from(out))))
-        },
-    ));
-    registry.register(FnNode::new(
-        NodeSpec::new("MakeBlob", "data", "Makes a latent-like blob from a seed.")
-            .input(InputSpec::new("seed", DataType::Int))
-            .input(
-                InputSpec::new("len", DataType::Int)
-                    .default_value(Literal::Int(16))
-                    .range(0.0, 1e6),
-            )
-            .output(OutputSpec::new("blob", DataType::Latent, "Bytes.")),
-        |inputs, _| {
-            let seed = inputs.int("seed")?;
-            let len = inputs.int("len")? as usize;
-            let bytes = (0..len)
-                .map(|i| (seed as usize).wrapping_add(i) as u8)
-                .collect();
-            Ok(Outputs::new().with_object("blob", DataType::Latent, Blob(bytes)))
-        },
-    ));
-    registry.register(FnNode::new(
-        NodeSpec::new("BlobSum", "data", "Sums a blob's bytes.")
-            .input(InputSpec::new("blob", DataType::Latent))
-            .output(OutputSpec::new("sum", DataType::Int, "Sum of bytes.")),
-        |inputs, _| {
-            let blob = inputs.object::<Blob>("blob")?;
-            let sum: i64 = blob.0.iter().map(|b| i64::from(*b)).sum();
-            Ok(Outputs::new().with("sum", Value::Int(sum)))
-        },
-    ));
-    registry.register(FnNode::new(
-        NodeSpec::new("Print", "output", "Prints a value (an effect).")
-            .effect()
-            .input(InputSpec::new("value", DataType::Int).optional())
-            .input(InputSpec::new("text", DataType::Text).optional())
-            .input(InputSpec::new("y", DataType::Float).optional()),
-        |_, _| Ok(Outputs::new()),
-    ));
-    registry.register(FnNode::new(
-        NodeSpec::new("Panic", "test", "Panics.")
-            .input(InputSpec::new("x", DataType::Int))
-            .output(OutputSpec::new("y", DataType::Int, "never")),
-        |_, _| panic!("deliberate test panic"),
-    ));
-    registry.register(FnNode::new(
-        NodeSpec::new("Fail", "test", "Fails with an error.")
-            .input(InputSpec::new("x", DataType::Int))
-            .output(OutputSpec::new("y", DataType::Int, "never")),
-        |_, _| Err(NodeError::msg("the disk is full")),
-    ));
-    registry.register(FnNode::new(
-        NodeSpec::new(
-            "Slow",
-            "test",
-            "Counts steps slowly, checking for cancellation.",
+    registry
+        .register_type(
+            TypeInfo::new(BLOB, "Bytes standing in for a latent.", [200, 120, 220])
+                .decoder(decode_blob),
         )
-        .input(InputSpec::new("x", DataType::Int))
-        .input(InputSpec::new("steps", DataType::Int).default_value(Literal::Int(5)))
-        .output(OutputSpec::new("y", DataType::Int, "x")),
-        |inputs, ctx| {
-            let steps = inputs.int("steps")? as u64;
-            for step in 0..steps {
-                ctx.check_cancelled()?;
-                std::thread::sleep(Duration::from_millis(20));
-                ctx.progress(step + 1, steps);
-            }
-            Ok(Outputs::new().with("y", Value::Int(inputs.int("x")?)))
-        },
-    ));
-    registry.register(HugeNode(
-        NodeSpec::new("Huge", "test", "Claims to need a lot of memory.")
-            .input(InputSpec::new("mib", DataType::Int))
-            .output(OutputSpec::new("mib", DataType::Int, "mib")),
-    ));
-    registry.register(ReadFileNode(
-        NodeSpec::new("ReadFile", "io", "Reads a text file.")
-            .input(InputSpec::new("path", DataType::Text).widget(TextWidget::Path))
-            .output(OutputSpec::new("text", DataType::Text, "The file's text.")),
-    ));
-    registry.register_decoder(DataType::Latent, decode_blob);
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new("Number", "math", "A constant.")
+                .input(InputSpec::new("value", DataType::INT).default_value(Literal::Int(0)))
+                .output(OutputSpec::new("value", DataType::INT, "The constant.")),
+            |inputs, _| Ok(Outputs::new().with("value", Value::Int(inputs.int("value")?))),
+        ))
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new("Add", "math", "Adds two integers.")
+                .input(InputSpec::new("a", DataType::INT))
+                .input(InputSpec::new("b", DataType::INT).default_value(Literal::Int(0)))
+                .output(OutputSpec::new("sum", DataType::INT, "a + b")),
+            |inputs, _| {
+                let sum = inputs.int("a")?.wrapping_add(inputs.int("b")?);
+                Ok(Outputs::new().with("sum", Value::Int(sum)))
+            },
+        ))
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new("Scale", "math", "Multiplies by a factor.")
+                .input(InputSpec::new("x", DataType::INT))
+                .input(
+                    InputSpec::new("factor", DataType::FLOAT)
+                        .default_value(Literal::Float(1.0))
+                        .range(0.0, 10.0),
+                )
+                .output(OutputSpec::new("y", DataType::FLOAT, "x * factor")),
+            |inputs, _| {
+                let y = inputs.int("x")? as f64 * inputs.float("factor")?;
+                Ok(Outputs::new().with("y", Value::Float(y)))
+            },
+        ))
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new("Format", "text", "Formats a text.")
+                .input(InputSpec::new("text", DataType::TEXT).widget(TextWidget::Multiline))
+                .input(
+                    InputSpec::new("style", DataType::TEXT)
+                        .default_value(Literal::Text("plain".into()))
+                        .choices(&["plain", "shout"]),
+                )
+                .output(OutputSpec::new(
+                    "text",
+                    DataType::TEXT,
+                    "The formatted text.",
+                )),
+            |inputs, _| {
+                let text = inputs.text("text")?;
+                let out = if inputs.text("style")? == "shout" {
+                    text.to_uppercase()
+                } else {
+                    text.to_owned()
+                };
+                Ok(Outputs::new().with("text", Value::Text(Arc::from(out))))
+            },
+        ))
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new("MakeBlob", "data", "Makes a latent-like blob from a seed.")
+                .input(InputSpec::new("seed", DataType::INT))
+                .input(
+                    InputSpec::new("len", DataType::INT)
+                        .default_value(Literal::Int(16))
+                        .range(0.0, 1e6),
+                )
+                .output(OutputSpec::new("blob", BLOB, "Bytes.")),
+            |inputs, _| {
+                let seed = inputs.int("seed")?;
+                let len = inputs.int("len")? as usize;
+                let bytes = (0..len)
+                    .map(|i| (seed as usize).wrapping_add(i) as u8)
+                    .collect();
+                Ok(Outputs::new().with_object("blob", BLOB, Blob(bytes)))
+            },
+        ))
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new("BlobSum", "data", "Sums a blob's bytes.")
+                .input(InputSpec::new("blob", BLOB))
+                .output(OutputSpec::new("sum", DataType::INT, "Sum of bytes.")),
+            |inputs, _| {
+                let blob = inputs.object::<Blob>("blob")?;
+                let sum: i64 = blob.0.iter().map(|b| i64::from(*b)).sum();
+                Ok(Outputs::new().with("sum", Value::Int(sum)))
+            },
+        ))
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new("Print", "output", "Prints a value (an effect).")
+                .effect()
+                .input(InputSpec::new("value", DataType::INT).optional())
+                .input(InputSpec::new("text", DataType::TEXT).optional())
+                .input(InputSpec::new("y", DataType::FLOAT).optional()),
+            |_, _| Ok(Outputs::new()),
+        ))
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new("Panic", "test", "Panics.")
+                .input(InputSpec::new("x", DataType::INT))
+                .output(OutputSpec::new("y", DataType::INT, "never")),
+            |_, _| panic!("deliberate test panic"),
+        ))
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new("Fail", "test", "Fails with an error.")
+                .input(InputSpec::new("x", DataType::INT))
+                .output(OutputSpec::new("y", DataType::INT, "never")),
+            |_, _| Err(NodeError::msg("the disk is full")),
+        ))
+        .unwrap();
+    registry
+        .register(FnNode::new(
+            NodeSpec::new(
+                "Slow",
+                "test",
+                "Counts steps slowly, checking for cancellation.",
+            )
+            .input(InputSpec::new("x", DataType::INT))
+            .input(InputSpec::new("steps", DataType::INT).default_value(Literal::Int(5)))
+            .output(OutputSpec::new("y", DataType::INT, "x")),
+            |inputs, ctx| {
+                let steps = inputs.int("steps")? as u64;
+                for step in 0..steps {
+                    ctx.check_cancelled()?;
+                    std::thread::sleep(Duration::from_millis(20));
+                    ctx.progress(step + 1, steps);
+                }
+                Ok(Outputs::new().with("y", Value::Int(inputs.int("x")?)))
+            },
+        ))
+        .unwrap();
+    registry
+        .register(HugeNode(
+            NodeSpec::new("Huge", "test", "Claims to need a lot of memory.")
+                .input(InputSpec::new("mib", DataType::INT))
+                .output(OutputSpec::new("mib", DataType::INT, "mib")),
+        ))
+        .unwrap();
+    registry
+        .register(ReadFileNode(
+            NodeSpec::new("ReadFile", "io", "Reads a text file.")
+                .input(InputSpec::new("path", DataType::TEXT).widget(TextWidget::Path))
+                .output(OutputSpec::new("text", DataType::TEXT, "The file's text.")),
+        ))
+        .unwrap();
     registry
 }
 
