@@ -59,6 +59,9 @@ pub struct RunArgs {
     /// Neither read nor write any output cache.
     #[arg(long)]
     pub no_cache: bool,
+    /// Trim the disk cache to this size after the run, least recently used entries first.
+    #[arg(long, value_parser = parse_bytes, default_value = "10GiB")]
+    pub cache_max: u64,
     /// Device for models.
     #[arg(long, value_enum, default_value_t = Device::Auto)]
     pub device: Device,

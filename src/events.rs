@@ -67,6 +67,7 @@ impl EventSink for JsonEvents {
                 json!({"event": "node_failed", "node": &*node, "kind": &*kind, "error": error})
             }
             Event::Cancelled { node } => json!({"event": "cancelled", "node": node.as_deref()}),
+            Event::Warning { message } => json!({"event": "warning", "error": &*message}),
             Event::RunFinished { status, duration } => {
                 json!({"event": "run_finished", "status": status.name(), "duration_ms": millis(duration)})
             }
@@ -137,6 +138,9 @@ impl EventSink for ProgressEvents {
                 for (_, bar) in bars.drain() {
                     bar.finish_and_clear();
                 }
+            }
+            Event::Warning { message } => {
+                let _ = self.multi.println(format!("warning: {message}"));
             }
             _ => {}
         }

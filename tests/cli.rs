@@ -293,3 +293,96 @@ fn docs_nodes_md_is_generated_from_the_current_specs() {
         "docs/nodes.md is stale: run `cargo run -- nodes --markdown > docs/nodes.md` (or UPDATE_DOCS=1 cargo test)"
     );
 }
+
+fn cache_bytes(dir: &Path) -> u64 {
+    if !dir.exists() {
+        return 0;
+    }
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .flat_map(|shard| {
+            std::fs::read_dir(shard.path())
+                .into_iter()
+                .flatten()
+                .flatten()
+        })
+        .map(|entry| entry.metadata().unwrap().len())
+        .sum()
+}
+
+#[test]
+fn the_disk_cache_is_trimmed_to_its_limit_after_a_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out_dir = dir.path().join("out");
+    let run = |cache_max: &str| {
+        let out = veetance(&[
+            "run",
+            "workflows/txt2img.ron",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--cache-max",
+            cache_max,
+        ]);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    };
+    run("10GiB");
+    let kept = cache_bytes(&cache);
+    assert!(kept > 0, "a run caches its outputs on disk");
+    run("1KiB");
+    assert!(
+        cache_bytes(&cache) <= 1024,
+        "trimmed from {kept} to {} bytes",
+        cache_bytes(&cache)
+    );
+}
+
+#[test]
+fn an_unwritable_disk_cache_is_one_warning_and_the_run_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    // A file where the cache folder should be: every write fails, whoever runs the test.
+    let blocked = dir.path().join("cache");
+    std::fs::write(&blocked, "not a folder").unwrap();
+    let out = veetance(&[
+        "run",
+        "workflows/txt2img.ron",
+        "--json",
+        "--cache-dir",
+        blocked.to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let warnings: Vec<serde_json::Value> = text(&out.stdout)
+        .lines()
+        .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
+        .filter(|e| e["event"] == "warning")
+        .collect();
+    assert_eq!(warnings.len(), 1, "{warnings:?}");
+    let message = warnings[0]["error"].as_str().unwrap();
+    assert!(
+        message.contains("disk cache") && message.contains("cache"),
+        "{message}"
+    );
+}
+
+#[test]
+fn a_missing_tiny_model_is_an_error_that_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_veetance"))
+        .args(["run", "workflows/txt2img.ron", "--no-cache", "--out"])
+        .arg(dir.path())
+        .current_dir(env!("CARGO_MANIFEST_DIR"))
+        .env("VEETANCE_TINY_DIR", dir.path().join("nowhere"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = text(&out.stderr);
+    assert!(
+        stderr.contains("VEETANCE_TINY_DIR") && stderr.contains("nowhere"),
+        "{stderr}"
+    );
+}

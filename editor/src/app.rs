@@ -628,6 +628,10 @@ impl EditorApp {
                 ui.label(status);
                 ui.separator();
             }
+            for warning in &self.runner.warnings {
+                ui.colored_label(ui.visuals().warn_fg_color, format!("⚠ {warning}"));
+                ui.separator();
+            }
             ui.label(&self.status);
         });
     }

@@ -82,6 +82,8 @@ pub struct Runner {
     pub status: Option<String>,
     /// Folders searched for model names.
     pub model_dirs: Vec<PathBuf>,
+    /// Warnings of the current or last run (the disk cache could not be written, ...).
+    pub warnings: Vec<String>,
 }
 
 impl Runner {
@@ -98,6 +100,7 @@ impl Runner {
             n_planned: 0,
             status: None,
             model_dirs: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 
@@ -121,6 +124,7 @@ impl Runner {
         let (sender, messages) = channel();
         let cancel = CancelToken::new();
         self.states.clear();
+        self.warnings.clear();
         for node in graph.nodes() {
             self.states
                 .insert(node.id.to_string(), NodeRunState::Queued);
@@ -250,6 +254,7 @@ impl Runner {
                 self.states
                     .insert(node.to_string(), NodeRunState::Failed(error));
             }
+            Event::Warning { message } => self.warnings.push(message.to_string()),
             Event::Cancelled { .. } | Event::RunFinished { .. } => {}
         }
     }

@@ -127,7 +127,7 @@ impl MemoryCache {
     }
 }
 
-const MAGIC: &[u8; 8] = b"VTCACHE2";
+const MAGIC: &[u8; 8] = b"VTCACHE3";
 const CHECKSUM_LEN: usize = 32;
 
 /// Outputs persisted as files, one per fingerprint, surviving restarts.
@@ -160,7 +160,7 @@ impl DiskCache {
     pub fn load(&self, fingerprint: &Fingerprint, registry: &Registry) -> Option<Vec<Value>> {
         let path = self.entry_path(fingerprint);
         let bytes = std::fs::read(&path).ok()?;
-        match decode_entry(&bytes, registry) {
+        match decode_entry(&bytes, fingerprint, registry) {
             Some(values) => {
                 // Mark it recently used, so trimming removes entries nobody reads first.
                 if let Ok(file) = std::fs::File::options().append(true).open(&path) {
@@ -178,7 +178,7 @@ impl DiskCache {
     /// Writes the entry for `fingerprint` if every value can be encoded. Returns whether it
     /// was written. The write is atomic: readers see the old state or the whole new entry.
     pub fn store(&self, fingerprint: &Fingerprint, outputs: &[Value]) -> std::io::Result<bool> {
-        let Some(bytes) = encode_entry(outputs) else {
+        let Some(bytes) = encode_entry(fingerprint, outputs) else {
             return Ok(false);
         };
         let path = self.entry_path(fingerprint);
@@ -233,9 +233,12 @@ impl DiskCache {
     }
 }
 
-fn encode_entry(outputs: &[Value]) -> Option<Vec<u8>> {
+/// An entry: magic, the fingerprint it answers (so an entry copied or renamed to another key is
+/// refused, not served), the values, and a checksum over all of it.
+fn encode_entry(fingerprint: &Fingerprint, outputs: &[Value]) -> Option<Vec<u8>> {
     let mut body = Vec::new();
     body.extend_from_slice(MAGIC);
+    body.extend_from_slice(&fingerprint.0);
     body.extend_from_slice(&(outputs.len() as u32).to_le_bytes());
     for value in outputs {
         let payload: Vec<u8> = match value {
@@ -256,14 +259,18 @@ fn encode_entry(outputs: &[Value]) -> Option<Vec<u8>> {
     Some(body)
 }
 
-fn decode_entry(bytes: &[u8], registry: &Registry) -> Option<Vec<Value>> {
+fn decode_entry(
+    bytes: &[u8],
+    fingerprint: &Fingerprint,
+    registry: &Registry,
+) -> Option<Vec<Value>> {
     let body_len = bytes.len().checked_sub(CHECKSUM_LEN)?;
     let (body, checksum) = bytes.split_at(body_len);
     if blake3::hash(body).as_bytes() != checksum {
         return None;
     }
     let mut reader = Reader { bytes: body };
-    if reader.take(MAGIC.len())? != MAGIC {
+    if reader.take(MAGIC.len())? != MAGIC || reader.take(fingerprint.0.len())? != fingerprint.0 {
         return None;
     }
     let count = u32::from_le_bytes(reader.take(4)?.try_into().ok()?);
@@ -376,23 +383,41 @@ mod tests {
             Value::Bool(true),
             Value::Text(Arc::from("hé")),
         ];
-        let bytes = encode_entry(&outputs).unwrap();
+        let bytes = encode_entry(&fp(9), &outputs).unwrap();
         let registry = Registry::new();
-        let back = decode_entry(&bytes, &registry).unwrap();
+        let back = decode_entry(&bytes, &fp(9), &registry).unwrap();
         assert_eq!(format!("{back:?}"), format!("{outputs:?}"));
         for idx in 0..bytes.len() {
             let mut corrupt = bytes.clone();
             corrupt[idx] ^= 0x40;
             assert!(
-                decode_entry(&corrupt, &registry).is_none(),
+                decode_entry(&corrupt, &fp(9), &registry).is_none(),
                 "flip at {idx} accepted"
             );
         }
         for len in 0..bytes.len() {
             assert!(
-                decode_entry(&bytes[..len], &registry).is_none(),
+                decode_entry(&bytes[..len], &fp(9), &registry).is_none(),
                 "truncation to {len} accepted"
             );
         }
+    }
+
+    #[test]
+    fn an_entry_copied_under_another_key_is_a_miss() {
+        // A valid entry for one key must not answer another: a seed-7 picture served for a
+        // seed-42 request would carry the wrong workflow.
+        let dir = tempfile::tempdir().unwrap();
+        let disk = DiskCache::new(dir.path());
+        let registry = Registry::new();
+        disk.store(&fp(7), &[Value::Int(7)]).unwrap();
+        std::fs::create_dir_all(disk.entry_path(&fp(42)).parent().unwrap()).unwrap();
+        std::fs::copy(disk.entry_path(&fp(7)), disk.entry_path(&fp(42))).unwrap();
+        assert!(disk.load(&fp(42), &registry).is_none());
+        assert!(
+            !disk.entry_path(&fp(42)).exists(),
+            "the misplaced entry is removed"
+        );
+        assert!(disk.load(&fp(7), &registry).is_some());
     }
 }

@@ -63,6 +63,12 @@ pub enum Event {
         /// Steps in all.
         total: u64,
     },
+    /// Something went wrong that does not stop the run (the disk cache could not be written, say);
+    /// sent once per kind of problem per run.
+    Warning {
+        /// What happened and what it costs.
+        message: Arc<str>,
+    },
     /// A node produced a small preview image (PNG bytes).
     Preview {
         /// Node id.

@@ -33,6 +33,8 @@ pub struct SessionConfig {
     pub memory_cache_bytes: u64,
     /// Where outputs persist across processes; `None` disables the disk cache.
     pub disk_cache_dir: Option<PathBuf>,
+    /// The disk cache is trimmed to this many bytes after every run, least recently used first.
+    pub disk_cache_max_bytes: u64,
     /// Nodes that may run at the same time.
     pub workers: usize,
 }
@@ -42,10 +44,14 @@ impl Default for SessionConfig {
         SessionConfig {
             memory_cache_bytes: 4 << 30,
             disk_cache_dir: None,
+            disk_cache_max_bytes: DEFAULT_DISK_CACHE_MAX_BYTES,
             workers: 2,
         }
     }
 }
+
+/// The disk cache's default size limit.
+pub const DEFAULT_DISK_CACHE_MAX_BYTES: u64 = 10 << 30;
 
 /// Memory limits a plan must fit.
 #[derive(Clone, Copy, Debug, Default)]
@@ -169,6 +175,7 @@ pub struct Session {
     registry: Arc<Registry>,
     memory: Mutex<MemoryCache>,
     disk: Option<DiskCache>,
+    disk_max_bytes: u64,
     workers: usize,
 }
 
@@ -220,6 +227,8 @@ struct Shared<'a> {
     sched: Mutex<Sched>,
     wake: Condvar,
     to_run: usize,
+    /// Set once a disk-cache write has failed (and been reported) in this run.
+    disk_write_failed: std::sync::atomic::AtomicBool,
 }
 
 impl Session {
@@ -229,6 +238,7 @@ impl Session {
             registry,
             memory: Mutex::new(MemoryCache::new(config.memory_cache_bytes)),
             disk: config.disk_cache_dir.clone().map(DiskCache::new),
+            disk_max_bytes: config.disk_cache_max_bytes,
             workers: config.workers.max(1),
         }
     }
@@ -378,6 +388,7 @@ impl Session {
             }),
             wake: Condvar::new(),
             to_run: to_run.len(),
+            disk_write_failed: std::sync::atomic::AtomicBool::new(false),
         };
         if cancel.is_cancelled() {
             lock(&shared.sched).stop = Some(Stop::Cancelled);
@@ -407,6 +418,8 @@ impl Session {
                 node: noticed.flatten(),
             });
         }
+        // Keep the disk cache within its limit, least recently used entries first.
+        self.trim_disk_cache(self.disk_max_bytes);
         let duration = started.elapsed();
         events.emit(Event::RunFinished { status, duration });
         let outcomes: Vec<Outcome> = shared
@@ -882,9 +895,21 @@ fn run_node(shared: &Shared<'_>, idx: usize) -> Result<(), Stop> {
                 && let Some(fp) = shared.fingerprints.get(idx).copied().flatten()
             {
                 lock(&shared.session.memory).insert(fp, values.clone());
-                if let Some(disk) = &shared.session.disk {
-                    // A failed disk write only costs a future cache miss; the run goes on.
-                    let _ = disk.store(&fp, &values);
+                if let Some(disk) = &shared.session.disk
+                    && let Err(err) = disk.store(&fp, &values)
+                    && !shared
+                        .disk_write_failed
+                        .swap(true, std::sync::atomic::Ordering::Relaxed)
+                {
+                    // A failed disk write only costs future cache misses; the run goes on, and
+                    // says so once.
+                    shared.events.emit(Event::Warning {
+                        message: format!(
+                            "cannot write the disk cache ({err}); outputs of this run are cached in memory only: {}",
+                            disk.dir().display()
+                        )
+                        .into(),
+                    });
                 }
             }
             if let Some(cell) = shared.outputs.get(idx) {

@@ -29,9 +29,13 @@ pub struct ModelPool {
     budget_bytes: u64,
 }
 
+/// Budget when the physical memory cannot be read.
+const FALLBACK_BUDGET_BYTES: u64 = 16 << 30;
+
 impl Default for ModelPool {
+    /// A pool bounded by [`ModelPool::default_budget_bytes`].
     fn default() -> ModelPool {
-        ModelPool::new(u64::MAX)
+        ModelPool::new(ModelPool::default_budget_bytes())
     }
 }
 
@@ -45,6 +49,24 @@ impl std::fmt::Debug for ModelPool {
 }
 
 impl ModelPool {
+    /// Half of the machine's physical memory (16 GiB if it cannot be read): room for the models
+    /// of a run and for the activations and caches beside them.
+    pub fn default_budget_bytes() -> u64 {
+        let Ok(mut system) = sysinfo::System::new() else {
+            return FALLBACK_BUDGET_BYTES;
+        };
+        system.refresh_memory();
+        match system.total_memory() {
+            0 => FALLBACK_BUDGET_BYTES,
+            total => total / 2,
+        }
+    }
+
+    /// The most bytes of models kept resident.
+    pub fn budget_bytes(&self) -> u64 {
+        self.budget_bytes
+    }
+
     /// A pool that keeps at most `budget_bytes` of models resident.
     pub fn new(budget_bytes: u64) -> ModelPool {
         ModelPool {
@@ -139,6 +161,13 @@ impl ModelPool {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_default_pool_is_bounded_by_physical_memory() {
+        let pool = ModelPool::default();
+        assert!(pool.budget_bytes() < u64::MAX);
+        assert!(pool.budget_bytes() >= 1 << 20);
+    }
 
     #[test]
     fn loads_once_and_evicts_least_recently_used_over_budget() {

@@ -24,7 +24,14 @@ use crate::types;
 /// looked.
 pub fn builtin_tiny_dir() -> Result<PathBuf, String> {
     if let Some(dir) = std::env::var_os("VEETANCE_TINY_DIR") {
-        return Ok(PathBuf::from(dir));
+        let dir = PathBuf::from(dir);
+        if dir.join("model_index.json").is_file() {
+            return Ok(dir);
+        }
+        return Err(format!(
+            "the built-in `tiny` model is not in VEETANCE_TINY_DIR={} (no model_index.json there)",
+            dir.display()
+        ));
     }
     let mut looked = Vec::new();
     if let Some(dir) = std::env::current_exe()

@@ -117,6 +117,7 @@ pub fn engine(args: &BenchEngineArgs) -> Result<ExitCode> {
             memory_cache_bytes: 1 << 30,
             disk_cache_dir: None,
             workers: args.workers.max(1),
+            ..SessionConfig::default()
         },
     );
     let env = RunEnv::new("out");

@@ -34,12 +34,18 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         &SessionConfig {
             memory_cache_bytes: if args.no_cache { 0 } else { 4 << 30 },
             disk_cache_dir: cache_dir,
+            disk_cache_max_bytes: args.cache_max,
             workers: args.workers.max(1),
         },
     );
     let cancel = CancelToken::new();
     install_ctrl_c(&cancel);
-    let pool = Arc::new(veetance_engine::ModelPool::default());
+    // Models stay loaded between the files of one run within the RAM budget (by default half of
+    // the machine's memory), least recently used first out.
+    let pool = Arc::new(veetance_engine::ModelPool::new(
+        args.ram_budget
+            .unwrap_or_else(veetance_engine::ModelPool::default_budget_bytes),
+    ));
 
     // Validate every file before running any, so a typo in the last file does not waste the
     // time of the first.
