@@ -279,6 +279,50 @@ fn bench_gpu_tiny_on_cpu_prints_a_json_line_per_mode_and_end_to_end_and_appends_
 }
 
 #[test]
+fn bench_gpu_measures_each_weights_format_and_names_it_in_the_results() {
+    let tiny_run = |weights: &str| {
+        veetance(&[
+            "bench",
+            "gpu",
+            "--device",
+            "cpu",
+            "--tiny",
+            "--models",
+            "klein-4b",
+            "--res",
+            "64",
+            "--modes",
+            "eager",
+            "--steps",
+            "1",
+            "--warmup",
+            "0",
+            "--no-e2e",
+            "--json",
+            "--weights",
+            weights,
+        ])
+    };
+    let out = tiny_run("dense,q8_0,FP8");
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let weights: Vec<String> = text(&out.stdout)
+        .lines()
+        .map(|line| {
+            let line: serde_json::Value = serde_json::from_str(line).unwrap();
+            assert!(line["ms_per_step"].as_f64().unwrap() > 0.0, "{line}");
+            line["weights"].as_str().unwrap().to_owned()
+        })
+        .collect();
+    assert_eq!(weights, ["dense", "Q8_0", "FP8"]);
+
+    let out = tiny_run("q9_0");
+    assert_ne!(out.status.code(), Some(0));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("unknown --weights `q9_0`"), "{stderr}");
+    assert!(stderr.contains("q4_k"), "{stderr}");
+}
+
+#[test]
 fn docs_nodes_md_is_generated_from_the_current_specs() {
     let out = veetance(&["nodes", "--markdown"]);
     assert_eq!(out.status.code(), Some(0));

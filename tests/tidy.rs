@@ -126,6 +126,10 @@ fn crates_depend_only_in_the_allowed_direction() {
         ),
         ("veetance-editor", &["veetance-models"]),
         (
+            "veetance-bench",
+            &["veetance-nodes", "veetance-editor", "egui", "eframe"],
+        ),
+        (
             "veetance-gpu",
             &[
                 "veetance-engine",
@@ -138,6 +142,13 @@ fn crates_depend_only_in_the_allowed_direction() {
             ],
         ),
     ];
+    // Only the binary measures.
+    for (package, package_deps) in &deps {
+        assert!(
+            package == "veetance" || !package_deps.contains("veetance-bench"),
+            "{package} must not depend on veetance-bench"
+        );
+    }
     for (package, forbidden) in rules {
         let Some(package_deps) = deps.get(*package) else {
             continue;
@@ -170,7 +181,8 @@ fn rust_files(dir: &Path, out: &mut Vec<PathBuf>) {
 fn every_rust_file_starts_with_a_module_doc_and_todos_are_named() {
     let mut files = Vec::new();
     for dir in [
-        "src", "engine", "nodes", "models", "imaging", "editor", "scenes", "train", "gpu", "tests",
+        "src", "engine", "nodes", "models", "imaging", "editor", "scenes", "train", "gpu", "bench",
+        "tests",
     ] {
         let dir = root().join(dir);
         if dir.exists() {

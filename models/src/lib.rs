@@ -105,6 +105,7 @@
 
 pub mod attention;
 pub mod detect;
+pub mod device;
 pub mod error;
 pub mod files;
 pub mod flux2;

@@ -16,6 +16,47 @@ use crate::error::Result;
 use crate::weights::QuantMode;
 use crate::weights::raw::{RawTensor, StoredDType, dequantize_fp8};
 
+/// A compact storage to re-encode dense weights in ([`LinearWeight::compact`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CompactFormat {
+    /// FP8 E4M3 with a per-tensor scale.
+    Fp8E4M3,
+    /// GGUF blocks of this type.
+    Ggml(GgmlDType),
+}
+
+impl CompactFormat {
+    /// Every format by its name as GGUF tools (and `veetance bench gpu --weights`) spell it.
+    pub const ALL: [CompactFormat; 11] = [
+        CompactFormat::Fp8E4M3,
+        CompactFormat::Ggml(GgmlDType::Q8_0),
+        CompactFormat::Ggml(GgmlDType::Q5_0),
+        CompactFormat::Ggml(GgmlDType::Q5_1),
+        CompactFormat::Ggml(GgmlDType::Q4_0),
+        CompactFormat::Ggml(GgmlDType::Q4_1),
+        CompactFormat::Ggml(GgmlDType::Q6K),
+        CompactFormat::Ggml(GgmlDType::Q5K),
+        CompactFormat::Ggml(GgmlDType::Q4K),
+        CompactFormat::Ggml(GgmlDType::Q3K),
+        CompactFormat::Ggml(GgmlDType::Q2K),
+    ];
+
+    /// `FP8` or the GGML type name (`Q8_0`, `Q4_K`, ...).
+    pub fn name(self) -> &'static str {
+        match self {
+            CompactFormat::Fp8E4M3 => "FP8",
+            CompactFormat::Ggml(t) => crate::weights::raw::ggml_name(t),
+        }
+    }
+
+    /// The format named `name`, ignoring case (`fp8`, `q8_0`, `Q4_K`, ...).
+    pub fn from_name(name: &str) -> Option<CompactFormat> {
+        Self::ALL
+            .into_iter()
+            .find(|format| format.name().eq_ignore_ascii_case(name))
+    }
+}
+
 /// A projection weight in one of its storage forms.
 #[derive(Debug, Clone)]
 pub enum LinearWeight {
@@ -119,6 +160,42 @@ impl LinearWeight {
         }
     }
 
+    /// The same weight re-encoded compactly, as a quantized checkpoint would store it: FP8 E4M3
+    /// with one scale per tensor (amax / 448, BFL's and ComfyUI's convention), or GGUF blocks
+    /// (quantized on the CPU with candle, then placed where the weight was). Rows that do not
+    /// fill whole blocks stay as they are.
+    pub fn compact(&self, format: CompactFormat, quant: QuantMode) -> Result<Self> {
+        let dense = self.to_dense(DType::F32)?;
+        let device = dense.device().clone();
+        Ok(match format {
+            CompactFormat::Fp8E4M3 => {
+                let amax = dense
+                    .abs()?
+                    .max_all()?
+                    .to_dtype(DType::F32)?
+                    .to_scalar::<f32>()?;
+                let scale = (amax / 448.0).max(f32::MIN_POSITIVE);
+                let rows = dense.dim(0)?;
+                LinearWeight::Fp8 {
+                    weight: (dense / f64::from(scale))?.to_dtype(DType::F8E4M3)?,
+                    row_scale: Some(Tensor::full(scale, (rows, 1), &device)?),
+                }
+            }
+            CompactFormat::Ggml(t) => {
+                let cols = dense.dims().last().copied().unwrap_or(0);
+                if !cols.is_multiple_of(t.block_size()) {
+                    return Ok(self.clone());
+                }
+                let q = QTensor::quantize(&dense.to_device(&Device::Cpu)?, t)?;
+                let storage = candle_core::quantized::QStorage::from_data(q.data()?, &device, t)?;
+                LinearWeight::Ggml {
+                    weight: Arc::new(QTensor::new(storage, q.shape().clone())?),
+                    fast: quant == QuantMode::Fast && fast_matmul_supports(t, dense.dims()),
+                }
+            }
+        })
+    }
+
     /// Moves the weight to `device`.
     pub fn to_device(&self, device: &Device) -> candle_core::Result<Self> {
         Ok(match self {
@@ -209,6 +286,14 @@ impl Linear {
         Ok(Linear {
             weight,
             bias: self.bias.as_ref().map(f).transpose()?,
+        })
+    }
+
+    /// The same layer with its weight re-encoded compactly (see [`LinearWeight::compact`]).
+    pub fn compacted(&self, format: CompactFormat, quant: QuantMode) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.weight.compact(format, quant)?,
+            bias: self.bias.clone(),
         })
     }
 

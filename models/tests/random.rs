@@ -1,11 +1,15 @@
 //! Random-weight text encoders and VAEs (what `veetance bench gpu` builds) compute finite values
-//! of the right shapes.
+//! of the right shapes; transformers re-encoded in compact formats stay close to the dense one.
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
+use veetance_models::flux2::{image_ids, text_ids};
+use veetance_models::linear::CompactFormat;
 use veetance_models::qwen3::Qwen3Config;
-use veetance_models::{ModelError, TextEncoder, Vae, VaeConfig};
+use veetance_models::weights::QuantMode;
+use veetance_models::{Flux2Config, Flux2Transformer, ModelError, TextEncoder, Vae, VaeConfig};
 
 fn assert_finite(t: &Tensor, what: &str) {
     let values = t
@@ -84,4 +88,104 @@ fn random_vae_round_trips_finite_tensors_of_the_right_shapes() {
     assert_finite(&image, "decoded image");
     assert_eq!(encoded.dims(), &[1, 128, 4, 4]);
     assert_finite(&encoded, "encoded latent");
+}
+
+/// A tiny transformer whose projection widths are whole Q8_0 blocks (32) but not K-quant ones.
+fn tiny_transformer() -> Flux2Transformer {
+    let cfg = Flux2Config {
+        num_layers: 1,
+        num_single_layers: 1,
+        attention_head_dim: 16,
+        num_attention_heads: 2,
+        joint_attention_dim: 96,
+        axes_dims_rope: vec![4, 4, 4, 4],
+        ..Flux2Config::klein_4b()
+    };
+    Flux2Transformer::random(cfg, DType::F32, &Device::Cpu)
+        .unwrap()
+        .with_distilled(true)
+}
+
+fn velocity(model: &Flux2Transformer) -> Tensor {
+    let cfg = model.config();
+    // Fixed inputs, so that every model sees the same ones.
+    let wave = |shape: (usize, usize, usize)| {
+        let n = shape.0 * shape.1 * shape.2;
+        let values: Vec<f32> = (0..n).map(|i| (i as f32 * 0.37).sin()).collect();
+        Tensor::from_vec(values, shape, &Device::Cpu).unwrap()
+    };
+    let img = wave((1, 16, cfg.in_channels));
+    let txt = wave((1, 8, cfg.joint_attention_dim));
+    let img_ids = image_ids(4, 4, &Device::Cpu).unwrap();
+    let txt_ids = text_ids(8, &Device::Cpu).unwrap();
+    let t = Tensor::new(&[0.75f32], &Device::Cpu).unwrap();
+    model
+        .forward(&img, &img_ids, &txt, &txt_ids, &t, None)
+        .unwrap()
+}
+
+fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
+#[test]
+fn compact_blocks_store_block_projections_in_the_format_and_keep_the_output_close() {
+    let dense = tiny_transformer();
+    let reference = velocity(&dense);
+    let scale = reference
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap();
+
+    for (format, storage, tolerance) in [
+        (CompactFormat::Ggml(GgmlDType::Q8_0), "Q8_0", 0.02),
+        (CompactFormat::Fp8E4M3, "fp8_e4m3", 0.1),
+    ] {
+        let compact = dense.with_compact_blocks(format, QuantMode::Exact).unwrap();
+        let storages = compact.projection_storage();
+        let n_compact = storages.iter().filter(|s| *s == storage).count();
+        // The embedders (img_in, txt_in, time and guidance) and the final layer stay dense.
+        assert!(n_compact > 0, "{format:?}: {storages:?}");
+        assert!(
+            storages.iter().any(|s| s == "f32"),
+            "{format:?}: {storages:?}"
+        );
+        assert!(compact.weight_bytes() < dense.weight_bytes());
+        let err = max_abs_diff(&velocity(&compact), &reference) / scale;
+        assert!(err < tolerance, "{format:?}: relative error {err}");
+        assert!(err > 0.0, "{format:?} left the weights unchanged");
+    }
+}
+
+#[test]
+fn compact_blocks_leave_rows_that_do_not_fill_whole_blocks_dense() {
+    let dense = tiny_transformer();
+    // Q4_K blocks hold 256 values; no projection of the tiny model is that wide.
+    let compact = dense
+        .with_compact_blocks(CompactFormat::Ggml(GgmlDType::Q4K), QuantMode::Exact)
+        .unwrap();
+    assert!(compact.projection_storage().iter().all(|s| s == "f32"));
+    assert_eq!(max_abs_diff(&velocity(&compact), &velocity(&dense)), 0.0);
+}
+
+#[test]
+fn compact_formats_are_found_by_their_names_in_any_case() {
+    for format in CompactFormat::ALL {
+        assert_eq!(CompactFormat::from_name(format.name()), Some(format));
+        assert_eq!(
+            CompactFormat::from_name(&format.name().to_ascii_lowercase()),
+            Some(format)
+        );
+    }
+    assert_eq!(CompactFormat::from_name("q9_0"), None);
 }

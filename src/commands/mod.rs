@@ -1,7 +1,5 @@
 //! One module per subcommand.
 
-mod bench;
-mod bench_gpu;
 mod edit;
 mod models;
 mod nodes;
@@ -21,7 +19,7 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Nodes(args) => nodes::nodes(&args),
         Command::Edit(args) => edit::edit(&args),
         Command::Models(args) => models::models(&args),
-        Command::Bench(BenchCommand::Engine(args)) => bench::engine(&args),
-        Command::Bench(BenchCommand::Gpu(args)) => bench_gpu::gpu(&args),
+        Command::Bench(BenchCommand::Engine(args)) => veetance_bench::engine::run(&args),
+        Command::Bench(BenchCommand::Gpu(args)) => veetance_bench::gpu::run(&args),
     }
 }

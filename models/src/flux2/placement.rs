@@ -6,7 +6,8 @@ use candle_core::{Device, Tensor};
 
 use super::model::{DoubleBlock, Flux2Transformer, SingleBlock, StreamWeights};
 use crate::error::Result;
-use crate::linear::Linear;
+use crate::linear::{CompactFormat, Linear};
+use crate::weights::QuantMode;
 
 impl Flux2Transformer {
     /// A clone whose projection weights are stored pre-transposed (see [`crate::linear::Linear`]).
@@ -149,5 +150,34 @@ impl Flux2Transformer {
         };
         let _ = self.map_weights(&count_proj, &count_tensor);
         bytes.get()
+    }
+
+    /// A clone whose block projections (the weights quantized checkpoints quantize: attention,
+    /// MLP and modulation; not the embedders or the final layer) are re-encoded in `format`, as a
+    /// quantized file of the same weights would hold them: for measuring formats on random
+    /// weights without writing files.
+    pub fn with_compact_blocks(&self, format: CompactFormat, quant: QuantMode) -> Result<Self> {
+        let failure = std::cell::RefCell::new(None);
+        let compact = |p: &Linear| -> candle_core::Result<Linear> {
+            p.compacted(format, quant).or_else(|err| {
+                failure.borrow_mut().get_or_insert(err);
+                Ok(p.clone())
+            })
+        };
+        let keep = |t: &Tensor| Ok(t.clone());
+        let mut model = self.map_weights(&compact, &keep)?;
+        if let Some(err) = failure.into_inner() {
+            return Err(err);
+        }
+        // The embedders and the final layer stay as they were, as ComfyUI-GGUF and BFL's FP8
+        // files keep them.
+        model.img_in = self.img_in.clone();
+        model.txt_in = self.txt_in.clone();
+        model.time_in = self.time_in.clone();
+        model.guidance_in = self.guidance_in.clone();
+        model.final_mod = self.final_mod.clone();
+        model.final_linear = self.final_linear.clone();
+        model.compiled = None;
+        Ok(model)
     }
 }

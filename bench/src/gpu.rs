@@ -26,6 +26,7 @@ use std::fs::File;
 use std::io::Write as _;
 use std::ops::ControlFlow;
 use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Instant;
 
@@ -34,23 +35,141 @@ use candle_core::{DType, Device, Tensor};
 use serde_json::{Value, json};
 use veetance_models::flux2::{RopeTables, image_ids, text_ids};
 use veetance_models::latent::grid_for_image;
+use veetance_models::linear::CompactFormat;
 use veetance_models::qwen3::{KLEIN_OUT_LAYERS, MAX_TEXT_TOKENS, Qwen3Config};
+use veetance_models::weights::QuantMode;
 use veetance_models::{
     AttentionBackend, Flux2Config, Flux2Transformer, SageConfig, SampleRequest, SchedulerConfig,
     Start, TextEncoder, Vae, VaeConfig, sample, seeded_noise,
 };
 
-use crate::cli::{BenchGpuArgs, BenchMode, BenchModel};
+use clap::{Args, ValueEnum};
+
+/// `veetance bench gpu`'s options.
+#[derive(Debug, Args)]
+pub struct GpuArgs {
+    /// Models to measure.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Model::Klein4b, Model::Klein9b])]
+    pub models: Vec<Model>,
+    /// Image sides in pixels [default: 512,1024; with --tiny 64,128].
+    #[arg(long, value_delimiter = ',')]
+    pub res: Vec<usize>,
+    /// Transformer variants timed per model and size.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = Mode::ALL)]
+    pub modes: Vec<Mode>,
+    /// How the block projections are stored: `dense` (the model dtype, bf16 on GPUs), `fp8`
+    /// (E4M3 with a per-tensor scale) or a GGUF type (`q8_0`, `q5_k`, `q4_k`, ...), re-encoded
+    /// from the random weights as a quantized file of them would hold them; embedders and the
+    /// final layer stay dense, as in ComfyUI's and city96's files. The model is built anew per
+    /// format, so peak VRAM counts that format's weights only.
+    #[arg(long, value_delimiter = ',', default_values_t = [String::from("dense")])]
+    pub weights: Vec<String>,
+    /// Timed forward calls per configuration.
+    #[arg(long, default_value_t = 10)]
+    pub steps: usize,
+    /// Untimed forward calls before them (and, if not 0, one untimed end-to-end run).
+    #[arg(long, default_value_t = 2)]
+    pub warmup: usize,
+    /// Skip the end-to-end runs (encode 512 tokens, sample 4 steps, decode).
+    #[arg(long = "no-e2e")]
+    pub skip_e2e: bool,
+    /// Transformer variants of the end-to-end runs.
+    #[arg(long, value_enum, value_delimiter = ',', default_values_t = [Mode::CompileSage, Mode::Eager])]
+    pub e2e_modes: Vec<Mode>,
+    /// Image side of the end-to-end runs in pixels [default: 1024; with --tiny 128].
+    #[arg(long)]
+    pub e2e_res: Option<usize>,
+    /// Timed end-to-end runs per variant; each stage's median is reported.
+    #[arg(long, default_value_t = 3)]
+    pub e2e_repeats: usize,
+    /// Skip (and report as skipped) configurations not started within this many seconds, so
+    /// that a run under a time limit still ends cleanly.
+    #[arg(long)]
+    pub budget_s: Option<f64>,
+    /// Device: `cuda` (fails unless this build has CUDA and a GPU is present), `cpu` or `auto`.
+    #[arg(long, default_value = "cuda", value_parser = ["auto", "cpu", "cuda"])]
+    pub device: String,
+    /// Tiny models (a few heads, 1 + 1 blocks) at small sizes: a seconds-long smoke run.
+    #[arg(long)]
+    pub tiny: bool,
+    /// Print one JSON object per measurement per line instead of a table.
+    #[arg(long)]
+    pub json: bool,
+    /// Append the JSON lines to this file as well.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
+}
+
+/// A model measured.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Model {
+    /// FLUX.2 [klein] 4B with Qwen3-4B.
+    #[value(name = "klein-4b")]
+    Klein4b,
+    /// FLUX.2 [klein] 9B with Qwen3-8B.
+    #[value(name = "klein-9b")]
+    Klein9b,
+}
+
+impl Model {
+    /// The name used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Model::Klein4b => "klein-4b",
+            Model::Klein9b => "klein-9b",
+        }
+    }
+}
+
+/// A transformer variant, as the SageAttention and Compile nodes make them.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Mode {
+    /// The model as loaded.
+    Eager,
+    /// With SageAttention.
+    Sage,
+    /// Compiled.
+    Compile,
+    /// Compiled, with SageAttention.
+    #[value(name = "compile+sage")]
+    CompileSage,
+}
+
+impl Mode {
+    /// Every variant.
+    pub const ALL: [Mode; 4] = [Mode::Eager, Mode::Sage, Mode::Compile, Mode::CompileSage];
+
+    /// The name used on the command line and in results.
+    pub fn name(self) -> &'static str {
+        match self {
+            Mode::Eager => "eager",
+            Mode::Sage => "sage",
+            Mode::Compile => "compile",
+            Mode::CompileSage => "compile+sage",
+        }
+    }
+
+    /// Whether the variant swaps in SageAttention.
+    pub fn uses_sage(self) -> bool {
+        matches!(self, Mode::Sage | Mode::CompileSage)
+    }
+
+    /// Whether the variant is compiled.
+    pub fn compiles(self) -> bool {
+        matches!(self, Mode::Compile | Mode::CompileSage)
+    }
+}
 
 /// Steps of the distilled klein schedule: what Compile prepares for and what end to end samples.
 const KLEIN_STEPS: usize = 4;
 
-pub fn gpu(args: &BenchGpuArgs) -> Result<ExitCode> {
+/// Runs the benchmark; the exit code is 1 if a configuration failed.
+pub fn run(args: &GpuArgs) -> Result<ExitCode> {
     let started = Instant::now();
     if args.steps == 0 || args.e2e_repeats == 0 {
         bail!("--steps and --e2e-repeats must be at least 1");
     }
-    let device = choose_device(args.device)?;
+    let device = veetance_models::device::choose_device(&args.device, "auto")?;
     // bf16 is what the models run in on GPUs; CPU runs are smoke tests, and candle's CPU bf16
     // kernels are slow enough to time something else.
     let dtype = if device.is_cpu() {
@@ -64,10 +183,12 @@ pub fn gpu(args: &BenchGpuArgs) -> Result<ExitCode> {
         (true, true) => vec![64, 128],
     };
     let e2e_side_px = args.e2e_res.unwrap_or(if args.tiny { 128 } else { 1024 });
-    let px_per_token = model_spec(BenchModel::Klein4b, args.tiny)
-        .vae
-        .spatial_factor()
-        * 2;
+    let px_per_token = model_spec(Model::Klein4b, args.tiny).vae.spatial_factor() * 2;
+    let weights = args
+        .weights
+        .iter()
+        .map(|name| Weights::parse(name))
+        .collect::<Result<Vec<_>>>()?;
     for side_px in sides_px.iter().chain([&e2e_side_px]) {
         grid_for_image(*side_px, *side_px, px_per_token).context("image side")?;
     }
@@ -87,6 +208,7 @@ pub fn gpu(args: &BenchGpuArgs) -> Result<ExitCode> {
         out_file,
         gpu_name: gpu_name.clone(),
         dtype: dtype.as_str(),
+        weights: "dense",
         n_failed: 0,
     };
     if !args.json {
@@ -97,8 +219,15 @@ pub fn gpu(args: &BenchGpuArgs) -> Result<ExitCode> {
             args.warmup
         );
         println!(
-            "{:<9} {:>5} {:<18} {:>9} {:>9} {:>14} {:>18}",
-            "model", "res", "mode", "ms/step", "min ms", "peak used MiB", "peak reserved MiB"
+            "{:<9} {:<7} {:>5} {:<18} {:>9} {:>9} {:>14} {:>18}",
+            "model",
+            "weights",
+            "res",
+            "mode",
+            "ms/step",
+            "min ms",
+            "peak used MiB",
+            "peak reserved MiB"
         );
     }
     let setup = Setup {
@@ -108,11 +237,15 @@ pub fn gpu(args: &BenchGpuArgs) -> Result<ExitCode> {
         sides_px,
         e2e_side_px,
         px_per_token,
+        weights,
         scheduler: SchedulerConfig::default(),
         started,
     };
     for &model in &args.models {
-        bench_model(&setup, &mut report, model)?;
+        for &weights in &setup.weights {
+            report.weights = weights.name();
+            bench_model(&setup, &mut report, model, weights)?;
+        }
     }
     Ok(if report.n_failed == 0 {
         ExitCode::SUCCESS
@@ -123,14 +256,61 @@ pub fn gpu(args: &BenchGpuArgs) -> Result<ExitCode> {
 
 /// What every configuration shares.
 struct Setup<'a> {
-    args: &'a BenchGpuArgs,
+    args: &'a GpuArgs,
     device: Device,
     dtype: DType,
     sides_px: Vec<usize>,
     e2e_side_px: usize,
     px_per_token: usize,
+    weights: Vec<Weights>,
     scheduler: SchedulerConfig,
     started: Instant,
+}
+
+/// How the block projections are stored in one measurement.
+#[derive(Debug, Clone, Copy)]
+struct Weights(Option<CompactFormat>);
+
+impl Weights {
+    fn parse(name: &str) -> Result<Weights> {
+        if ["dense", "bf16"]
+            .iter()
+            .any(|n| n.eq_ignore_ascii_case(name))
+        {
+            return Ok(Weights(None));
+        }
+        let format = CompactFormat::from_name(name).or_else(|| {
+            name.eq_ignore_ascii_case("fp8_e4m3")
+                .then_some(CompactFormat::Fp8E4M3)
+        });
+        match format {
+            Some(format) => Ok(Weights(Some(format))),
+            None => {
+                let known: Vec<String> = CompactFormat::ALL
+                    .iter()
+                    .map(|f| f.name().to_ascii_lowercase())
+                    .collect();
+                bail!(
+                    "unknown --weights `{name}`; expected dense or one of {}",
+                    known.join(", ")
+                )
+            }
+        }
+    }
+
+    fn name(self) -> &'static str {
+        self.0.map_or("dense", CompactFormat::name)
+    }
+
+    /// The transformer with these weights: built dense with random values, then (if compact)
+    /// re-encoded, the dense one dropped before anything is measured.
+    fn build(self, cfg: Flux2Config, dtype: DType, device: &Device) -> Result<Flux2Transformer> {
+        let dense = Flux2Transformer::random(cfg, dtype, device)?.with_distilled(true);
+        Ok(match self.0 {
+            None => dense,
+            Some(format) => dense.with_compact_blocks(format, QuantMode::Fast)?,
+        })
+    }
 }
 
 impl Setup<'_> {
@@ -144,19 +324,19 @@ impl Setup<'_> {
 
 /// Every configuration of one model. Errors are reported per configuration; only a failure to
 /// write the report is returned.
-fn bench_model(setup: &Setup<'_>, report: &mut Report, model: BenchModel) -> Result<()> {
+fn bench_model(
+    setup: &Setup<'_>,
+    report: &mut Report,
+    model: Model,
+    weights: Weights,
+) -> Result<()> {
     let args = setup.args;
     let device = &setup.device;
     if setup.over_budget() {
         return report.skipped(model, None, "build");
     }
     let spec = model_spec(model, args.tiny);
-    let base = guarded(|| {
-        Ok(
-            Flux2Transformer::random(spec.transformer.clone(), setup.dtype, device)?
-                .with_distilled(true),
-        )
-    });
+    let base = guarded(|| weights.build(spec.transformer.clone(), setup.dtype, device));
     let base = match base {
         Ok(base) => base,
         Err(err) => return report.failed(model, None, "build", &err),
@@ -239,7 +419,7 @@ struct ModelSpec {
     vae: VaeConfig,
 }
 
-fn model_spec(model: BenchModel, tiny: bool) -> ModelSpec {
+fn model_spec(model: Model, tiny: bool) -> ModelSpec {
     if tiny {
         // Both names get the same tiny model; the shapes mirror tests/fixtures/tiny-klein, cut to
         // one double and one single block.
@@ -259,8 +439,8 @@ fn model_spec(model: BenchModel, tiny: bool) -> ModelSpec {
         };
     }
     let (transformer, text) = match model {
-        BenchModel::Klein4b => (Flux2Config::klein_4b(), Qwen3Config::qwen3_4b()),
-        BenchModel::Klein9b => (Flux2Config::klein_9b(), Qwen3Config::qwen3_8b()),
+        Model::Klein4b => (Flux2Config::klein_4b(), Qwen3Config::qwen3_4b()),
+        Model::Klein9b => (Flux2Config::klein_9b(), Qwen3Config::qwen3_8b()),
     };
     ModelSpec {
         transformer,
@@ -270,17 +450,7 @@ fn model_spec(model: BenchModel, tiny: bool) -> ModelSpec {
     }
 }
 
-fn choose_device(choice: crate::cli::Device) -> Result<Device> {
-    match choice {
-        crate::cli::Device::Cpu => Ok(Device::Cpu),
-        crate::cli::Device::Cuda => Device::new_cuda(0).context(
-            "CUDA was requested but is not available (this build needs `--features cuda` and an NVIDIA driver)",
-        ),
-        crate::cli::Device::Auto => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
-    }
-}
-
-fn e2e_mode_name(mode: BenchMode) -> String {
+fn e2e_mode_name(mode: Mode) -> String {
     format!("e2e-{}", mode.name())
 }
 
@@ -302,7 +472,7 @@ fn guarded<T>(f: impl FnOnce() -> Result<T>) -> Result<T> {
 /// A variant of `base` as the SageAttention and Compile nodes make it; shares the weights.
 fn make_variant(
     base: &Flux2Transformer,
-    mode: BenchMode,
+    mode: Mode,
     grid: (usize, usize),
     scheduler: &SchedulerConfig,
 ) -> Result<Flux2Transformer> {
@@ -366,7 +536,7 @@ fn step_inputs(
 fn time_steps(
     model: &Flux2Transformer,
     inputs: &StepInputs,
-    args: &BenchGpuArgs,
+    args: &GpuArgs,
     device: &Device,
 ) -> Result<Vec<f64>> {
     let forward = || {
@@ -442,7 +612,7 @@ fn median(values: impl IntoIterator<Item = f64>) -> f64 {
 
 fn end_to_end(
     pipeline: &Pipeline<'_>,
-    mode: BenchMode,
+    mode: Mode,
     grid: (usize, usize),
     runs: Runs,
 ) -> Result<E2eTiming> {
@@ -518,6 +688,8 @@ struct Report {
     out_file: Option<File>,
     gpu_name: String,
     dtype: &'static str,
+    /// The `--weights` format being measured.
+    weights: &'static str,
     n_failed: usize,
 }
 
@@ -537,9 +709,9 @@ fn round3(value: f64) -> f64 {
 impl Report {
     fn step(
         &mut self,
-        model: BenchModel,
+        model: Model,
         side_px: usize,
-        mode: BenchMode,
+        mode: Mode,
         times_ms: &[f64],
         vram: Option<&veetance_gpu::memory::VramInfo>,
     ) -> Result<()> {
@@ -555,6 +727,7 @@ impl Report {
             "impl": "veetance",
             "gpu": self.gpu_name,
             "model": model.name(),
+            "weights": self.weights,
             "res": side_px,
             "mode": mode.name(),
             "ms_per_step": round3(median_ms),
@@ -565,8 +738,9 @@ impl Report {
             "steps": times_ms.len(),
         });
         let human = format!(
-            "{:<9} {:>5} {:<18} {:>9.2} {:>9.2} {:>14} {:>18}",
+            "{:<9} {:<7} {:>5} {:<18} {:>9.2} {:>9.2} {:>14} {:>18}",
             model.name(),
+            self.weights,
             side_px,
             mode.name(),
             median_ms,
@@ -577,19 +751,14 @@ impl Report {
         self.emit(&line, &human)
     }
 
-    fn e2e(
-        &mut self,
-        model: BenchModel,
-        side_px: usize,
-        mode: BenchMode,
-        timing: &E2eTiming,
-    ) -> Result<()> {
+    fn e2e(&mut self, model: Model, side_px: usize, mode: Mode, timing: &E2eTiming) -> Result<()> {
         let peak_used = mib(timing.vram.and_then(|v| v.pool_peak_used_bytes));
         let peak_reserved = mib(timing.vram.and_then(|v| v.pool_peak_reserved_bytes));
         let line = json!({
             "impl": "veetance",
             "gpu": self.gpu_name,
             "model": model.name(),
+            "weights": self.weights,
             "res": side_px,
             "mode": e2e_mode_name(mode),
             "encode_s": round3(timing.encode_s),
@@ -604,8 +773,9 @@ impl Report {
             "steps": KLEIN_STEPS,
         });
         let mut human = format!(
-            "{:<9} {:>5} {:<18} encode {:.3} s + sample {:.3} s + decode {:.3} s = {:.3} s",
+            "{:<9} {:<7} {:>5} {:<18} encode {:.3} s + sample {:.3} s + decode {:.3} s = {:.3} s",
             model.name(),
+            self.weights,
             side_px,
             e2e_mode_name(mode),
             timing.encode_s,
@@ -626,7 +796,7 @@ impl Report {
 
     fn failed(
         &mut self,
-        model: BenchModel,
+        model: Model,
         side_px: Option<usize>,
         mode: &str,
         err: &anyhow::Error,
@@ -636,12 +806,17 @@ impl Report {
             "impl": "veetance",
             "gpu": self.gpu_name,
             "model": model.name(),
+            "weights": self.weights,
             "res": side_px,
             "mode": mode,
             "error": format!("{err:#}"),
         });
         let side = side_px.map_or_else(|| "-".to_owned(), |s| s.to_string());
-        let human = format!("{:<9} {side:>5} {mode:<18} error: {err:#}", model.name());
+        let human = format!(
+            "{:<9} {:<7} {side:>5} {mode:<18} error: {err:#}",
+            model.name(),
+            self.weights
+        );
         if self.json {
             println!("{line}");
         } else {
@@ -650,19 +825,21 @@ impl Report {
         self.append(&line)
     }
 
-    fn skipped(&mut self, model: BenchModel, side_px: Option<usize>, mode: &str) -> Result<()> {
+    fn skipped(&mut self, model: Model, side_px: Option<usize>, mode: &str) -> Result<()> {
         let line = json!({
             "impl": "veetance",
             "gpu": self.gpu_name,
             "model": model.name(),
+            "weights": self.weights,
             "res": side_px,
             "mode": mode,
             "skipped": "time budget",
         });
         let side = side_px.map_or_else(|| "-".to_owned(), |s| s.to_string());
         let human = format!(
-            "{:<9} {side:>5} {mode:<18} skipped (time budget)",
-            model.name()
+            "{:<9} {:<7} {side:>5} {mode:<18} skipped (time budget)",
+            model.name(),
+            self.weights
         );
         self.emit(&line, &human)
     }

@@ -17,7 +17,30 @@ use veetance_engine::{
     validate,
 };
 
-use crate::cli::{BenchEngineArgs, Shape};
+use clap::{Args, ValueEnum};
+
+/// `veetance bench engine`'s options.
+#[derive(Debug, Args)]
+pub struct EngineArgs {
+    /// Number of nodes.
+    #[arg(long, default_value_t = 10_000)]
+    pub nodes: usize,
+    /// Graph shape: `wide` (N/10 independent chains of 10) or `chain` (one chain of N).
+    #[arg(long, value_enum, default_value_t = Shape::Wide)]
+    pub shape: Shape,
+    /// Worker threads.
+    #[arg(long, default_value_t = 2)]
+    pub workers: usize,
+}
+
+/// The synthetic graph's shape.
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Shape {
+    /// N/10 independent chains of 10.
+    Wide,
+    /// One chain of N.
+    Chain,
+}
 
 fn bench_registry() -> Result<Registry, veetance_engine::RegistryError> {
     let mut registry = Registry::new();
@@ -91,7 +114,8 @@ fn ms(started: Instant) -> f64 {
     (started.elapsed().as_secs_f64() * 1e6).round() / 1e3
 }
 
-pub fn engine(args: &BenchEngineArgs) -> Result<ExitCode> {
+/// Runs the benchmark and prints one JSON line.
+pub fn run(args: &EngineArgs) -> Result<ExitCode> {
     if args.nodes < 3 {
         bail!("--nodes must be at least 3");
     }

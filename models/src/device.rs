@@ -1,0 +1,46 @@
+//! Choosing the device and dtype models run with, by the names workflows and the CLI use
+//! (`auto`, `cpu`, `cuda`; `auto`, `f32`, `f16`, `bf16`).
+
+use candle_core::{DType, Device};
+
+use crate::error::{ModelError, Result};
+
+/// The device named `choice`; `auto` defers to `preference` (the run's `--device`), and an
+/// `auto` preference takes CUDA when it is available.
+pub fn choose_device(choice: &str, preference: &str) -> Result<Device> {
+    let choice = if choice == "auto" { preference } else { choice };
+    match choice {
+        "cpu" => Ok(Device::Cpu),
+        "cuda" => Device::new_cuda(0).map_err(|source| ModelError::Candle {
+            context: "CUDA was requested but is not available (this build needs `--features cuda` and an NVIDIA driver)".into(),
+            source,
+        }),
+        "auto" => Ok(Device::cuda_if_available(0).unwrap_or(Device::Cpu)),
+        other => Err(ModelError::InvalidArgument(format!(
+            "unknown device `{other}` (auto, cpu or cuda)"
+        ))),
+    }
+}
+
+/// The dtype named `choice`: `auto` is f32 on CPU and bf16 on accelerators.
+pub fn choose_dtype(choice: &str, device: &Device) -> Result<DType> {
+    match choice {
+        "f32" => Ok(DType::F32),
+        "f16" => Ok(DType::F16),
+        "bf16" => Ok(DType::BF16),
+        "auto" if device.is_cpu() => Ok(DType::F32),
+        "auto" => Ok(DType::BF16),
+        other => Err(ModelError::InvalidArgument(format!(
+            "unknown dtype `{other}` (auto, f32, f16 or bf16)"
+        ))),
+    }
+}
+
+/// A short name for a device, for cache keys and messages.
+pub fn device_name(device: &Device) -> String {
+    match device.location() {
+        candle_core::DeviceLocation::Cpu => "cpu".to_owned(),
+        candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
+        candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
+    }
+}
