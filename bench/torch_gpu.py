@@ -75,7 +75,7 @@ import traceback
 
 # --------------------------------------------------------------------------------------
 # Configurations (diffusers Flux2Transformer2DModel kwargs; checked against
-# scripts/convert_flux2_to_diffusers.py and shared/reference/flux2-spec.md section 1.1)
+# scripts/convert_flux2_to_diffusers.py)
 # --------------------------------------------------------------------------------------
 
 _COMMON = dict(

@@ -2,7 +2,7 @@
 //!
 //! The PTX is embedded in the library and JIT-compiled by the driver when first used, so the
 //! toolkit must not be newer than the driver of the machine that runs it (CUDA 13.0 on the H100
-//! machines; `../shared/tools/cuda-toolchain.sh` installs a matching nvcc on a machine without a
+//! machines; `tools/cuda-toolchain.sh` installs a matching nvcc on a machine without a
 //! GPU). `CUDA_COMPUTE_CAP` picks the PTX target (default 90); the kernels use `mma.sync`,
 //! `ldmatrix` and `cp.async`, so anything from 80 up works.
 
@@ -39,7 +39,7 @@ fn main() {
             Ok(s) => panic!("nvcc failed on {} ({s})", src.display()),
             Err(err) => panic!(
                 "could not run nvcc ({err}); the `cuda` feature needs the CUDA toolkit \
-                 (see ../shared/tools/cuda-toolchain.sh or set NVCC)"
+                 (see tools/cuda-toolchain.sh or set NVCC)"
             ),
         }
     }

@@ -38,7 +38,7 @@ fn main() -> ExitCode {
 ///
 /// candle allocates a fresh buffer for every op; with glibc's defaults each large one is a new
 /// `mmap` whose pages are faulted in and zeroed again on every sampler step (about 10 % of a
-/// step's time in `perf`, see models/benchmarks.md). Raising the mmap and trim thresholds lets
+/// step's time in `perf`, see docs/benchmarks.md). Raising the mmap and trim thresholds lets
 /// the allocator reuse them. A user's own `MALLOC_*` settings win.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn tune_allocator() {

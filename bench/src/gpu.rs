@@ -421,7 +421,7 @@ struct ModelSpec {
 
 fn model_spec(model: Model, tiny: bool) -> ModelSpec {
     if tiny {
-        // Both names get the same tiny model; the shapes mirror tests/fixtures/tiny-klein, cut to
+        // Both names get the same tiny model; the shapes mirror models/tests/fixtures/tiny-klein, cut to
         // one double and one single block.
         return ModelSpec {
             transformer: Flux2Config {

@@ -17,8 +17,9 @@ pub enum Severity {
 }
 
 /// The class of a problem; stable names for programs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, strum::IntoStaticStr, strum::EnumIter)]
 #[serde(rename_all = "kebab-case")]
+#[strum(serialize_all = "kebab-case")]
 pub enum Code {
     /// The text is not valid RON for a workflow.
     Syntax,
@@ -53,25 +54,14 @@ pub enum Code {
 }
 
 impl Code {
-    /// The kebab-case name used in machine output and rendered reports.
+    /// The kebab-case name used in machine output and rendered reports (as serde writes it).
     pub fn name(self) -> &'static str {
-        match self {
-            Code::Syntax => "syntax",
-            Code::UnknownField => "unknown-field",
-            Code::MissingField => "missing-field",
-            Code::Duplicate => "duplicate",
-            Code::UnsupportedVersion => "unsupported-version",
-            Code::UnknownNodeKind => "unknown-node-kind",
-            Code::UnknownInput => "unknown-input",
-            Code::MissingInput => "missing-input",
-            Code::UnknownLinkNode => "unknown-link-node",
-            Code::UnknownLinkOutput => "unknown-link-output",
-            Code::TypeMismatch => "type-mismatch",
-            Code::WrongLiteralType => "wrong-literal-type",
-            Code::OutOfRange => "out-of-range",
-            Code::NotAChoice => "not-a-choice",
-            Code::Cycle => "cycle",
-        }
+        self.into()
+    }
+
+    /// Every code, in declaration order.
+    pub fn all() -> impl Iterator<Item = Code> {
+        <Code as strum::IntoEnumIterator>::iter()
     }
 }
 

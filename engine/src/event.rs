@@ -1,4 +1,4 @@
-//! Events a run emits, for progress bars, the editor and the server.
+//! Events a run emits, for progress bars, `--json` lines and the editor.
 //!
 //! The set is closed so every consumer can handle all of it. Events are sent from worker
 //! threads, in the order things happen on each thread.

@@ -170,7 +170,7 @@ impl RunReport {
     }
 }
 
-/// Caches and settings shared by every run of a process (CLI invocation, editor, server).
+/// Caches and settings shared by every run of a process (a CLI invocation, the editor).
 pub struct Session {
     registry: Arc<Registry>,
     memory: Mutex<MemoryCache>,

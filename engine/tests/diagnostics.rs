@@ -5,7 +5,7 @@
 
 mod common;
 
-use veetance_engine::diagnostic::render;
+use veetance_engine::diagnostic::{Code, render};
 use veetance_engine::{Workflow, validate};
 
 /// Parses and validates `source`, returning the rendered diagnostics (all of them).
@@ -238,4 +238,44 @@ fn deeply_nested_input_is_an_error_not_a_crash() {
         ")".repeat(10_000)
     );
     assert!(Workflow::parse(&source).is_err());
+}
+
+#[test]
+fn missing_field_names_the_field_and_where_it_is_missing() {
+    insta::assert_snapshot!(check(
+        r#"Workflow(
+    nodes: {
+        "a": Node(kind: "Number"),
+    },
+)"#
+    ));
+}
+
+#[test]
+fn every_diagnostic_code_has_a_rendered_snapshot() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/snapshots");
+    let snapshots: Vec<String> = std::fs::read_dir(&dir)
+        .unwrap()
+        .map(|entry| std::fs::read_to_string(entry.unwrap().path()).unwrap())
+        .collect();
+    let missing: Vec<&str> = Code::all()
+        .map(Code::name)
+        .filter(|name| {
+            let header = format!("error[{name}]");
+            let warning = format!("warning[{name}]");
+            !snapshots
+                .iter()
+                .any(|s| s.contains(&header) || s.contains(&warning))
+        })
+        .collect();
+    assert!(missing.is_empty(), "no snapshot shows {missing:?}");
+}
+
+#[test]
+fn code_names_are_the_names_serialized_for_programs() {
+    for code in Code::all() {
+        let json = serde_json::to_string(&code).unwrap();
+        assert_eq!(json, format!("\"{}\"", code.name()));
+    }
+    assert_eq!(Code::MissingField.name(), "missing-field");
 }

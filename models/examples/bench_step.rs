@@ -1,4 +1,4 @@
-//! Times one FLUX.2 transformer step on CPU with random weights (see `models/benchmarks.md`).
+//! Times one FLUX.2 transformer step on CPU with random weights (see docs/benchmarks.md).
 //!
 //! Usage: `cargo run --release -p veetance-models --example bench_step -- <small|klein4b-512> [runs]`
 //! Threads follow `RAYON_NUM_THREADS` (candle's CPU kernels use rayon).

@@ -1,5 +1,5 @@
 //! Loads a transformer checkpoint and reports peak resident memory, to check that loading costs
-//! about the weights' size and not twice that (see `models/benchmarks.md`).
+//! about the weights' size and not twice that (see docs/benchmarks.md).
 //!
 //! Usage: `cargo run --release -p veetance-models --example load_rss -- <transformer dir or file> [f32|f16|bf16]`
 

@@ -1,8 +1,8 @@
 //! The built-in nodes of Veetance, one file per node, and [`registry`] which registers them
 //! all.
 //!
-//! Port names and types follow the node table of the design document exactly: workflow files
-//! name them, so they are part of the format. Each node is a thin adapter: model work lives in
+//! Port names and types are listed in docs/nodes.md (generated from the specs): workflow files
+//! name them, so they are part of the format and never renamed. Each node is a thin adapter: model work lives in
 //! `veetance-models`, pixels and file formats in `veetance-imaging`; what a node adds is
 //! validation of its inputs, progress and cancellation, and the payload types that carry
 //! tensors, images and models between nodes (`payload.rs`).

@@ -28,7 +28,7 @@ impl NodeKind for Preview {
         NodeSpec::new(
             "Preview",
             "output",
-            "Sends a small PNG preview of the image to whoever watches the run (editor, server).",
+            "Sends a small PNG preview of the image to whoever watches the run (the editor, or a `--json` consumer).",
         )
         .effect()
         .input(InputSpec::new("image", types::IMAGE).doc("The image to preview."))

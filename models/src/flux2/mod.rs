@@ -1,8 +1,8 @@
 //! FLUX.2 \[klein\] transformer (Black Forest Labs, 2026): a double- and single-stream MMDiT with
 //! modulation shared across blocks, SwiGLU MLPs, QK-RMSNorm and 4-axis RoPE.
 //!
-//! - Reference: diffusers `Flux2Transformer2DModel` (`models/transformers/transformer_flux2.py`,
-//!   0.42.1) and BFL's `flux2` repository (`src/flux2/model.py`).
+//! - Reference: diffusers `Flux2Transformer2DModel` (`diffusers/models/transformers/transformer_flux2.py`,
+//!   0.42.1) and BFL's `flux2` repository (`flux2/src/flux2/model.py`).
 //! - Weights: `black-forest-labs/FLUX.2-klein-4B` / `-9B` (diffusers directories and BFL single
 //!   files), ComfyUI's `diffusion_models/` files (FP8 too), community GGUF files.
 //! - Try it: `veetance run workflows/golden.ron --set load.model=/path/to/FLUX.2-klein-4B`.
