@@ -9,5 +9,7 @@
 //! directly; it is the implementation of two subcommands, not a library API, so its errors are
 //! `anyhow` errors that are printed, never matched on.
 
+#![forbid(unsafe_code)]
+
 pub mod engine;
 pub mod gpu;

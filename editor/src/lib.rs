@@ -6,6 +6,8 @@
 //! app applies once per frame. egui-snarl's graph is a view rebuilt from the document
 //! ([`canvas`]); runs happen on a worker thread ([`runner`]).
 
+#![forbid(unsafe_code)]
+
 pub mod app;
 pub mod canvas;
 pub mod catalog;

@@ -1,13 +1,15 @@
 //! Veetance engine: values, node specs, the workflow format, validation, the executor, the
 //! output cache, the model pool and run events.
 //!
-//! The flow is ground truth → derived state: a RON [`Workflow`] (the only serialized type) is
-//! [`validate`]d against a [`Registry`] into a [`Graph`] plus [`Diagnostic`]s; a [`Session`]
-//! runs a graph, memoizing every pure node's outputs under a [`Fingerprint`] so that changing
-//! one input re-runs exactly the nodes downstream of it.
+//! The flow is ground truth → derived state: a RON [`Workflow`] (the only type read back from
+//! text) is [`validate`]d against a [`Registry`] into a [`Graph`] plus [`Diagnostic`]s; a
+//! [`Session`] runs a graph, memoizing every pure node's outputs under a [`Fingerprint`] so that
+//! changing one input re-runs exactly the nodes downstream of it.
 //!
 //! The engine knows no model, no specific node and no UI. Models and tensors are opaque
 //! [`Object`]s; the node crate gives them meaning.
+
+#![forbid(unsafe_code)]
 
 pub mod cache;
 pub mod cancel;

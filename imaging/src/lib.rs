@@ -48,6 +48,7 @@
 //!   engine cache outputs and lets a workflow embedded in a PNG replay bit for bit.
 //! - Library code never panics on bad input: errors are [`ImagingError`] values.
 
+#![forbid(unsafe_code)]
 // Indexing that can panic is a crash waiting for an odd picture size; library code uses `.get()`.
 // (clippy.toml allows indexing in tests.)
 #![warn(clippy::indexing_slicing)]

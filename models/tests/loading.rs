@@ -179,6 +179,32 @@ fn valid_file_with_metadata_and_unaligned_data_loads() {
 }
 
 #[test]
+fn padding_between_tensors_is_accepted_and_each_tensor_read_from_its_own_range() {
+    // Some writers align each tensor's data; the safetensors crate refuses the gap, we do not.
+    let dir = tempfile::tempdir().unwrap();
+    let header = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"b":{"dtype":"F32","shape":[1],"data_offsets":[16,20]}}"#;
+    let mut data = 3.0f32.to_le_bytes().to_vec();
+    data.extend_from_slice(&[0xAB; 12]);
+    data.extend_from_slice(&(-7.0f32).to_le_bytes());
+    let path = write_raw(
+        dir.path(),
+        "padded.safetensors",
+        header.len() as u64,
+        header.as_bytes(),
+        &data,
+    );
+    let file = SafetensorsFile::open(&path).unwrap();
+    let load = |name: &str| {
+        file.load(name, DType::F32, &Device::Cpu)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap()
+    };
+    assert_eq!(load("a"), [3.0]);
+    assert_eq!(load("b"), [-7.0]);
+}
+
+#[test]
 fn klein_4b_key_list_has_169_tensors_and_the_right_parameter_count() {
     let specs = Flux2Config::klein_4b().diffusers_tensor_specs();
     assert_eq!(specs.len(), 169);

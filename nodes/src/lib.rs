@@ -7,6 +7,8 @@
 //! validation of its inputs, progress and cancellation, and the payload types that carry
 //! tensors, images and models between nodes (`payload.rs`).
 
+#![forbid(unsafe_code)]
+
 mod compile;
 mod decode;
 mod device;

@@ -17,6 +17,8 @@
 //! println!("{}", scene.caption());
 //! ```
 
+#![forbid(unsafe_code)]
+
 pub mod analyse;
 mod draw;
 

@@ -16,6 +16,8 @@
 //! Training needs gradients through the models crate's own forward passes; candle's fused kernels
 //! have none, so every model is built with `with_differentiable(true)` (see `veetance_models::ops`).
 
+#![forbid(unsafe_code)]
+
 pub mod curve;
 pub mod params;
 pub mod quality;

@@ -6,6 +6,14 @@
 //! its byte range must each give a clear error, never a panic or a huge allocation. Only after the
 //! header passes is the file memory-mapped; tensors are then copied out of the map one at a time and
 //! converted to the requested dtype, so peak memory stays close to the weights' own size.
+//!
+//! Why not `safetensors::SafeTensors::read_metadata` (safetensors 0.8): it takes the whole file
+//! as one slice, so the file would be mapped before its header is trusted; a shape that
+//! disagrees with its byte range is `TensorInvalidInfo`, which names neither the tensor nor the
+//! sizes, and the user is left to guess which of hundreds of tensors is broken; and it refuses
+//! gaps between tensors (alignment padding some writers add), which we accept as long as no two
+//! ranges overlap. The hostile-file tests (`tests/bad_files.rs`, `tests/loading.rs`) pin each
+//! of these errors.
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
