@@ -3,6 +3,25 @@
 //! Exit codes: 0 success; 1 a node failed or the run was cancelled; 2 invalid input (an
 //! unreadable file, validation errors, a bad `--set`, bad flags).
 
+/// `println!` that returns an error instead of panicking when standard output cannot be written
+/// (a full disk: `> /dev/full`). A closed pipe never gets here: SIGPIPE ends the process quietly,
+/// as it ends `cat` (see `restore_sigpipe`).
+macro_rules! outln {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        writeln!(std::io::stdout().lock(), $($arg)*).map_err(crate::stdout_error)
+    }};
+}
+
+/// `print!` with `outln!`'s error handling.
+macro_rules! out {
+    ($($arg:tt)*) => {{
+        use std::io::Write as _;
+        let mut stdout = std::io::stdout().lock();
+        write!(stdout, $($arg)*).and_then(|()| stdout.flush()).map_err(crate::stdout_error)
+    }};
+}
+
 mod cli;
 mod commands;
 mod events;
@@ -13,6 +32,7 @@ use std::process::ExitCode;
 use clap::Parser as _;
 
 fn main() -> ExitCode {
+    restore_sigpipe();
     tune_allocator();
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
@@ -33,6 +53,26 @@ fn main() -> ExitCode {
         }
     }
 }
+
+/// The error for a failed write to standard output.
+fn stdout_error(err: std::io::Error) -> anyhow::Error {
+    anyhow::anyhow!("cannot write to standard output: {err}")
+}
+
+/// Lets SIGPIPE end the process, as it ends other Unix tools, when a reader of our output goes
+/// away (`veetance nodes --json | head`). Rust ignores SIGPIPE by default, which turns every
+/// later `println!` into a panic.
+#[cfg(unix)]
+fn restore_sigpipe() {
+    // SAFETY: setting a signal's disposition to the default is async-signal-safe and happens
+    // before any other thread exists.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
+#[cfg(not(unix))]
+fn restore_sigpipe() {}
 
 /// Keeps freed tensor buffers in the heap instead of returning them to the OS.
 ///

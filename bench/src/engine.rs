@@ -188,6 +188,6 @@ pub fn run(args: &EngineArgs) -> Result<ExitCode> {
         "partial_total_ms": ((revalidate_ms + partial_run_ms) * 1e3).round() / 1e3,
         "per_node_overhead_us": (first_run_ms * 1e3 / n_nodes as f64 * 1e3).round() / 1e3,
     });
-    println!("{result}");
+    crate::print_line(result)?;
     Ok(ExitCode::SUCCESS)
 }

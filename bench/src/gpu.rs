@@ -212,13 +212,13 @@ pub fn run(args: &GpuArgs) -> Result<ExitCode> {
         n_failed: 0,
     };
     if !args.json {
-        println!(
+        crate::print_line(format_args!(
             "veetance bench gpu on {gpu_name} in {}: median and minimum of {} forward calls after {} warm-up calls; random weights",
             dtype.as_str(),
             args.steps,
             args.warmup
-        );
-        println!(
+        ))?;
+        crate::print_line(format_args!(
             "{:<9} {:<7} {:>5} {:<18} {:>9} {:>9} {:>14} {:>18}",
             "model",
             "weights",
@@ -228,7 +228,7 @@ pub fn run(args: &GpuArgs) -> Result<ExitCode> {
             "min ms",
             "peak used MiB",
             "peak reserved MiB"
-        );
+        ))?;
     }
     let setup = Setup {
         args,
@@ -818,7 +818,7 @@ impl Report {
             self.weights
         );
         if self.json {
-            println!("{line}");
+            crate::print_line(&line)?;
         } else {
             eprintln!("{human}");
         }
@@ -846,9 +846,9 @@ impl Report {
 
     fn emit(&mut self, line: &Value, human: &str) -> Result<()> {
         if self.json {
-            println!("{line}");
+            crate::print_line(&line)?;
         } else {
-            println!("{human}");
+            crate::print_line(human)?;
         }
         self.append(line)
     }

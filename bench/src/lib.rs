@@ -13,3 +13,10 @@
 
 pub mod engine;
 pub mod gpu;
+
+/// Prints one line on standard output; a failed write (a full disk) is an error, not a panic.
+fn print_line(line: impl std::fmt::Display) -> anyhow::Result<()> {
+    use std::io::Write as _;
+    writeln!(std::io::stdout().lock(), "{line}")
+        .map_err(|err| anyhow::anyhow!("cannot write to standard output: {err}"))
+}

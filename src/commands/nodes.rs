@@ -15,28 +15,30 @@ pub fn nodes(args: &NodesArgs) -> Result<ExitCode> {
         .map(|n| n.spec())
         .collect();
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&specs)?);
+        outln!("{}", serde_json::to_string_pretty(&specs)?)?;
         return Ok(ExitCode::SUCCESS);
     }
     if args.markdown {
-        print!("{}", markdown(&specs));
+        out!("{}", markdown(&specs))?;
         return Ok(ExitCode::SUCCESS);
     }
     let mut category = "";
     for spec in specs {
         if spec.category != category {
             category = &spec.category;
-            println!("\n[{category}]");
+            outln!("\n[{category}]")?;
         }
         let effect = if spec.purity == Purity::Effect {
             " (effect)"
         } else {
             ""
         };
-        println!(
+        outln!(
             "{} v{}{effect}: {}",
-            spec.kind, spec.version, spec.description
-        );
+            spec.kind,
+            spec.version,
+            spec.description
+        )?;
         for input in &spec.inputs {
             let mut extra = Vec::new();
             if let Some(default) = &input.default {
@@ -55,16 +57,20 @@ pub fn nodes(args: &NodesArgs) -> Result<ExitCode> {
             } else {
                 format!(" [{}]", extra.join("; "))
             };
-            println!(
+            outln!(
                 "    in  {}: {}{extra}  {}",
-                input.name, input.data_type, input.doc
-            );
+                input.name,
+                input.data_type,
+                input.doc
+            )?;
         }
         for output in &spec.outputs {
-            println!(
+            outln!(
                 "    out {}: {}  {}",
-                output.name, output.data_type, output.doc
-            );
+                output.name,
+                output.data_type,
+                output.doc
+            )?;
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -98,9 +98,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         };
         if !args.json {
             if args.files.len() > 1 {
-                println!("{shown}:");
+                outln!("{shown}:")?;
             }
-            print!("{}", summary_table(&report));
+            out!("{}", summary_table(&report))?;
         }
         match report.status {
             RunStatus::Succeeded => {}

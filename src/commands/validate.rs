@@ -35,14 +35,14 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode> {
         let n_errors = diagnostics.iter().filter(|d| d.is_error()).count();
         any_errors |= n_errors > 0;
         if args.json {
-            println!(
+            outln!(
                 "{}",
                 json!({"file": shown, "ok": n_errors == 0, "diagnostics": diagnostics})
-            );
+            )?;
         } else {
             print_diagnostics(&diagnostics, &source, &shown);
             if n_errors == 0 {
-                println!("{shown}: ok");
+                outln!("{shown}: ok")?;
             }
         }
     }
