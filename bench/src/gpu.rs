@@ -846,7 +846,7 @@ impl Report {
 
     fn emit(&mut self, line: &Value, human: &str) -> Result<()> {
         if self.json {
-            crate::print_line(&line)?;
+            crate::print_line(line)?;
         } else {
             crate::print_line(human)?;
         }
