@@ -2,20 +2,11 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
 
+mod common;
+
 use std::path::Path;
-use std::process::{Command, Output};
 
-fn veetance(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_veetance"))
-        .args(args)
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{command, text, veetance};
 
 #[test]
 fn validate_reports_every_problem_in_a_broken_workflow_and_exits_2() {
@@ -416,10 +407,9 @@ fn an_unwritable_disk_cache_is_one_warning_and_the_run_goes_on() {
 #[test]
 fn a_missing_tiny_model_is_an_error_that_says_where_it_looked() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_veetance"))
+    let out = command()
         .args(["run", "workflows/txt2img.ron", "--no-cache", "--out"])
         .arg(dir.path())
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .env("VEETANCE_TINY_DIR", dir.path().join("nowhere"))
         .output()
         .unwrap();
@@ -443,9 +433,8 @@ fn output_to_a_full_disk_is_an_error_not_a_panic() {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let out = Command::new(env!("CARGO_BIN_EXE_veetance"))
+        let out = command()
             .args(args)
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
             .stdout(full)
             .output()
             .unwrap();
@@ -470,9 +459,8 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     // once head has exited.
     let (reader, writer) = std::io::pipe().unwrap();
     drop(reader);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_veetance"))
+    let mut child = command()
         .args(["nodes", "--json"])
-        .current_dir(env!("CARGO_MANIFEST_DIR"))
         .stdout(writer)
         .stderr(Stdio::piped())
         .spawn()

@@ -9,12 +9,10 @@
 mod common;
 
 use std::path::Path;
-use std::process::Command;
 
-use common::convert;
+use common::{command, convert, text};
 
 fn run_golden(out: &Path, extra: &[&str]) -> String {
-    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
     let mut args = vec![
         "run".to_string(),
         "workflows/golden.ron".into(),
@@ -23,19 +21,13 @@ fn run_golden(out: &Path, extra: &[&str]) -> String {
         out.display().to_string(),
     ];
     args.extend(extra.iter().map(|s| s.to_string()));
-    let output = Command::new(env!("CARGO_BIN_EXE_veetance"))
-        .args(&args)
-        .current_dir(repo)
-        .env("RUST_BACKTRACE", "0")
-        .env_remove("VEETANCE_MODELS")
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    let output = command().args(&args).output().unwrap();
+    let stdout = text(&output.stdout);
     assert_eq!(
         output.status.code(),
         Some(0),
         "stdout:\n{stdout}\nstderr:\n{}",
-        String::from_utf8_lossy(&output.stderr)
+        text(&output.stderr)
     );
     stdout
 }
@@ -106,12 +98,11 @@ fn models_command_lists_what_the_folder_holds() {
     let models = root.path().join("models");
     convert::tiny_as_comfyui(&models).unwrap();
     std::fs::write(models.join("notes.safetensors"), b"not a model").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_veetance"))
+    let output = command()
         .args(["models", "--models-dir", models.to_str().unwrap()])
-        .env_remove("VEETANCE_MODELS")
         .output()
         .unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stdout = text(&output.stdout);
     assert_eq!(output.status.code(), Some(0), "{stdout}");
     for expected in [
         "diffusion_models/tiny-Q8_0.gguf",

@@ -3,25 +3,12 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
 
+mod common;
+
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-fn repo() -> &'static Path {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn veetance(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_veetance"))
-        .args(args)
-        .current_dir(repo())
-        .env("RUST_BACKTRACE", "0")
-        .output()
-        .unwrap()
-}
-
-fn text(bytes: &[u8]) -> String {
-    String::from_utf8_lossy(bytes).into_owned()
-}
+use common::{repo, text, veetance};
 
 struct Dirs {
     _root: tempfile::TempDir,
