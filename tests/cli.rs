@@ -83,58 +83,30 @@ fn every_shipped_workflow_validates() {
 
 #[test]
 fn unreadable_file_and_bad_override_exit_2_with_a_clear_message() {
-    let out = veetance(&["run", "--no-cache", "no/such/file.ron"]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("cannot read no/such/file.ron"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = veetance(&[
-        "run",
-        "--no-cache",
-        "workflows/golden.ron",
-        "--set",
-        "sample.sed=7",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("`Sample` has no input `sed`"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = veetance(&[
-        "run",
-        "--no-cache",
-        "workflows/golden.ron",
-        "--set",
-        "sample.seed=seven",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("`seven` is not a valid Int"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = veetance(&[
-        "run",
-        "--no-cache",
-        "workflows/golden.ron",
-        "--set",
-        "sample.steps=0",
-    ]);
-    assert_eq!(out.status.code(), Some(2));
-    assert!(
-        text(&out.stderr).contains("out-of-range"),
-        "{}",
-        text(&out.stderr)
-    );
-
-    let out = veetance(&["run", "--bogus-flag", "workflows/golden.ron"]);
-    assert_eq!(out.status.code(), Some(2));
+    let golden_with =
+        |set: &'static str| vec!["run", "--no-cache", "workflows/golden.ron", "--set", set];
+    let cases = [
+        (
+            vec!["run", "--no-cache", "no/such/file.ron"],
+            "cannot read no/such/file.ron",
+        ),
+        (golden_with("sample.sed=7"), "`Sample` has no input `sed`"),
+        (
+            golden_with("sample.seed=seven"),
+            "`seven` is not a valid Int",
+        ),
+        (golden_with("sample.steps=0"), "out-of-range"),
+        (
+            vec!["run", "--bogus-flag", "workflows/golden.ron"],
+            "--bogus-flag",
+        ),
+    ];
+    for (args, expected) in cases {
+        let out = veetance(&args);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
+        assert!(stderr.contains(expected), "{args:?}: {stderr}");
+    }
 }
 
 #[test]
@@ -433,11 +405,7 @@ fn output_to_a_full_disk_is_an_error_not_a_panic() {
             .write(true)
             .open("/dev/full")
             .unwrap();
-        let out = command()
-            .args(args)
-            .stdout(full)
-            .output()
-            .unwrap();
+        let out = command().args(args).stdout(full).output().unwrap();
         let stderr = text(&out.stderr);
         assert_eq!(out.status.code(), Some(2), "{args:?}: {stderr}");
         assert!(

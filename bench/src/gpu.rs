@@ -723,26 +723,22 @@ impl Report {
             .unwrap_or(f64::NAN);
         let peak_used = mib(vram.and_then(|v| v.pool_peak_used_bytes));
         let peak_reserved = mib(vram.and_then(|v| v.pool_peak_reserved_bytes));
-        let line = json!({
-            "impl": "veetance",
-            "gpu": self.gpu_name,
-            "model": model.name(),
-            "weights": self.weights,
-            "res": side_px,
-            "mode": mode.name(),
-            "ms_per_step": round3(median_ms),
-            "ms_per_step_min": round3(min_ms),
-            "peak_used_mib": peak_used,
-            "peak_reserved_mib": peak_reserved,
-            "dtype": self.dtype,
-            "steps": times_ms.len(),
-        });
-        let human = format!(
-            "{:<9} {:<7} {:>5} {:<18} {:>9.2} {:>9.2} {:>14} {:>18}",
-            model.name(),
-            self.weights,
-            side_px,
+        let line = self.line(
+            model,
+            Some(side_px),
             mode.name(),
+            json!({
+                "ms_per_step": round3(median_ms),
+                "ms_per_step_min": round3(min_ms),
+                "peak_used_mib": peak_used,
+                "peak_reserved_mib": peak_reserved,
+                "dtype": self.dtype,
+                "steps": times_ms.len(),
+            }),
+        );
+        let human = format!(
+            "{} {:>9.2} {:>9.2} {:>14} {:>18}",
+            self.columns(model, Some(side_px), mode.name()),
             median_ms,
             min_ms,
             mib_text(peak_used),
@@ -754,30 +750,26 @@ impl Report {
     fn e2e(&mut self, model: Model, side_px: usize, mode: Mode, timing: &E2eTiming) -> Result<()> {
         let peak_used = mib(timing.vram.and_then(|v| v.pool_peak_used_bytes));
         let peak_reserved = mib(timing.vram.and_then(|v| v.pool_peak_reserved_bytes));
-        let line = json!({
-            "impl": "veetance",
-            "gpu": self.gpu_name,
-            "model": model.name(),
-            "weights": self.weights,
-            "res": side_px,
-            "mode": e2e_mode_name(mode),
-            "encode_s": round3(timing.encode_s),
-            "sample_s": round3(timing.sample_s),
-            "decode_s": round3(timing.decode_s),
-            "total_s": round3(timing.total_s),
-            "total_s_runs": timing.total_s_runs,
-            "compile_s": round3(timing.compile_s),
-            "peak_used_mib": peak_used,
-            "peak_reserved_mib": peak_reserved,
-            "dtype": self.dtype,
-            "steps": KLEIN_STEPS,
-        });
+        let line = self.line(
+            model,
+            Some(side_px),
+            &e2e_mode_name(mode),
+            json!({
+                "encode_s": round3(timing.encode_s),
+                "sample_s": round3(timing.sample_s),
+                "decode_s": round3(timing.decode_s),
+                "total_s": round3(timing.total_s),
+                "total_s_runs": timing.total_s_runs,
+                "compile_s": round3(timing.compile_s),
+                "peak_used_mib": peak_used,
+                "peak_reserved_mib": peak_reserved,
+                "dtype": self.dtype,
+                "steps": KLEIN_STEPS,
+            }),
+        );
         let mut human = format!(
-            "{:<9} {:<7} {:>5} {:<18} encode {:.3} s + sample {:.3} s + decode {:.3} s = {:.3} s",
-            model.name(),
-            self.weights,
-            side_px,
-            e2e_mode_name(mode),
+            "{} encode {:.3} s + sample {:.3} s + decode {:.3} s = {:.3} s",
+            self.columns(model, Some(side_px), &e2e_mode_name(mode)),
             timing.encode_s,
             timing.sample_s,
             timing.decode_s,
@@ -802,21 +794,15 @@ impl Report {
         err: &anyhow::Error,
     ) -> Result<()> {
         self.n_failed += 1;
-        let line = json!({
-            "impl": "veetance",
-            "gpu": self.gpu_name,
-            "model": model.name(),
-            "weights": self.weights,
-            "res": side_px,
-            "mode": mode,
-            "error": format!("{err:#}"),
-        });
-        let side = side_px.map_or_else(|| "-".to_owned(), |s| s.to_string());
-        let human = format!(
-            "{:<9} {:<7} {side:>5} {mode:<18} error: {err:#}",
-            model.name(),
-            self.weights
+        let line = self.line(
+            model,
+            side_px,
+            mode,
+            json!({
+                "error": format!("{err:#}"),
+            }),
         );
+        let human = format!("{} error: {err:#}", self.columns(model, side_px, mode));
         if self.json {
             crate::print_line(&line)?;
         } else {
@@ -826,22 +812,46 @@ impl Report {
     }
 
     fn skipped(&mut self, model: Model, side_px: Option<usize>, mode: &str) -> Result<()> {
-        let line = json!({
+        let line = self.line(
+            model,
+            side_px,
+            mode,
+            json!({
+                "skipped": "time budget",
+            }),
+        );
+        let human = format!(
+            "{} skipped (time budget)",
+            self.columns(model, side_px, mode)
+        );
+        self.emit(&line, &human)
+    }
+
+    /// One result line: what was measured (implementation, GPU, model, weights, side, mode),
+    /// then `fields`.
+    fn line(&self, model: Model, side_px: Option<usize>, mode: &str, fields: Value) -> Value {
+        let mut line = json!({
             "impl": "veetance",
             "gpu": self.gpu_name,
             "model": model.name(),
             "weights": self.weights,
             "res": side_px,
             "mode": mode,
-            "skipped": "time budget",
         });
+        if let (Some(line), Value::Object(fields)) = (line.as_object_mut(), fields) {
+            line.extend(fields);
+        }
+        line
+    }
+
+    /// The table columns that say what was measured.
+    fn columns(&self, model: Model, side_px: Option<usize>, mode: &str) -> String {
         let side = side_px.map_or_else(|| "-".to_owned(), |s| s.to_string());
-        let human = format!(
-            "{:<9} {:<7} {side:>5} {mode:<18} skipped (time budget)",
+        format!(
+            "{:<9} {:<7} {side:>5} {mode:<18}",
             model.name(),
             self.weights
-        );
-        self.emit(&line, &human)
+        )
     }
 
     fn emit(&mut self, line: &Value, human: &str) -> Result<()> {

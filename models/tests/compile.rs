@@ -3,35 +3,21 @@
 // Helpers outside #[test] functions are test code too; clippy.toml only relaxes the #[test] bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::ops::ControlFlow;
-use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use veetance_models::latent::grid_for_image;
 use veetance_models::{Bundle, CompileOptions, SampleRequest, Start, sample, seeded_noise};
 
 fn bundle() -> Bundle {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-klein");
+    let dir = common::fixtures().join("tiny-klein");
     Bundle::load(&dir, DType::F32, &Device::Cpu).unwrap()
 }
 
 fn max_rel_diff(a: &Tensor, b: &Tensor) -> f32 {
-    let diff = (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = b
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    diff / scale.max(1e-12)
+    common::rel_error(a, b).unwrap()
 }
 
 #[test]

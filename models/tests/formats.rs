@@ -91,6 +91,38 @@ fn comfyui_models_folder_finds_its_parts_and_matches_the_diffusers_directory() -
     Ok(())
 }
 
+/// Checks a transformer file's forward call, 4-step latent and image against the references
+/// `<prefix>.dit_out`, `.latent` and `.image` (diffusers on the dequantized weights), and
+/// reports the image's error against the unquantized model.
+fn check_against_dequantized_reference(bundle: &Bundle, prefix: &str) -> Result<()> {
+    let out = dit_forward(
+        &bundle.transformer,
+        &reference("dit.x_tokens")?,
+        &reference("dit.cond")?,
+        8,
+    )?;
+    check_close(
+        &format!("{prefix} forward"),
+        &out,
+        &format_reference(&format!("{prefix}.dit_out"))?,
+        1e-4,
+    )?;
+    let (latent, image) = four_step_run(bundle)?;
+    for (what, actual) in [("latent", &latent), ("image", &image)] {
+        check_close(
+            &format!("{prefix} {what}"),
+            actual,
+            &format_reference(&format!("{prefix}.{what}"))?,
+            1e-4,
+        )?;
+    }
+    eprintln!(
+        "{prefix}: image error against the unquantized model {:.3e}",
+        rel_error(&image, &reference("sample.image")?)?
+    );
+    Ok(())
+}
+
 #[test]
 fn fp8_transformers_match_diffusers_on_their_dequantized_weights() -> Result<()> {
     for name in ["e4m3_scaled", "e5m2_legacy", "e4m3_plain"] {
@@ -106,35 +138,7 @@ fn fp8_transformers_match_diffusers_on_their_dequantized_weights() -> Result<()>
             storage.iter().any(|s| s.starts_with("fp8")),
             "{name} kept compact"
         );
-        let out = dit_forward(
-            &bundle.transformer,
-            &reference("dit.x_tokens")?,
-            &reference("dit.cond")?,
-            8,
-        )?;
-        check_close(
-            &format!("fp8 {name} forward"),
-            &out,
-            &format_reference(&format!("fp8.{name}.dit_out"))?,
-            1e-4,
-        )?;
-        let (latent, image) = four_step_run(&bundle)?;
-        check_close(
-            &format!("fp8 {name} latent"),
-            &latent,
-            &format_reference(&format!("fp8.{name}.latent"))?,
-            1e-4,
-        )?;
-        check_close(
-            &format!("fp8 {name} image"),
-            &image,
-            &format_reference(&format!("fp8.{name}.image"))?,
-            1e-4,
-        )?;
-        eprintln!(
-            "fp8 {name}: image error against the unquantized model {:.3e}",
-            rel_error(&image, &reference("sample.image")?)?
-        );
+        check_against_dequantized_reference(&bundle, &format!("fp8.{name}"))?;
     }
     Ok(())
 }
@@ -144,35 +148,7 @@ fn gguf_transformers_match_diffusers_on_gguf_py_dequantized_weights() -> Result<
     for name in ["Q8_0", "Q5_0", "Q4_0", "F16", "BF16"] {
         let path = formats().join(format!("gguf/dit-{name}.gguf"));
         let bundle = bundle_with_transformer(&path, QuantMode::Exact)?;
-        let out = dit_forward(
-            &bundle.transformer,
-            &reference("dit.x_tokens")?,
-            &reference("dit.cond")?,
-            8,
-        )?;
-        check_close(
-            &format!("gguf {name} forward"),
-            &out,
-            &format_reference(&format!("gguf.{name}.dit_out"))?,
-            1e-4,
-        )?;
-        let (latent, image) = four_step_run(&bundle)?;
-        check_close(
-            &format!("gguf {name} latent"),
-            &latent,
-            &format_reference(&format!("gguf.{name}.latent"))?,
-            1e-4,
-        )?;
-        check_close(
-            &format!("gguf {name} image"),
-            &image,
-            &format_reference(&format!("gguf.{name}.image"))?,
-            1e-4,
-        )?;
-        eprintln!(
-            "gguf {name}: image error against the unquantized model {:.3e}",
-            rel_error(&image, &reference("sample.image")?)?
-        );
+        check_against_dequantized_reference(&bundle, &format!("gguf.{name}"))?;
         if name.starts_with('Q') {
             // The fast path quantizes the activations too: a second approximation, reported apart.
             let fast = bundle_with_transformer(&path, QuantMode::Fast)?;

@@ -4,6 +4,8 @@
 // Helpers outside #[test] functions are test code too; clippy.toml only relaxes the #[test] bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 
@@ -13,9 +15,7 @@ use veetance_models::flux2::{image_ids, text_ids};
 use veetance_models::weights::{MAX_HEADER_BYTES, SafetensorsFile, Weights};
 use veetance_models::{Flux2Config, Flux2Transformer, ModelError};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
+use common::fixtures;
 
 /// Writes `8-byte length | header | data` exactly as given.
 fn write_raw(dir: &Path, name: &str, header_len: u64, header: &[u8], data: &[u8]) -> PathBuf {
@@ -90,68 +90,75 @@ fn hostile_header_over_limit_is_refused_without_allocating() {
 }
 
 #[test]
-fn hostile_overlapping_offsets() {
-    let dir = tempfile::tempdir().unwrap();
-    let header = r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#;
-    let path = write_header(dir.path(), "a.safetensors", header, 12);
-    expect_invalid(&path, "overlap");
-}
-
-#[test]
-fn hostile_out_of_range_offsets() {
-    let dir = tempfile::tempdir().unwrap();
-    let header = r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#;
-    let path = write_header(dir.path(), "a.safetensors", header, 8);
-    expect_invalid(&path, "out of range");
-    let header = r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}}"#;
-    let path = write_header(dir.path(), "b.safetensors", header, 8);
-    expect_invalid(&path, "before it starts");
-    let header = r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}}"#;
-    let path = write_header(dir.path(), "c.safetensors", header, 8);
-    expect_invalid(&path, "out of range");
-}
-
-#[test]
-fn hostile_dtype_shape_size_mismatch() {
-    let dir = tempfile::tempdir().unwrap();
-    let header = r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#;
-    let path = write_header(dir.path(), "a.safetensors", header, 8);
-    expect_invalid(&path, "holds 8 bytes");
-    // A shape whose byte size overflows usize must not wrap around to a small number.
-    let header = r#"{"a":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,8]}}"#;
-    let path = write_header(dir.path(), "b.safetensors", header, 8);
-    expect_invalid(&path, "overflows");
-}
-
-#[test]
-fn hostile_malformed_headers() {
+fn hostile_headers_are_refused_with_the_reason() {
     let dir = tempfile::tempdir().unwrap();
     let cases = [
-        ("json", "{not json", "not valid JSON"),
-        ("array", "[1,2]", "not a JSON object"),
+        ("json", "{not json", 8, "not valid JSON"),
+        ("array", "[1,2]", 8, "not a JSON object"),
         (
             "dtype",
             r#"{"a":{"dtype":"Q4","shape":[1],"data_offsets":[0,1]}}"#,
+            8,
             "unknown dtype",
         ),
         (
             "noshape",
             r#"{"a":{"dtype":"F32","data_offsets":[0,4]}}"#,
+            8,
             "no shape",
         ),
         (
             "negshape",
             r#"{"a":{"dtype":"F32","shape":[-1],"data_offsets":[0,4]}}"#,
+            8,
             "shape",
         ),
         (
             "offsets",
             r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[0]}}"#,
+            8,
             "data_offsets",
         ),
+        (
+            "overlap",
+            r#"{"a":{"dtype":"F32","shape":[2],"data_offsets":[0,8]},"b":{"dtype":"F32","shape":[2],"data_offsets":[4,12]}}"#,
+            12,
+            "overlap",
+        ),
+        (
+            "past_data",
+            r#"{"a":{"dtype":"F32","shape":[4],"data_offsets":[0,16]}}"#,
+            8,
+            "out of range",
+        ),
+        (
+            "reversed",
+            r#"{"a":{"dtype":"F32","shape":[0],"data_offsets":[8,4]}}"#,
+            8,
+            "before it starts",
+        ),
+        (
+            "huge_offsets",
+            r#"{"a":{"dtype":"F32","shape":[1],"data_offsets":[18446744073709551612,18446744073709551615]}}"#,
+            8,
+            "out of range",
+        ),
+        (
+            "size_mismatch",
+            r#"{"a":{"dtype":"F32","shape":[3],"data_offsets":[0,8]}}"#,
+            8,
+            "holds 8 bytes",
+        ),
+        // A shape whose byte size overflows usize must not wrap around to a small number.
+        (
+            "overflow",
+            r#"{"a":{"dtype":"F32","shape":[4611686018427387904,8],"data_offsets":[0,8]}}"#,
+            8,
+            "overflows",
+        ),
     ];
-    for (name, header, needle) in cases {
-        let path = write_header(dir.path(), &format!("{name}.safetensors"), header, 8);
+    for (name, header, data_len, needle) in cases {
+        let path = write_header(dir.path(), &format!("{name}.safetensors"), header, data_len);
         expect_invalid(&path, needle);
     }
 }
@@ -406,13 +413,8 @@ fn sharded_checkpoint_with_index_loads_like_a_single_file() {
         QuantMode::Exact,
     )
     .unwrap();
-    let diff = (forward(&sharded) - forward(&single))
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap();
-    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    let diff = common::max_abs_diff(&forward(&sharded), &forward(&single)).unwrap();
+    assert_eq!(diff, 0.0);
 
     // An index pointing a tensor at the wrong shard is a broken download, not silently accepted.
     let mut bad = index.clone();
@@ -444,26 +446,11 @@ fn half_precision_loads_and_stays_close_to_f32() {
     let f32_model =
         Flux2Transformer::load(&path, DType::F32, &Device::Cpu, QuantMode::Exact).unwrap();
     let reference = forward(&f32_model);
-    let scale = reference
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
     for (dtype, tolerance) in [(DType::F16, 0.01f32), (DType::BF16, 0.05)] {
         let model = Flux2Transformer::load(&path, dtype, &Device::Cpu, QuantMode::Exact).unwrap();
         assert_eq!(model.dtype(), dtype);
         let out = forward(&model);
-        let err = (out - &reference)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar::<f32>()
-            .unwrap()
-            / scale;
+        let err = common::rel_error(&out, &reference).unwrap();
         assert!(err < tolerance, "{dtype:?} rel error {err}");
     }
 }
@@ -531,11 +518,12 @@ fn vae_single_file_configuration_is_inferred_from_shapes() {
     let from_file = Vae::from_weights(&weights, cfg, DType::F32, &Device::Cpu).unwrap();
     let from_dir = Vae::load(&dir, DType::F32, &Device::Cpu).unwrap();
     let z = Tensor::ones((1, 128, 2, 2), DType::F32, &Device::Cpu).unwrap();
-    let diff = (from_file.decode(&z).unwrap() - from_dir.decode(&z).unwrap())
-        .unwrap()
-        .abs()
-        .unwrap();
-    assert_eq!(diff.max_all().unwrap().to_scalar::<f32>().unwrap(), 0.0);
+    let diff = common::max_abs_diff(
+        &from_file.decode(&z).unwrap(),
+        &from_dir.decode(&z).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(diff, 0.0);
 }
 
 // Unix filesystems keep the hole sparse; NTFS would really allocate it.
@@ -685,11 +673,6 @@ fn comfyui_prefixed_single_file_loads() {
         QuantMode::Exact,
     )
     .unwrap();
-    let diff = (forward(&model) - forward(&plain))
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap();
-    assert_eq!(diff.to_scalar::<f32>().unwrap(), 0.0);
+    let diff = common::max_abs_diff(&forward(&model), &forward(&plain)).unwrap();
+    assert_eq!(diff, 0.0);
 }

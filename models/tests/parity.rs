@@ -5,8 +5,12 @@
 // Helpers outside #[test] functions are test code too; clippy.toml only relaxes the #[test] bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::ops::ControlFlow;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
+
+use common::fixtures;
 
 use candle_core::{DType, Device, Tensor};
 use veetance_models::QuantMode;
@@ -15,56 +19,21 @@ use veetance_models::latent::{pack, unpack};
 use veetance_models::qwen3::{
     ChatMessage, ChatTemplate, PromptTokenizer, TextEncoder, TokenizerFiles,
 };
-use veetance_models::weights::Weights;
 use veetance_models::{Bundle, Flux2Transformer, SampleRequest, Start, Vae, sample};
 
-fn fixtures() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
-}
-
 fn reference(name: &str) -> Tensor {
-    let weights = Weights::from_file(&fixtures().join("reference.safetensors")).unwrap();
-    let dtype = match name {
-        n if n.starts_with("text.input_ids") => DType::I64,
-        _ => DType::F32,
-    };
-    weights.get(name, dtype, &Device::Cpu).unwrap()
+    common::reference(name).unwrap()
 }
 
-/// max|a − b| / max|b|: robust for outputs with near-zero elements.
+/// max|a − b| / max|b|, printed.
 fn rel_error(actual: &Tensor, expected: &Tensor) -> f32 {
-    assert_eq!(actual.dims(), expected.dims(), "shape mismatch");
-    let actual = actual.to_dtype(DType::F32).unwrap();
-    let diff = (&actual - expected)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let scale = expected
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    let err = diff / scale.max(1e-12);
-    eprintln!("rel error {err:e} (max abs diff {diff:e}, scale {scale:e})");
+    let err = common::rel_error(actual, expected).unwrap();
+    eprintln!("rel error {err:e}");
     err
 }
 
 fn prompts() -> Vec<String> {
-    let meta: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(fixtures().join("reference.json")).unwrap())
-            .unwrap();
-    meta["prompts"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|p| p.as_str().unwrap().to_string())
-        .collect()
+    common::prompts().unwrap()
 }
 
 fn ckpt() -> PathBuf {

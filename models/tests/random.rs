@@ -3,6 +3,8 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use veetance_models::flux2::{image_ids, text_ids};
@@ -125,27 +127,14 @@ fn velocity(model: &Flux2Transformer) -> Tensor {
 }
 
 fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap()
+    common::max_abs_diff(a, b).unwrap()
 }
 
 #[test]
 fn compact_blocks_store_block_projections_in_the_format_and_keep_the_output_close() {
     let dense = tiny_transformer();
     let reference = velocity(&dense);
-    let scale = reference
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let scale = common::max_abs(&reference).unwrap();
 
     for (format, storage, tolerance) in [
         (CompactFormat::Ggml(GgmlDType::Q8_0), "Q8_0", 0.02),

@@ -3,6 +3,8 @@
 // Helpers outside #[test] functions are test code too; clippy.toml only relaxes the #[test] bodies.
 #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
+mod common;
+
 use std::ops::ControlFlow;
 use std::path::Path;
 
@@ -175,15 +177,7 @@ fn img2img_runs_the_tail_of_the_schedule() {
         },
         &mut total,
     );
-    let diff = (&full - &txt2img)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
-    assert_eq!(diff, 0.0);
+    assert_eq!(common::max_abs_diff(&full, &txt2img).unwrap(), 0.0);
     // denoise = 0.5 runs the last 2 of 4 steps and stays closer to the init latent.
     let half = run(
         Start::Image {

@@ -38,6 +38,25 @@ pub fn format_reference(name: &str) -> Result<Tensor> {
     reference_from("reference-formats.safetensors", name)
 }
 
+/// max|t|.
+pub fn max_abs(t: &Tensor) -> Result<f32> {
+    Ok(t.to_dtype(DType::F32)?
+        .abs()?
+        .max_all()?
+        .to_scalar::<f32>()?)
+}
+
+/// max|a − b|.
+pub fn max_abs_diff(a: &Tensor, b: &Tensor) -> Result<f32> {
+    ensure!(
+        a.dims() == b.dims(),
+        "shape {:?} != {:?}",
+        a.dims(),
+        b.dims()
+    );
+    max_abs(&(a.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?)
+}
+
 /// max|a − b| / max|b|: robust for outputs with near-zero elements.
 pub fn rel_error(actual: &Tensor, expected: &Tensor) -> Result<f32> {
     ensure!(
@@ -46,14 +65,7 @@ pub fn rel_error(actual: &Tensor, expected: &Tensor) -> Result<f32> {
         actual.dims(),
         expected.dims()
     );
-    let actual = actual.to_dtype(DType::F32)?;
-    let expected = expected.to_dtype(DType::F32)?;
-    let diff = (&actual - &expected)?
-        .abs()?
-        .max_all()?
-        .to_scalar::<f32>()?;
-    let scale = expected.abs()?.max_all()?.to_scalar::<f32>()?;
-    Ok(diff / scale.max(1e-12))
+    Ok(max_abs_diff(actual, expected)? / max_abs(expected)?.max(1e-12))
 }
 
 /// Checks `actual` against `expected` within `tolerance` (relative, see [`rel_error`]), printing
