@@ -9,7 +9,8 @@ pub const PNG_WORKFLOW_KEY: &str = veetance_imaging::KEY_WORKFLOW;
 
 /// The workflow text in `path`: the file itself, or for a PNG its embedded workflow.
 pub fn read_workflow_source(path: &Path) -> Result<String> {
-    let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let bytes = veetance_imaging::read_regular_file(path, veetance_imaging::MAX_INPUT_FILE_BYTES)
+        .with_context(|| format!("cannot read {}", path.display()))?;
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
         return workflow_from_png(&bytes)
             .with_context(|| format!("reading the workflow embedded in {}", path.display()));
@@ -18,9 +19,8 @@ pub fn read_workflow_source(path: &Path) -> Result<String> {
 }
 
 fn workflow_from_png(bytes: &[u8]) -> Result<String> {
-    let texts = veetance_imaging::read_png_text(bytes).context("not a readable PNG")?;
-    match texts.into_iter().find(|(key, _)| key == PNG_WORKFLOW_KEY) {
-        Some((_, workflow)) => Ok(workflow),
+    match veetance_imaging::read_png_workflow(bytes).context("not a readable PNG")? {
+        Some(workflow) => Ok(workflow),
         None => {
             bail!("this PNG has no embedded veetance workflow (no `{PNG_WORKFLOW_KEY}` text chunk)")
         }

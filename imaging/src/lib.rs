@@ -56,6 +56,7 @@
 pub mod codecs;
 mod error;
 pub mod export;
+pub mod input;
 pub mod layered_psd;
 pub mod output;
 pub mod pixels;
@@ -66,12 +67,16 @@ pub use codecs::{load_image, load_image_rgba, write_jpeg, write_webp_lossless};
 pub use error::ImagingError;
 pub use export::{ExportFormat, export};
 pub use image::{Rgb, RgbImage, Rgba, RgbaImage};
+pub use input::{MAX_INPUT_FILE_BYTES, read_regular_file};
 pub use layered_psd::write_psd;
 pub use output::{write_new_file, write_new_file_bytes};
 pub use pixels::{
     ImageRef, Layer, Layers, chw_f32_from_rgb8, composite, rgb8_from_chw_f32, thumbnail,
 };
-pub use png_meta::{KEY_PARAMETERS, KEY_WORKFLOW, read_png_rgba, read_png_text, write_png};
+pub use png_meta::{
+    KEY_PARAMETERS, KEY_WORKFLOW, MAX_TEXT_BYTES, read_png_rgba, read_png_text, read_png_workflow,
+    write_png,
+};
 pub use split::layer_split;
 
 /// Shorthand for results whose error is [`ImagingError`].

@@ -20,9 +20,10 @@ pub const KEY_PARAMETERS: &str = "veetance:parameters";
 
 /// Texts longer than this are deflate-compressed; short ones stay greppable.
 const COMPRESS_TEXT_ABOVE_BYTES: usize = 4096;
-/// Largest decompressed text accepted when reading; a bound so a hostile file cannot make us
-/// allocate without limit. Far above any real workflow.
-const MAX_TEXT_BYTES: usize = 64 * 1024 * 1024;
+/// Most decompressed text read from one PNG, all chunks together: a bound so that a hostile
+/// file (hundreds of small chunks that each inflate to megabytes) cannot make us allocate without
+/// limit. Far above any real workflow.
+pub const MAX_TEXT_BYTES: usize = 64 * 1024 * 1024;
 /// PNG keywords are 1 to 79 Latin-1 bytes (PNG spec, 11.3.4.1).
 const MAX_KEY_BYTES: usize = 79;
 
@@ -76,13 +77,30 @@ where
 ///
 /// iTXt chunks come first, then tEXt, then zTXt, each group in file order; within Veetance's own
 /// files only iTXt occurs. Text chunks after the image data are included.
+/// At most [`MAX_TEXT_BYTES`] of text are decompressed, all chunks together; more is an error.
 pub fn read_png_text(png_bytes: &[u8]) -> Result<Vec<(String, String)>> {
+    read_texts_where(png_bytes, |_| true, usize::MAX)
+}
+
+/// The workflow Export embedded in a PNG ([`KEY_WORKFLOW`]), if there is one. Text chunks under
+/// other keys are skipped without being decompressed.
+pub fn read_png_workflow(png_bytes: &[u8]) -> Result<Option<String>> {
+    let texts = read_texts_where(png_bytes, |key| key == KEY_WORKFLOW, 1)?;
+    Ok(texts.into_iter().next().map(|(_, text)| text))
+}
+
+/// The first `max_chunks` text chunks whose keys are `wanted`.
+fn read_texts_where(
+    png_bytes: &[u8],
+    wanted: impl Fn(&str) -> bool,
+    max_chunks: usize,
+) -> Result<Vec<(String, String)>> {
     let mut decoder = png::Decoder::new(Cursor::new(png_bytes));
     decoder.set_ignore_text_chunk(false);
     let mut reader = decoder.read_info()?;
     // `finish` skips the pixels and walks on to IEND, so text after the image data is seen too.
     reader.finish()?;
-    collect_texts(reader.info())
+    collect_texts(reader.info(), &wanted, max_chunks)
 }
 
 /// Decodes a PNG to RGBA8 and reads its text chunks, in one pass.
@@ -92,34 +110,94 @@ pub fn read_png_rgba(png_bytes: &[u8]) -> Result<(RgbaImage, Vec<(String, String
     Ok((image.to_rgba8(), texts))
 }
 
-fn collect_texts(info: &png::Info<'_>) -> Result<Vec<(String, String)>> {
+/// The wanted text chunks, decompressed within a budget of [`MAX_TEXT_BYTES`] for all of them.
+/// (The png crate keeps compressed chunks as they are in the file, so only what we decompress
+/// here can grow.)
+fn collect_texts(
+    info: &png::Info<'_>,
+    wanted: &dyn Fn(&str) -> bool,
+    max_chunks: usize,
+) -> Result<Vec<(String, String)>> {
     let mut texts = Vec::new();
-    for chunk in &info.utf8_text {
+    let mut budget = TextBudget {
+        left_bytes: MAX_TEXT_BYTES,
+    };
+    for chunk in info.utf8_text.iter().filter(|c| wanted(&c.keyword)) {
         let mut chunk = chunk.clone();
         let text = chunk
-            .decompress_text_with_limit(MAX_TEXT_BYTES)
+            .decompress_text_with_limit(budget.left_bytes)
             .and_then(|()| chunk.get_text())
-            .map_err(|err| unreadable(&chunk.keyword, &err))?;
+            .map_err(|err| budget.error(&chunk.keyword, &err))?;
+        budget.spend(&chunk.keyword, text.len())?;
         texts.push((chunk.keyword, text));
+        if texts.len() >= max_chunks {
+            return Ok(texts);
+        }
     }
-    for chunk in &info.uncompressed_latin1_text {
+    for chunk in info
+        .uncompressed_latin1_text
+        .iter()
+        .filter(|c| wanted(&c.keyword))
+    {
+        budget.spend(&chunk.keyword, chunk.text.len())?;
         texts.push((chunk.keyword.clone(), chunk.text.clone()));
+        if texts.len() >= max_chunks {
+            return Ok(texts);
+        }
     }
-    for chunk in &info.compressed_latin1_text {
+    for chunk in info
+        .compressed_latin1_text
+        .iter()
+        .filter(|c| wanted(&c.keyword))
+    {
         let mut chunk = chunk.clone();
         let text = chunk
-            .decompress_text_with_limit(MAX_TEXT_BYTES)
+            .decompress_text_with_limit(budget.left_bytes)
             .and_then(|()| chunk.get_text())
-            .map_err(|err| unreadable(&chunk.keyword, &err))?;
+            .map_err(|err| budget.error(&chunk.keyword, &err))?;
+        budget.spend(&chunk.keyword, text.len())?;
         texts.push((chunk.keyword, text));
+        if texts.len() >= max_chunks {
+            return Ok(texts);
+        }
     }
     Ok(texts)
 }
 
-fn unreadable(key: &str, err: &png::DecodingError) -> ImagingError {
+/// What is left of [`MAX_TEXT_BYTES`] while reading one PNG's text.
+struct TextBudget {
+    left_bytes: usize,
+}
+
+impl TextBudget {
+    fn spend(&mut self, key: &str, n_bytes: usize) -> Result<()> {
+        self.left_bytes = self
+            .left_bytes
+            .checked_sub(n_bytes)
+            .ok_or_else(|| too_much_text(key))?;
+        Ok(())
+    }
+
+    /// A decompression error; the png crate does not say whether the limit stopped it, so the
+    /// limit is named in every such message.
+    fn error(&self, key: &str, err: &png::DecodingError) -> ImagingError {
+        ImagingError::UnreadableText {
+            key: key.to_owned(),
+            reason: format!(
+                "{err} (at most {} MiB of text are read from one PNG, all chunks together)",
+                MAX_TEXT_BYTES >> 20
+            ),
+        }
+    }
+}
+
+fn too_much_text(key: &str) -> ImagingError {
     ImagingError::UnreadableText {
         key: key.to_owned(),
-        reason: err.to_string(),
+        reason: format!(
+            "the PNG's text chunks hold more than {} MiB of text together; refused",
+            MAX_TEXT_BYTES >> 20
+        ),
     }
 }
 
@@ -230,6 +308,49 @@ mod tests {
                 ("prompt".to_owned(), "{}".to_owned())
             ]
         );
+    }
+
+    /// A 1×1 PNG with `n_chunks` zTXt chunks under `key`, each inflating to `chunk_bytes` bytes.
+    fn text_bomb(key: &str, n_chunks: usize, chunk_bytes: usize) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        let mut encoder = png::Encoder::new(&mut bytes, 1, 1);
+        encoder.set_color(png::ColorType::Rgb);
+        let text = "a".repeat(chunk_bytes);
+        for _ in 0..n_chunks {
+            encoder
+                .add_ztxt_chunk(key.to_owned(), text.clone())
+                .unwrap();
+        }
+        let mut writer = encoder.write_header().unwrap();
+        writer.write_image_data(&[1, 2, 3]).unwrap();
+        writer.finish().unwrap();
+        bytes
+    }
+
+    #[test]
+    fn text_over_the_total_budget_is_refused_however_it_is_split() {
+        // 80 chunks of 1 MiB each: small on disk, over the 64 MiB budget together.
+        let bomb = text_bomb("comment", 80, 1 << 20);
+        assert!(bomb.len() < 1 << 20, "{} bytes on disk", bomb.len());
+        let err = read_png_text(&bomb).unwrap_err();
+        assert!(err.to_string().contains("64 MiB"), "{err}");
+        // Under the budget, every chunk is read.
+        let fine = text_bomb("comment", 3, 1 << 20);
+        assert_eq!(read_png_text(&fine).unwrap().len(), 3);
+    }
+
+    #[test]
+    fn the_workflow_is_read_without_inflating_other_chunks() {
+        let bomb = text_bomb("comment", 80, 1 << 20);
+        assert_eq!(read_png_workflow(&bomb).unwrap(), None);
+        let mut bytes = Vec::new();
+        write_png(
+            &mut bytes,
+            &picture(),
+            &[(KEY_PARAMETERS, "x"), (KEY_WORKFLOW, "W")],
+        )
+        .unwrap();
+        assert_eq!(read_png_workflow(&bytes).unwrap().as_deref(), Some("W"));
     }
 
     #[test]

@@ -10,9 +10,10 @@ use veetance_engine::{
 use crate::payload::ImageValue;
 use crate::types;
 
-/// Reads a file the node depends on, with the path in the error.
+/// Reads a file the node depends on (a regular file of at most
+/// [`veetance_imaging::MAX_INPUT_FILE_BYTES`]), with the path in the error.
 pub fn read_input_file(path: &Path) -> Result<Vec<u8>, NodeError> {
-    std::fs::read(path)
+    veetance_imaging::read_regular_file(path, veetance_imaging::MAX_INPUT_FILE_BYTES)
         .map_err(|err| NodeError::with_context(format!("cannot read {}", path.display()), err))
 }
 

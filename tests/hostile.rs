@@ -1,0 +1,113 @@
+//! Hostile input end to end (issue: "Hostile input, found by a red-team run"): each case runs the
+//! binary on input a stranger could hand a user and checks the exit code, a clear message and
+//! that it ends in bounded time.
+
+#![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)] // test helpers may panic
+
+mod common;
+
+use std::path::Path;
+use std::process::Output;
+use std::time::{Duration, Instant};
+
+use common::{command, text};
+
+/// Runs `veetance args`, failing the test if it takes longer than `limit`.
+fn run_within(limit: Duration, args: &[&str]) -> Output {
+    let started = Instant::now();
+    let out = command().args(args).output().unwrap();
+    let elapsed = started.elapsed();
+    assert!(elapsed < limit, "{args:?} took {elapsed:?}");
+    out
+}
+
+#[cfg(unix)]
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .unwrap();
+    assert!(status.success());
+}
+
+#[cfg(unix)]
+#[test]
+fn fifos_named_as_inputs_are_errors_not_hangs() {
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo.png");
+    mkfifo(&fifo);
+    let fifo = fifo.to_str().unwrap();
+    let out_dir = dir.path().join("out");
+    let out_dir = out_dir.to_str().unwrap();
+
+    // The workflow file itself.
+    let out = run_within(Duration::from_secs(20), &["run", fifo, "--out", out_dir]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("not a regular file"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    // An image and a latent read by nodes.
+    for (workflow, set) in [
+        ("workflows/img2img.ron", format!("picture.path={fifo}")),
+        ("workflows/golden.ron", format!("load.model={fifo}")),
+    ] {
+        let out = run_within(
+            Duration::from_secs(60),
+            &[
+                "run",
+                workflow,
+                "--no-cache",
+                "--out",
+                out_dir,
+                "--set",
+                &set,
+            ],
+        );
+        let stderr = text(&out.stderr);
+        assert_ne!(out.status.code(), Some(0), "{workflow}: {stderr}");
+        assert!(
+            stderr.contains("not a regular file"),
+            "{workflow}: {stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{workflow}: {stderr}");
+    }
+}
+
+/// A 1×1 PNG with one zTXt chunk per `(key, inflated size)`.
+fn png_with_text(path: &Path, chunks: &[(&str, usize)]) {
+    let file = std::fs::File::create(path).unwrap();
+    let mut encoder = png::Encoder::new(file, 1, 1);
+    encoder.set_color(png::ColorType::Rgb);
+    for (key, n_bytes) in chunks {
+        encoder
+            .add_ztxt_chunk((*key).to_owned(), "a".repeat(*n_bytes))
+            .unwrap();
+    }
+    let mut writer = encoder.write_header().unwrap();
+    writer.write_image_data(&[1, 2, 3]).unwrap();
+    writer.finish().unwrap();
+}
+
+#[test]
+fn pngs_whose_text_inflates_without_bound_are_refused_quickly() {
+    let dir = tempfile::tempdir().unwrap();
+    // 200 chunks that each inflate to 1 MiB under another program's key: skipped unread.
+    let many = dir.path().join("many.png");
+    png_with_text(&many, &[("comment", 1 << 20); 200]);
+    // The workflow key itself inflating to 100 MiB: refused at the 64 MiB budget.
+    let one = dir.path().join("one.png");
+    png_with_text(&one, &[("veetance:workflow", 100 << 20)]);
+
+    for (path, expected) in [(&many, "no embedded veetance workflow"), (&one, "64 MiB")] {
+        let out = run_within(
+            Duration::from_secs(20),
+            &["validate", path.to_str().unwrap()],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{stderr}");
+        assert!(stderr.contains(expected), "{stderr}");
+    }
+}
