@@ -264,13 +264,13 @@ impl EditorApp {
         self.revalidate();
         self.shortcuts(&ctx);
 
-        egui::Panel::top("menu").show(ui, |ui| self.menu_bar(ui));
-        egui::Panel::bottom("status").show(ui, |ui| self.status_bar(ui));
+        egui::Panel::top("menu").show(ui, |ui| self.menu_bar_ui(ui));
+        egui::Panel::bottom("status").show(ui, |ui| self.status_bar_ui(ui));
         egui::Panel::right("side")
             .default_size(300.0)
             .resizable(true)
             .show(ui, |ui| {
-                egui::ScrollArea::vertical().show(ui, |ui| self.side_panel(ui));
+                egui::ScrollArea::vertical().show(ui, |ui| self.side_panel_ui(ui));
             });
         egui::CentralPanel::default().show(ui, |ui| {
             let inputs = CanvasInputs {
@@ -293,10 +293,10 @@ impl EditorApp {
                 self.commands.push(Command::OpenPalette(pos));
             }
         });
-        self.progress_bar(&ctx);
-        self.palette_window(&ctx);
-        self.dialogs(&ctx);
-        self.enlarged_window(&ctx);
+        self.progress_bar_ui(&ctx);
+        self.palette_window_ui(&ctx);
+        self.dialogs_ui(&ctx);
+        self.enlarged_window_ui(&ctx);
         self.close_guard(&ctx);
 
         let commands = std::mem::take(&mut self.commands);

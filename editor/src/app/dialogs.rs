@@ -40,7 +40,7 @@ impl EditorApp {
         self.dialog = Some(Dialog::Path { save, text });
     }
 
-    pub(super) fn dialogs(&mut self, ctx: &egui::Context) {
+    pub(super) fn dialogs_ui(&mut self, ctx: &egui::Context) {
         let Some(dialog) = &mut self.dialog else {
             return;
         };

@@ -13,7 +13,7 @@ use crate::document::{Edit, Port, spec_of};
 use crate::telemetry::TelemetryThread;
 
 impl EditorApp {
-    pub(super) fn menu_bar(&mut self, ui: &mut Ui) {
+    pub(super) fn menu_bar_ui(&mut self, ui: &mut Ui) {
         egui::MenuBar::new().ui(ui, |ui| {
             ui.menu_button("File", |ui| {
                 if ui.button("New").clicked() {
@@ -100,7 +100,7 @@ impl EditorApp {
         });
     }
 
-    pub(super) fn status_bar(&mut self, ui: &mut Ui) {
+    pub(super) fn status_bar_ui(&mut self, ui: &mut Ui) {
         ui.horizontal(|ui| {
             let file = self
                 .path
@@ -124,20 +124,20 @@ impl EditorApp {
         });
     }
 
-    pub(super) fn side_panel(&mut self, ui: &mut Ui) {
+    pub(super) fn side_panel_ui(&mut self, ui: &mut Ui) {
         egui::CollapsingHeader::new("Inspector")
             .default_open(true)
-            .show(ui, |ui| self.inspector(ui));
+            .show(ui, |ui| self.inspector_ui(ui));
         let n_problems = self.validation.diagnostics.len();
         egui::CollapsingHeader::new(format!("Problems ({n_problems})"))
             .default_open(true)
-            .show(ui, |ui| self.problems_list(ui));
+            .show(ui, |ui| self.problems_list_ui(ui));
         egui::CollapsingHeader::new("Telemetry")
             .default_open(true)
-            .show(ui, |ui| self.telemetry_panel(ui));
+            .show(ui, |ui| self.telemetry_panel_ui(ui));
     }
 
-    fn inspector(&mut self, ui: &mut Ui) {
+    fn inspector_ui(&mut self, ui: &mut Ui) {
         let [id] = self.selection.as_slice() else {
             ui.label(if self.selection.is_empty() {
                 "Select one node to edit it here. Double-click the canvas or press Space to add nodes."
@@ -248,7 +248,7 @@ impl EditorApp {
         });
     }
 
-    fn problems_list(&mut self, ui: &mut Ui) {
+    fn problems_list_ui(&mut self, ui: &mut Ui) {
         if self.validation.diagnostics.is_empty() {
             ui.label("No problems.");
             return;
@@ -272,7 +272,7 @@ impl EditorApp {
         }
     }
 
-    fn telemetry_panel(&mut self, ui: &mut Ui) {
+    fn telemetry_panel_ui(&mut self, ui: &mut Ui) {
         let sample = self.telemetry.as_ref().map(TelemetryThread::latest);
         let mut vram_total_gib = None;
         match &sample {
@@ -326,7 +326,7 @@ impl EditorApp {
         );
     }
 
-    pub(super) fn progress_bar(&self, ctx: &egui::Context) {
+    pub(super) fn progress_bar_ui(&self, ctx: &egui::Context) {
         let Some(fraction) = self.runner.progress() else {
             return;
         };

@@ -12,7 +12,7 @@ use crate::document::Edit;
 use crate::palette::{Filter, palette_list};
 
 impl EditorApp {
-    pub(super) fn palette_window(&mut self, ctx: &egui::Context) {
+    pub(super) fn palette_window_ui(&mut self, ctx: &egui::Context) {
         let Some(palette) = &mut self.palette else {
             return;
         };
@@ -49,7 +49,7 @@ impl EditorApp {
         }
     }
 
-    pub(super) fn enlarged_window(&mut self, ctx: &egui::Context) {
+    pub(super) fn enlarged_window_ui(&mut self, ctx: &egui::Context) {
         let Some(node) = self.enlarged.clone() else {
             return;
         };
