@@ -71,6 +71,28 @@ pub enum ImagingError {
         /// The count asked for.
         n_layers: usize,
     },
+    /// LayerSplit's per-pixel or per-region tables disagree in size: a bug in LayerSplit,
+    /// reported rather than turned into layers that silently differ from the picture.
+    #[error("LayerSplit bug: the {what} has {len} entries where {expected} were expected")]
+    SplitSizeMismatch {
+        /// Which table, in words.
+        what: &'static str,
+        /// Its length.
+        len: usize,
+        /// The length it should have.
+        expected: usize,
+    },
+    /// LayerSplit looked up an entry its table does not have: a bug in LayerSplit, reported
+    /// rather than read as a default or written nowhere.
+    #[error("LayerSplit bug: index {idx} is outside the {what} ({len} entries)")]
+    SplitIndexOutOfRange {
+        /// Which table, in words.
+        what: &'static str,
+        /// The index looked up.
+        idx: usize,
+        /// The table's length.
+        len: usize,
+    },
     /// The layer stack has no layers, so there is nothing to write.
     #[error("the layer stack is empty")]
     NoLayers,

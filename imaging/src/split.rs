@@ -107,14 +107,14 @@ pub fn layer_split(image: &RgbImage, n_layers: usize) -> Result<Layers> {
         height: height_px as usize,
     };
     let srgb: Vec<[u8; 3]> = image.pixels().map(|pixel| pixel.0).collect();
-    let lab = oklab_pixels(&srgb);
+    let lab = oklab_pixels(&srgb)?;
 
-    let cluster_of_pixel = cluster_colours(&srgb, &lab, n_layers + EXTRA_CLUSTERS);
-    let (region_of_pixel, mut graph) = build_regions(&grid, &cluster_of_pixel, &lab);
+    let cluster_of_pixel = cluster_colours(&srgb, &lab, n_layers + EXTRA_CLUSTERS)?;
+    let (region_of_pixel, mut graph) = build_regions(&grid, &cluster_of_pixel, &lab)?;
     let min_area_px = ((grid.len() as f64 * MIN_REGION_FRACTION) as u64).max(MIN_REGION_PX);
-    graph.merge_while(|region, _| region.is_insignificant(min_area_px));
-    graph.merge_while(|_, n_alive| n_alive > MAX_REGIONS);
-    let owner = assign_layers(&graph, &region_of_pixel, n_layers - 1);
+    graph.merge_while(|region, _| region.is_insignificant(min_area_px))?;
+    graph.merge_while(|_, n_alive| n_alive > MAX_REGIONS)?;
+    let owner = assign_layers(&graph, &region_of_pixel, n_layers - 1)?;
     let n_objects = owner.iter().copied().max().unwrap_or(0);
     build_layers(&grid, &srgb, &owner, n_objects, n_layers)
 }
@@ -153,14 +153,18 @@ impl Grid {
     /// Colour step (OKLab distance) across two 4-adjacent pixels, measured between the pixels
     /// one further out on either side (three pixels apart): a blurred outline changes colour over
     /// a few pixels, so a one-pixel step would look as weak as a gradient's.
-    fn pair_step(&self, lab: &[[f32; 3]], a_idx: usize, b_idx: usize) -> f32 {
+    fn pair_step(&self, lab: &[[f32; 3]], a_idx: usize, b_idx: usize) -> Result<f32, OutOfRange> {
         let (before, after) = self.widen_pair(a_idx.min(b_idx), a_idx.max(b_idx));
-        distance_sq(at(lab, before), at(lab, after)).sqrt()
+        let (before, after) = (
+            lookup(lab, before, "OKLab pixels")?,
+            lookup(lab, after, "OKLab pixels")?,
+        );
+        Ok(distance_sq(before, after).sqrt())
     }
 
     /// Largest colour change (OKLab distance) across the pixel, horizontally or vertically,
     /// between its neighbours on either side (clamped to the image).
-    fn edge_magnitude(&self, lab: &[[f32; 3]], idx: usize) -> f32 {
+    fn edge_magnitude(&self, lab: &[[f32; 3]], idx: usize) -> Result<f32, OutOfRange> {
         let (x, y) = (idx % self.width, idx / self.width);
         let left = if x > 0 { idx - 1 } else { idx };
         let right = if x + 1 < self.width { idx + 1 } else { idx };
@@ -170,9 +174,10 @@ impl Grid {
         } else {
             idx
         };
-        let horizontal = distance_sq(at(lab, left), at(lab, right));
-        let vertical = distance_sq(at(lab, up), at(lab, down));
-        horizontal.max(vertical).sqrt()
+        let texel = |idx| lookup(lab, idx, "OKLab pixels");
+        let horizontal = distance_sq(texel(left)?, texel(right)?);
+        let vertical = distance_sq(texel(up)?, texel(down)?);
+        Ok(horizontal.max(vertical).sqrt())
     }
 
     /// For the 4-adjacent pair `idx` → `next_idx` (right or down), the pixels one step further
@@ -213,20 +218,84 @@ impl Grid {
     }
 }
 
-fn at<T: Copy + Default>(values: &[T], idx: usize) -> T {
-    values.get(idx).copied().unwrap_or_default()
+// Checked access to the per-pixel and per-region tables. Every index in this module comes from
+// the grid, the histogram or the region graph, so a miss is a bug here; it must come out as an
+// error naming the table, never as a default value read or a write dropped, which would turn the
+// bug into a layer that silently differs from the picture.
+
+/// A lookup outside a table. Small and `Copy`, unlike [`ImagingError`], because the hot
+/// per-neighbour loops pass it around; `?` turns it into the crate's error at step boundaries.
+#[derive(Clone, Copy, Debug)]
+struct OutOfRange {
+    what: &'static str,
+    idx: usize,
+    len: usize,
 }
 
-fn set<T>(values: &mut [T], idx: usize, value: T) {
-    if let Some(slot) = values.get_mut(idx) {
-        *slot = value;
+impl From<OutOfRange> for ImagingError {
+    fn from(OutOfRange { what, idx, len }: OutOfRange) -> Self {
+        ImagingError::SplitIndexOutOfRange { what, idx, len }
     }
+}
+
+/// `values[idx]`, or an error naming the table.
+#[inline]
+fn lookup<T: Copy>(values: &[T], idx: usize, what: &'static str) -> Result<T, OutOfRange> {
+    lookup_ref(values, idx, what).copied()
+}
+
+/// `&values[idx]`, or an error naming the table.
+#[inline]
+fn lookup_ref<'a, T>(values: &'a [T], idx: usize, what: &'static str) -> Result<&'a T, OutOfRange> {
+    let len = values.len();
+    values.get(idx).ok_or(OutOfRange { what, idx, len })
+}
+
+/// `&mut values[idx]`, or an error naming the table.
+#[inline]
+fn lookup_mut<'a, T>(
+    values: &'a mut [T],
+    idx: usize,
+    what: &'static str,
+) -> Result<&'a mut T, OutOfRange> {
+    let len = values.len();
+    values.get_mut(idx).ok_or(OutOfRange { what, idx, len })
+}
+
+/// Checks that a table has the length the code indexes and zips it with: besides the lookups,
+/// `zip` would stop at the shorter of two tables without a word.
+fn check_len<T>(values: &[T], expected: usize, what: &'static str) -> Result<()> {
+    if values.len() == expected {
+        Ok(())
+    } else {
+        Err(ImagingError::SplitSizeMismatch {
+            what,
+            len: values.len(),
+            expected,
+        })
+    }
+}
+
+/// `Iterator::any` with a fallible predicate: stops at the first `true` or the first error.
+#[inline]
+fn try_any<I: Iterator>(
+    mut items: I,
+    mut predicate: impl FnMut(I::Item) -> Result<bool, OutOfRange>,
+) -> Result<bool, OutOfRange> {
+    // `find_map` walks the iterator internally (`try_fold`), which for the flattened
+    // neighbourhood iterators is much faster than a `for` loop calling `next`.
+    items
+        .find_map(|item| match predicate(item) {
+            Ok(false) => None,
+            hit_or_error => Some(hit_or_error),
+        })
+        .unwrap_or(Ok(false))
 }
 
 // ---------------------------------------------------------------------------------------------
 // Step 1: colour clusters.
 
-fn oklab_pixels(srgb: &[[u8; 3]]) -> Vec<[f32; 3]> {
+fn oklab_pixels(srgb: &[[u8; 3]]) -> Result<Vec<[f32; 3]>, OutOfRange> {
     let linear_from_srgb: Vec<f32> = (0..=255_u8)
         .map(|level| {
             let c = f32::from(level) / 255.0;
@@ -237,22 +306,19 @@ fn oklab_pixels(srgb: &[[u8; 3]]) -> Vec<[f32; 3]> {
             }
         })
         .collect();
+    let linear = |level: u8| lookup(&linear_from_srgb, level.into(), "sRGB-to-linear table");
     srgb.iter()
         .map(|&[r, g, b]| {
-            let (r, g, b) = (
-                at(&linear_from_srgb, r.into()),
-                at(&linear_from_srgb, g.into()),
-                at(&linear_from_srgb, b.into()),
-            );
+            let (r, g, b) = (linear(r)?, linear(g)?, linear(b)?);
             // Björn Ottosson's OKLab matrices.
             let l = (0.412_221_46 * r + 0.536_332_55 * g + 0.051_445_995 * b).cbrt();
             let m = (0.211_903_5 * r + 0.680_699_5 * g + 0.107_396_96 * b).cbrt();
             let s = (0.088_302_46 * r + 0.281_718_85 * g + 0.629_978_7 * b).cbrt();
-            [
+            Ok([
                 0.210_454_26 * l + 0.793_617_8 * m - 0.004_072_047 * s,
                 1.977_998_5 * l - 2.428_592_2 * m + 0.450_593_7 * s,
                 0.025_904_037 * l + 0.782_771_77 * m - 0.808_675_77 * s,
-            ]
+            ])
         })
         .collect()
 }
@@ -269,39 +335,42 @@ fn histogram_bin([r, g, b]: [u8; 3]) -> usize {
 }
 
 /// Weighted k-means over the colour histogram; returns each pixel's cluster index.
-fn cluster_colours(srgb: &[[u8; 3]], lab: &[[f32; 3]], max_clusters: usize) -> Vec<u8> {
+fn cluster_colours(srgb: &[[u8; 3]], lab: &[[f32; 3]], max_clusters: usize) -> Result<Vec<u8>> {
+    check_len(lab, srgb.len(), "OKLab pixels")?;
     let n_bins = 1 << (3 * HISTOGRAM_BITS);
     let mut bin_weight = vec![0_u32; n_bins];
     let mut bin_sum = vec![[0.0_f64; 3]; n_bins];
     for (&colour, &colour_lab) in srgb.iter().zip(lab) {
         let bin = histogram_bin(colour);
-        if let (Some(weight), Some(sum)) = (bin_weight.get_mut(bin), bin_sum.get_mut(bin)) {
-            *weight += 1;
-            for (acc, value) in sum.iter_mut().zip(colour_lab) {
-                *acc += f64::from(value);
-            }
+        *lookup_mut(&mut bin_weight, bin, "colour histogram")? += 1;
+        let sum = lookup_mut(&mut bin_sum, bin, "colour histogram")?;
+        for (acc, value) in sum.iter_mut().zip(colour_lab) {
+            *acc += f64::from(value);
         }
     }
-    // (bin, weight, mean colour) of every occupied bin, in bin order.
-    let points: Vec<(usize, f32, [f32; 3])> = bin_weight
+    // (weight, mean colour) of every bin, `None` for an empty one.
+    let bins: Vec<Option<(f32, [f32; 3])>> = bin_weight
         .iter()
         .zip(&bin_sum)
-        .enumerate()
-        .filter(|(_, (weight, _))| **weight > 0)
-        .map(|(bin, (&weight, sum))| {
-            let mean = sum.map(|acc| (acc / f64::from(weight)) as f32);
-            (bin, weight as f32, mean)
+        .map(|(&weight, sum)| {
+            (weight > 0).then(|| {
+                let mean = sum.map(|acc| (acc / f64::from(weight)) as f32);
+                (weight as f32, mean)
+            })
         })
         .collect();
+    // The occupied bins, in bin order.
+    let points: Vec<(f32, [f32; 3])> = bins.iter().flatten().copied().collect();
 
-    let centres = kmeans(&points, max_clusters);
-    let mut cluster_of_bin = vec![0_u8; n_bins];
-    for (bin, _, colour) in &points {
-        set(&mut cluster_of_bin, *bin, nearest(&centres, *colour) as u8);
-    }
-    srgb.iter()
-        .map(|&colour| at(&cluster_of_bin, histogram_bin(colour)))
-        .collect()
+    let centres = kmeans(&points, max_clusters)?;
+    let cluster_of_bin: Vec<u8> = bins
+        .iter()
+        .map(|bin| bin.map_or(0, |(_, colour)| nearest(&centres, colour) as u8))
+        .collect();
+    Ok(srgb
+        .iter()
+        .map(|&colour| lookup(&cluster_of_bin, histogram_bin(colour), "cluster table"))
+        .collect::<Result<_, _>>()?)
 }
 
 fn nearest(centres: &[[f32; 3]], colour: [f32; 3]) -> usize {
@@ -316,21 +385,20 @@ fn nearest(centres: &[[f32; 3]], colour: [f32; 3]) -> usize {
 }
 
 /// Greedy k-means++ initialisation, then Lloyd iterations. Ties go to the lower index.
-fn kmeans(points: &[(usize, f32, [f32; 3])], max_clusters: usize) -> Vec<[f32; 3]> {
+fn kmeans(points: &[(f32, [f32; 3])], max_clusters: usize) -> Result<Vec<[f32; 3]>> {
     let mut centres: Vec<[f32; 3]> = Vec::new();
-    let heaviest =
-        points.iter().fold(
-            None::<(f32, [f32; 3])>,
-            |best, &(_, weight, colour)| match best {
-                Some((best_weight, _)) if best_weight >= weight => best,
-                _ => Some((weight, colour)),
-            },
-        );
+    let heaviest = points.iter().fold(
+        None::<(f32, [f32; 3])>,
+        |best, &(weight, colour)| match best {
+            Some((best_weight, _)) if best_weight >= weight => best,
+            _ => Some((weight, colour)),
+        },
+    );
     let Some((_, first)) = heaviest else {
-        return centres;
+        return Ok(centres);
     };
     centres.push(first);
-    let mut dist_sq: Vec<f32> = points.iter().map(|p| distance_sq(p.2, first)).collect();
+    let mut dist_sq: Vec<f32> = points.iter().map(|p| distance_sq(p.1, first)).collect();
     while centres.len() < max_clusters {
         let max_dist_sq = dist_sq.iter().copied().fold(0.0_f32, f32::max);
         if max_dist_sq < MIN_CLUSTER_SEPARATION * MIN_CLUSTER_SEPARATION {
@@ -338,15 +406,15 @@ fn kmeans(points: &[(usize, f32, [f32; 3])], max_clusters: usize) -> Vec<[f32; 3
         }
         let mut best = (None, 0.0_f32);
         for (point, &point_dist_sq) in points.iter().zip(&dist_sq) {
-            let score = point.1 * point_dist_sq;
+            let score = point.0 * point_dist_sq;
             if score > best.1 {
-                best = (Some(point.2), score);
+                best = (Some(point.1), score);
             }
         }
         let Some(centre) = best.0 else { break };
         centres.push(centre);
         for (point, point_dist_sq) in points.iter().zip(dist_sq.iter_mut()) {
-            *point_dist_sq = point_dist_sq.min(distance_sq(point.2, centre));
+            *point_dist_sq = point_dist_sq.min(distance_sq(point.1, centre));
         }
     }
 
@@ -354,7 +422,7 @@ fn kmeans(points: &[(usize, f32, [f32; 3])], max_clusters: usize) -> Vec<[f32; 3
     for _ in 0..MAX_KMEANS_ITERATIONS {
         let mut changed = false;
         for (point, slot) in points.iter().zip(assignment.iter_mut()) {
-            let cluster = nearest(&centres, point.2);
+            let cluster = nearest(&centres, point.1);
             changed |= *slot != cluster;
             *slot = cluster;
         }
@@ -363,12 +431,11 @@ fn kmeans(points: &[(usize, f32, [f32; 3])], max_clusters: usize) -> Vec<[f32; 3
         }
         let mut sums = vec![([0.0_f64; 3], 0.0_f64); centres.len()];
         for (point, &cluster) in points.iter().zip(&assignment) {
-            if let Some((sum, weight)) = sums.get_mut(cluster) {
-                for (acc, value) in sum.iter_mut().zip(point.2) {
-                    *acc += f64::from(point.1) * f64::from(value);
-                }
-                *weight += f64::from(point.1);
+            let (sum, weight) = lookup_mut(&mut sums, cluster, "cluster sums")?;
+            for (acc, value) in sum.iter_mut().zip(point.1) {
+                *acc += f64::from(point.0) * f64::from(value);
             }
+            *weight += f64::from(point.0);
         }
         for (centre, (sum, weight)) in centres.iter_mut().zip(sums) {
             // An emptied cluster keeps its centre; it simply owns no colour.
@@ -377,7 +444,7 @@ fn kmeans(points: &[(usize, f32, [f32; 3])], max_clusters: usize) -> Vec<[f32; 3
             }
         }
     }
-    centres
+    Ok(centres)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -431,15 +498,20 @@ fn build_regions(
     grid: &Grid,
     cluster_of_pixel: &[u8],
     lab: &[[f32; 3]],
-) -> (Vec<usize>, RegionGraph) {
+) -> Result<(Vec<usize>, RegionGraph)> {
+    check_len(cluster_of_pixel, grid.len(), "cluster map")?;
+    check_len(lab, grid.len(), "OKLab pixels")?;
     let flat: Vec<bool> = (0..grid.len())
-        .map(|idx| grid.edge_magnitude(lab, idx) < WEAK_EDGE_STEP)
-        .collect();
+        .map(|idx| Ok(grid.edge_magnitude(lab, idx)? < WEAK_EDGE_STEP))
+        .collect::<Result<_, OutOfRange>>()?;
     let mut region_of_pixel = vec![usize::MAX; grid.len()];
     let mut regions: Vec<Region> = Vec::new();
     let mut stack = Vec::new();
+    // The flood fill labels pixels ahead of the seed, so the seed loop indexes the region map
+    // rather than iterating over it.
     for seed in 0..grid.len() {
-        if at(&region_of_pixel, seed) != usize::MAX {
+        let seed_region = lookup_mut(&mut region_of_pixel, seed, "region map")?;
+        if *seed_region != usize::MAX {
             continue;
         }
         let region_idx = regions.len();
@@ -447,46 +519,52 @@ fn build_regions(
             alive: true,
             ..Region::default()
         };
-        set(&mut region_of_pixel, seed, region_idx);
+        *seed_region = region_idx;
         stack.push(seed);
         while let Some(idx) = stack.pop() {
             region.area_px += 1;
-            for (acc, value) in region.lab_sum.iter_mut().zip(at(lab, idx)) {
+            for (acc, value) in region
+                .lab_sum
+                .iter_mut()
+                .zip(lookup(lab, idx, "OKLab pixels")?)
+            {
                 *acc += f64::from(value);
             }
             region.border_px += u64::from(grid.is_on_border(idx));
-            let cluster = at(cluster_of_pixel, idx);
+            let cluster = lookup(cluster_of_pixel, idx, "cluster map")?;
             for n_idx in grid.neighbours4(idx) {
                 // Same colour cluster, or no edge at or between the two pixels: k-means cuts
                 // smooth gradients into bands, and this joins the bands back into one surface.
                 // Both pixels must be flat in every direction, not only along the pair: two
                 // pixels side by side along an outline differ little but sit on an edge.
-                let joined = at(cluster_of_pixel, n_idx) == cluster
-                    || (at(&flat, idx)
-                        && at(&flat, n_idx)
-                        && grid.pair_step(lab, idx, n_idx) < WEAK_EDGE_STEP);
-                if joined && at(&region_of_pixel, n_idx) == usize::MAX {
-                    set(&mut region_of_pixel, n_idx, region_idx);
+                let joined = lookup(cluster_of_pixel, n_idx, "cluster map")? == cluster
+                    || (lookup(&flat, idx, "flatness map")?
+                        && lookup(&flat, n_idx, "flatness map")?
+                        && grid.pair_step(lab, idx, n_idx)? < WEAK_EDGE_STEP);
+                if !joined {
+                    continue;
+                }
+                let n_region = lookup_mut(&mut region_of_pixel, n_idx, "region map")?;
+                if *n_region == usize::MAX {
+                    *n_region = region_idx;
                     stack.push(n_idx);
                 }
             }
         }
         regions.push(region);
     }
-    for idx in 0..grid.len() {
-        let region_idx = at(&region_of_pixel, idx);
-        let all_same = grid
-            .neighbours4(idx)
-            .all(|n_idx| at(&region_of_pixel, n_idx) == region_idx);
-        if let (true, Some(region)) = (all_same, regions.get_mut(region_idx)) {
-            region.interior_px += 1;
+    for (idx, &region_idx) in region_of_pixel.iter().enumerate() {
+        let any_other = try_any(grid.neighbours4(idx), |n_idx| {
+            Ok(lookup(&region_of_pixel, n_idx, "region map")? != region_idx)
+        })?;
+        if !any_other {
+            lookup_mut(&mut regions, region_idx, "regions")?.interior_px += 1;
         }
     }
     let mut shared: HashMap<(usize, usize), Border> = HashMap::new();
-    for idx in 0..grid.len() {
-        let region_a = at(&region_of_pixel, idx);
+    for (idx, &region_a) in region_of_pixel.iter().enumerate() {
         for n_idx in grid.forward_neighbours(idx) {
-            let region_b = at(&region_of_pixel, n_idx);
+            let region_b = lookup(&region_of_pixel, n_idx, "region map")?;
             if region_a != region_b {
                 let key = (region_a.min(region_b), region_a.max(region_b));
                 shared.entry(key).or_default().add(Border { n_pairs: 1 });
@@ -495,45 +573,41 @@ fn build_regions(
     }
     // The HashMap's order does not matter: each entry goes to its own two keys of BTreeMaps.
     for ((region_a, region_b), border) in shared {
-        if let Some(region) = regions.get_mut(region_a) {
-            region.neighbours.insert(region_b, border);
-        }
-        if let Some(region) = regions.get_mut(region_b) {
-            region.neighbours.insert(region_a, border);
-        }
+        lookup_mut(&mut regions, region_a, "regions")?
+            .neighbours
+            .insert(region_b, border);
+        lookup_mut(&mut regions, region_b, "regions")?
+            .neighbours
+            .insert(region_a, border);
     }
     let n_alive = regions.len();
     let merged_into = (0..regions.len()).collect();
-    (
+    Ok((
         region_of_pixel,
         RegionGraph {
             regions,
             merged_into,
             n_alive,
         },
-    )
+    ))
 }
 
 impl RegionGraph {
-    fn root(&self, mut region_idx: usize) -> usize {
+    fn root(&self, mut region_idx: usize) -> Result<usize, OutOfRange> {
         // Merges always go into a live region, so chains are short; the bound guards a cycle.
         for _ in 0..self.merged_into.len() {
-            let next = self
-                .merged_into
-                .get(region_idx)
-                .copied()
-                .unwrap_or(region_idx);
+            let next = lookup(&self.merged_into, region_idx, "merge table")?;
             if next == region_idx {
                 break;
             }
             region_idx = next;
         }
-        region_idx
+        Ok(region_idx)
     }
 
     /// Repeatedly merges the smallest live region for which `should_merge` holds into its most
     /// similar neighbour, until none is left (or it has no neighbour).
-    fn merge_while(&mut self, should_merge: impl Fn(&Region, usize) -> bool) {
+    fn merge_while(&mut self, should_merge: impl Fn(&Region, usize) -> bool) -> Result<()> {
         let mut heap: BinaryHeap<Reverse<(u64, usize)>> = self
             .regions
             .iter()
@@ -542,46 +616,40 @@ impl RegionGraph {
             .map(|(idx, region)| Reverse((region.area_px, idx)))
             .collect();
         while let Some(Reverse((area_px, region_idx))) = heap.pop() {
-            let Some(region) = self.regions.get(region_idx) else {
-                continue;
-            };
+            let region = lookup_ref(&self.regions, region_idx, "regions")?;
             // Skip entries made stale by an earlier merge.
             if !region.alive || region.area_px != area_px || !should_merge(region, self.n_alive) {
                 continue;
             }
-            let Some(target_idx) = self.most_similar_neighbour(region_idx) else {
+            let Some(target_idx) = self.most_similar_neighbour(region_idx)? else {
                 continue;
             };
-            self.merge(region_idx, target_idx);
-            if let Some(target) = self.regions.get(target_idx) {
-                heap.push(Reverse((target.area_px, target_idx)));
-            }
+            self.merge(region_idx, target_idx)?;
+            let target = lookup_ref(&self.regions, target_idx, "regions")?;
+            heap.push(Reverse((target.area_px, target_idx)));
         }
+        Ok(())
     }
 
-    fn most_similar_neighbour(&self, region_idx: usize) -> Option<usize> {
-        let region = self.regions.get(region_idx)?;
+    /// The neighbour to merge `region_idx` into, or `None` if it has no neighbour.
+    fn most_similar_neighbour(&self, region_idx: usize) -> Result<Option<usize>> {
+        let region = lookup_ref(&self.regions, region_idx, "regions")?;
         let colour = region.mean_lab();
         let mut best: Option<(f32, Reverse<u64>, usize)> = None;
         for (&neighbour_idx, border) in &region.neighbours {
-            let Some(neighbour) = self.regions.get(neighbour_idx) else {
-                continue;
-            };
+            let neighbour = lookup_ref(&self.regions, neighbour_idx, "regions")?;
             let colour_distance_sq = distance_sq(colour, neighbour.mean_lab());
             let key = (colour_distance_sq, Reverse(border.n_pairs), neighbour_idx);
             if best.is_none_or(|best| key < best) {
                 best = Some(key);
             }
         }
-        best.map(|(_, _, idx)| idx)
+        Ok(best.map(|(_, _, idx)| idx))
     }
 
     /// Merges `source` into `target`; returns the regions whose border with `target` changed.
-    fn merge(&mut self, source_idx: usize, target_idx: usize) -> Vec<usize> {
-        let Some(source) = self.regions.get_mut(source_idx) else {
-            return Vec::new();
-        };
-        let source = std::mem::take(source);
+    fn merge(&mut self, source_idx: usize, target_idx: usize) -> Result<Vec<usize>> {
+        let source = std::mem::take(lookup_mut(&mut self.regions, source_idx, "regions")?);
         let shared_pairs = source
             .neighbours
             .get(&target_idx)
@@ -596,37 +664,35 @@ impl RegionGraph {
             if neighbour_idx == target_idx {
                 continue;
             }
-            if let Some(neighbour) = self.regions.get_mut(neighbour_idx) {
-                neighbour.neighbours.remove(&source_idx);
-                neighbour
+            let neighbour = lookup_mut(&mut self.regions, neighbour_idx, "regions")?;
+            neighbour.neighbours.remove(&source_idx);
+            neighbour
+                .neighbours
+                .entry(target_idx)
+                .or_default()
+                .add(border);
+        }
+        let target = lookup_mut(&mut self.regions, target_idx, "regions")?;
+        target.area_px += source.area_px;
+        for (acc, value) in target.lab_sum.iter_mut().zip(source.lab_sum) {
+            *acc += value;
+        }
+        target.border_px += source.border_px;
+        // Pixels along the former shared boundary become (roughly) interior.
+        target.interior_px += source.interior_px + shared_pairs;
+        target.neighbours.remove(&source_idx);
+        for (neighbour_idx, border) in source.neighbours {
+            if neighbour_idx != target_idx {
+                target
                     .neighbours
-                    .entry(target_idx)
+                    .entry(neighbour_idx)
                     .or_default()
                     .add(border);
             }
         }
-        if let Some(target) = self.regions.get_mut(target_idx) {
-            target.area_px += source.area_px;
-            for (acc, value) in target.lab_sum.iter_mut().zip(source.lab_sum) {
-                *acc += value;
-            }
-            target.border_px += source.border_px;
-            // Pixels along the former shared boundary become (roughly) interior.
-            target.interior_px += source.interior_px + shared_pairs;
-            target.neighbours.remove(&source_idx);
-            for (neighbour_idx, border) in source.neighbours {
-                if neighbour_idx != target_idx {
-                    target
-                        .neighbours
-                        .entry(neighbour_idx)
-                        .or_default()
-                        .add(border);
-                }
-            }
-        }
-        set(&mut self.merged_into, source_idx, target_idx);
+        *lookup_mut(&mut self.merged_into, source_idx, "merge table")? = target_idx;
         self.n_alive -= 1;
-        changed
+        Ok(changed)
     }
 }
 
@@ -661,7 +727,11 @@ impl Group {
 }
 
 /// Returns each pixel's owner: 0 for the background, 1..=n for object layers, bottom to top.
-fn assign_layers(graph: &RegionGraph, region_of_pixel: &[usize], max_objects: usize) -> Vec<u8> {
+fn assign_layers(
+    graph: &RegionGraph,
+    region_of_pixel: &[usize],
+    max_objects: usize,
+) -> Result<Vec<u8>> {
     let live: Vec<(usize, &Region)> = graph
         .regions
         .iter()
@@ -716,9 +786,7 @@ fn assign_layers(graph: &RegionGraph, region_of_pixel: &[usize], max_objects: us
             }
             Some(b_idx) => {
                 let group = objects.remove(b_idx);
-                if let Some(a) = objects.get_mut(a_idx) {
-                    a.absorb(group);
-                }
+                lookup_mut(&mut objects, a_idx, "object groups")?.absorb(group);
             }
         }
     }
@@ -728,17 +796,33 @@ fn assign_layers(graph: &RegionGraph, region_of_pixel: &[usize], max_objects: us
     let mut owner_of_region = vec![0_u8; graph.regions.len()];
     for (layer_idx, group) in objects.iter().enumerate() {
         for &region_idx in &group.regions {
-            set(&mut owner_of_region, region_idx, (layer_idx + 1) as u8);
+            *lookup_mut(&mut owner_of_region, region_idx, "layer table")? = (layer_idx + 1) as u8;
         }
     }
-    region_of_pixel
+    Ok(region_of_pixel
         .iter()
-        .map(|&region_idx| at(&owner_of_region, graph.root(region_idx)))
-        .collect()
+        .map(|&region_idx| lookup(&owner_of_region, graph.root(region_idx)?, "layer table"))
+        .collect::<Result<_, _>>()?)
 }
 
 // ---------------------------------------------------------------------------------------------
 // Step 5: soft edges and the layer images.
+
+/// What the layer images need to know about one pixel, gathered so that drawing walks the
+/// pixels in step with the layer images instead of indexing half a dozen tables.
+#[derive(Clone, Copy)]
+struct EdgePixel {
+    /// The picture's colour.
+    picture: [u8; 3],
+    /// The extrapolated background behind it.
+    behind: [u8; 3],
+    /// The hard label: 0 for the background, else the object layer.
+    owner: u8,
+    /// Within `EDGE_BAND_RADIUS_PX` of a label boundary.
+    in_band: bool,
+    /// The only object layer that may draw this pixel (0 for none).
+    candidate: u8,
+}
 
 fn build_layers(
     grid: &Grid,
@@ -748,61 +832,89 @@ fn build_layers(
     n_layers: usize,
 ) -> Result<Layers> {
     let n_pixels = grid.len();
+    check_len(srgb, n_pixels, "sRGB pixels")?;
+    check_len(owner, n_pixels, "owner map")?;
     // Pixels next to a different owner, then grown to the band radius.
-    let on_boundary: Vec<bool> = (0..n_pixels)
-        .map(|idx| {
-            grid.neighbours(idx, 1)
-                .any(|n_idx| at(owner, n_idx) != at(owner, idx))
+    let on_boundary: Vec<bool> = owner
+        .iter()
+        .enumerate()
+        .map(|(idx, &pixel_owner)| {
+            try_any(grid.neighbours(idx, 1), |n_idx| {
+                Ok(lookup(owner, n_idx, "owner map")? != pixel_owner)
+            })
         })
-        .collect();
-    let in_band: Vec<bool> = (0..n_pixels)
-        .map(|idx| {
-            at(&on_boundary, idx)
-                || grid
-                    .neighbours(idx, EDGE_BAND_RADIUS_PX - 1)
-                    .any(|n| at(&on_boundary, n))
+        .collect::<Result<_, OutOfRange>>()?;
+    let in_band: Vec<bool> = on_boundary
+        .iter()
+        .enumerate()
+        .map(|(idx, &boundary)| {
+            Ok(boundary
+                || try_any(grid.neighbours(idx, EDGE_BAND_RADIUS_PX - 1), |n_idx| {
+                    lookup(&on_boundary, n_idx, "boundary map")
+                })?)
         })
-        .collect();
+        .collect::<Result<_, OutOfRange>>()?;
     let colours: Vec<[f32; 3]> = srgb.iter().map(|c| c.map(f32::from)).collect();
 
     // The background behind everything, extrapolated from sure background pixels.
     // Pull-push rather than nearest-neighbour filling, because this is what a user sees after
     // moving an object away: it should be a smooth continuation, not streaks.
-    let mut known: Vec<bool> = (0..n_pixels)
-        .map(|idx| at(owner, idx) == 0 && !at(&in_band, idx))
+    let mut known: Vec<bool> = owner
+        .iter()
+        .zip(&in_band)
+        .map(|(&pixel_owner, &band)| pixel_owner == 0 && !band)
         .collect();
     if !known.contains(&true) {
         // A background so thin that all of it is edge band: use all of it.
         known = owner.iter().map(|&layer| layer == 0).collect();
     }
-    let behind: Vec<[u8; 3]> = pull_push_fill(grid, &colours, &known)
+    let behind: Vec<[u8; 3]> = pull_push_fill(grid, &colours, &known)?
         .iter()
         .map(|value| value.map(round_level))
         .collect();
+    check_len(&behind, n_pixels, "background fill")?;
 
     // Which object a background-owned edge pixel might partly belong to: the most frequent
     // object owner nearby, ties to the lower layer.
-    let candidate: Vec<u8> = (0..n_pixels)
-        .map(|idx| {
-            if at(owner, idx) != 0 || !at(&in_band, idx) {
-                return at(owner, idx);
+    let candidate: Vec<u8> = owner
+        .iter()
+        .zip(&in_band)
+        .enumerate()
+        .map(|(idx, (&pixel_owner, &band))| {
+            if pixel_owner != 0 || !band {
+                return Ok(pixel_owner);
             }
             let mut counts = [0_u32; MAX_LAYERS];
             for n_idx in grid.neighbours(idx, EDGE_BAND_RADIUS_PX) {
-                if let Some(count) = counts.get_mut(usize::from(at(owner, n_idx))) {
-                    *count += 1;
-                }
+                let layer = lookup(owner, n_idx, "owner map")?;
+                *lookup_mut(&mut counts, usize::from(layer), "layer counts")? += 1;
             }
             let best = counts
                 .iter()
                 .enumerate()
                 .skip(1)
                 .max_by_key(|(i, c)| (**c, Reverse(*i)));
-            match best {
+            Ok(match best {
                 Some((layer, &count)) if count > 0 => layer as u8,
                 _ => 0,
-            }
+            })
         })
+        .collect::<Result<_, OutOfRange>>()?;
+    let pixels: Vec<EdgePixel> = srgb
+        .iter()
+        .zip(&behind)
+        .zip(owner)
+        .zip(&in_band)
+        .zip(&candidate)
+        .map(
+            |((((&picture, &behind), &owner), &in_band), &candidate)| EdgePixel {
+                picture,
+                behind,
+                owner,
+                in_band,
+                candidate,
+            },
+        )
         .collect();
 
     // Final (colour, alpha) per object layer, and the background layer.
@@ -811,62 +923,55 @@ fn build_layers(
         .map(|_| RgbaImage::new(grid.width as u32, grid.height as u32))
         .collect();
     let mut owned_colour_sums = vec![([0_u64; 3], 0_u64); usize::from(n_objects)];
-    for layer in 1..=n_objects {
-        let domain = |idx: usize| at(&candidate, idx) == layer;
-        let object_colour = propagate(
-            grid,
-            &colours,
-            &in_band,
-            |idx| at(owner, idx) == layer,
-            domain,
-        );
-        let Some(object) = objects.get_mut(usize::from(layer - 1)) else {
-            continue;
-        };
-        for idx in (0..n_pixels).filter(|&idx| domain(idx)) {
-            let picture = at(srgb, idx);
-            let under = at(&behind, idx);
-            let hard_label = if at(owner, idx) == layer { 1.0 } else { 0.0 };
-            let (estimate, shift_levels) = if at(&in_band, idx) {
-                let object = object_colour.get(idx).copied().flatten();
-                coverage(picture, under, object).map_or((hard_label, f32::INFINITY), |cover| {
-                    (cover.fraction, cover.fraction * cover.contrast_levels)
-                })
+    for (layer, (object, (sum, count))) in
+        (1..=n_objects).zip(objects.iter_mut().zip(&mut owned_colour_sums))
+    {
+        let is_seed: Vec<bool> = pixels.iter().map(|pixel| pixel.owner == layer).collect();
+        let domain: Vec<bool> = pixels
+            .iter()
+            .map(|pixel| pixel.candidate == layer)
+            .collect();
+        let object_colour = propagate(grid, &colours, &in_band, &is_seed, &domain)?;
+        check_len(&object_colour, n_pixels, "object colour fill")?;
+        let targets = object.pixels_mut().zip(background.pixels_mut());
+        for ((pixel, object_rgb), (object_px, background_px)) in
+            pixels.iter().zip(object_colour).zip(targets)
+        {
+            if pixel.candidate != layer {
+                continue;
+            }
+            let hard_label = if pixel.owner == layer { 1.0 } else { 0.0 };
+            let (estimate, shift_levels) = if pixel.in_band {
+                coverage(pixel.picture, pixel.behind, object_rgb)
+                    .map_or((hard_label, f32::INFINITY), |cover| {
+                        (cover.fraction, cover.fraction * cover.contrast_levels)
+                    })
             } else {
                 (1.0, f32::INFINITY)
             };
             if estimate <= 0.0 || shift_levels < MIN_EDGE_SHIFT_LEVELS {
                 continue;
             }
-            let (colour, alpha) = unmix(picture, under, estimate);
-            put_pixel(
-                object,
-                grid,
-                idx,
-                Rgba([colour[0], colour[1], colour[2], alpha]),
-            );
-            put_pixel(
-                &mut background,
-                grid,
-                idx,
-                Rgba([under[0], under[1], under[2], 255]),
-            );
-            if let Some((sum, count)) = owned_colour_sums.get_mut(usize::from(layer - 1)) {
-                for (acc, level) in sum.iter_mut().zip(picture) {
-                    *acc += u64::from(level);
-                }
-                *count += 1;
+            let (colour, alpha) = unmix(pixel.picture, pixel.behind, estimate);
+            *object_px = Rgba([colour[0], colour[1], colour[2], alpha]);
+            let [r, g, b] = pixel.behind;
+            *background_px = Rgba([r, g, b, 255]);
+            for (acc, level) in sum.iter_mut().zip(pixel.picture) {
+                *acc += u64::from(level);
             }
+            *count += 1;
         }
     }
     // Every pixel no object took shows the picture itself on the opaque background.
-    for idx in 0..n_pixels {
-        let taken = objects
-            .iter()
-            .any(|object| pixel_alpha(object, grid, idx) > 0);
-        if !taken {
-            let [r, g, b] = at(srgb, idx);
-            put_pixel(&mut background, grid, idx, Rgba([r, g, b, 255]));
+    let mut taken = vec![false; n_pixels];
+    for object in &objects {
+        for (is_taken, pixel) in taken.iter_mut().zip(object.pixels()) {
+            *is_taken |= pixel.0[3] > 0;
+        }
+    }
+    for ((background_px, &[r, g, b]), &is_taken) in background.pixels_mut().zip(srgb).zip(&taken) {
+        if !is_taken {
+            *background_px = Rgba([r, g, b, 255]);
         }
     }
 
@@ -894,18 +999,6 @@ fn build_layers(
     Ok(layers)
 }
 
-fn put_pixel(image: &mut RgbaImage, grid: &Grid, idx: usize, pixel: Rgba<u8>) {
-    let (x, y) = ((idx % grid.width) as u32, (idx / grid.width) as u32);
-    if let Some(slot) = image.get_pixel_mut_checked(x, y) {
-        *slot = pixel;
-    }
-}
-
-fn pixel_alpha(image: &RgbaImage, grid: &Grid, idx: usize) -> u8 {
-    let (x, y) = ((idx % grid.width) as u32, (idx / grid.width) as u32);
-    image.get_pixel_checked(x, y).map_or(0, |pixel| pixel.0[3])
-}
-
 fn round_level(value: f32) -> u8 {
     value.round().clamp(0.0, 255.0) as u8
 }
@@ -914,7 +1007,9 @@ fn round_level(value: f32) -> u8 {
 /// scheme of Gortler et al., "The Lumigraph", 1996): average down an image pyramid, weighting
 /// by how much of each cell is known, then come back up, filling each level's gaps from the
 /// bilinearly sampled coarser level. Known pixels keep their colours exactly. Linear time.
-fn pull_push_fill(grid: &Grid, colours: &[[f32; 3]], known: &[bool]) -> Vec<[f32; 3]> {
+fn pull_push_fill(grid: &Grid, colours: &[[f32; 3]], known: &[bool]) -> Result<Vec<[f32; 3]>> {
+    check_len(colours, grid.len(), "pixel colours")?;
+    check_len(known, grid.len(), "known-background map")?;
     struct Level {
         width: usize,
         height: usize,
@@ -938,8 +1033,8 @@ fn pull_push_fill(grid: &Grid, colours: &[[f32; 3]], known: &[bool]) -> Vec<[f32
         .filter(|level| level.width > 1 || level.height > 1)
     {
         let (width, height) = (fine.width.div_ceil(2), fine.height.div_ceil(2));
-        let mut colours = vec![[0.0_f32; 3]; width * height];
-        let mut weights = vec![0.0_f32; width * height];
+        let mut colours = Vec::with_capacity(width * height);
+        let mut weights = Vec::with_capacity(width * height);
         for y in 0..height {
             for x in 0..width {
                 let mut sum = [0.0_f32; 3];
@@ -954,16 +1049,21 @@ fn pull_push_fill(grid: &Grid, colours: &[[f32; 3]], known: &[bool]) -> Vec<[f32
                         continue;
                     }
                     let fine_idx = fine_y * fine.width + fine_x;
-                    let weight = at(&fine.weights, fine_idx);
-                    for (acc, channel) in sum.iter_mut().zip(at(&fine.colours, fine_idx)) {
+                    let weight = lookup(&fine.weights, fine_idx, "pyramid weights")?;
+                    let colour = lookup(&fine.colours, fine_idx, "pyramid colours")?;
+                    for (acc, channel) in sum.iter_mut().zip(colour) {
                         *acc += weight * channel;
                     }
                     weight_sum += weight;
                 }
-                if weight_sum > 0.0 {
-                    set(&mut colours, y * width + x, sum.map(|acc| acc / weight_sum));
-                }
-                set(&mut weights, y * width + x, weight_sum.min(1.0));
+                // A cell with nothing known under it stays black at weight 0: the push below
+                // replaces it entirely with the coarser level.
+                colours.push(if weight_sum > 0.0 {
+                    sum.map(|acc| acc / weight_sum)
+                } else {
+                    [0.0; 3]
+                });
+                weights.push(weight_sum.min(1.0));
             }
         }
         levels.push(Level {
@@ -975,28 +1075,27 @@ fn pull_push_fill(grid: &Grid, colours: &[[f32; 3]], known: &[bool]) -> Vec<[f32
     }
     // Push: from the coarsest level down, blend each cell with the coarser level in proportion
     // to how unknown it is. After this every level is complete (weight 1 everywhere).
-    for level_idx in (0..levels.len().saturating_sub(1)).rev() {
-        let Some((finer, coarser)) = levels.split_at_mut_checked(level_idx + 1) else {
-            continue;
-        };
-        let (Some(fine), Some(coarse)) = (finer.last_mut(), coarser.first()) else {
-            continue;
-        };
+    // Popping the pyramid walks it from coarse to fine; the last level popped is the picture's.
+    let Some(mut coarse) = levels.pop() else {
+        return Ok(colours.to_vec());
+    };
+    while let Some(mut fine) = levels.pop() {
         for (idx, (colour, weight)) in fine.colours.iter_mut().zip(&mut fine.weights).enumerate() {
             if *weight < 1.0 {
                 let (x, y) = ((idx % fine.width) as f32, (idx / fine.width) as f32);
                 // Cell centres: fine pixel x sits at coarse coordinate (x + 0.5) / 2 - 0.5.
                 let from_coarse =
-                    sample_bilinear(coarse, (x + 0.5) / 2.0 - 0.5, (y + 0.5) / 2.0 - 0.5);
+                    sample_bilinear(&coarse, (x + 0.5) / 2.0 - 0.5, (y + 0.5) / 2.0 - 0.5)?;
                 for (channel, coarse_channel) in colour.iter_mut().zip(from_coarse) {
                     *channel = *weight * *channel + (1.0 - *weight) * coarse_channel;
                 }
                 *weight = 1.0;
             }
         }
+        coarse = fine;
     }
 
-    fn sample_bilinear(level: &Level, x: f32, y: f32) -> [f32; 3] {
+    fn sample_bilinear(level: &Level, x: f32, y: f32) -> Result<[f32; 3], OutOfRange> {
         let x = x.clamp(0.0, (level.width - 1) as f32);
         let y = y.clamp(0.0, (level.height - 1) as f32);
         let (x0, y0) = (x.floor() as usize, y.floor() as usize);
@@ -1005,55 +1104,76 @@ fn pull_push_fill(grid: &Grid, colours: &[[f32; 3]], known: &[bool]) -> Vec<[f32
             (y0 + 1).min(level.height - 1),
         );
         let (fx, fy) = (x - x0 as f32, y - y0 as f32);
-        let texel = |tx: usize, ty: usize| at(&level.colours, ty * level.width + tx);
-        let (c00, c10, c01, c11) = (texel(x0, y0), texel(x1, y0), texel(x0, y1), texel(x1, y1));
-        std::array::from_fn(|c| {
-            let get = |texel: [f32; 3]| texel.get(c).copied().unwrap_or(0.0);
-            let top = get(c00) * (1.0 - fx) + get(c10) * fx;
-            let bottom = get(c01) * (1.0 - fx) + get(c11) * fx;
-            top * (1.0 - fy) + bottom * fy
-        })
+        let texel =
+            |tx: usize, ty: usize| lookup(&level.colours, ty * level.width + tx, "pyramid colours");
+        let (c00, c10, c01, c11) = (
+            texel(x0, y0)?,
+            texel(x1, y0)?,
+            texel(x0, y1)?,
+            texel(x1, y1)?,
+        );
+        let mut sample = [0.0_f32; 3];
+        for ((((channel, c00), c10), c01), c11) in
+            sample.iter_mut().zip(c00).zip(c10).zip(c01).zip(c11)
+        {
+            let top = c00 * (1.0 - fx) + c10 * fx;
+            let bottom = c01 * (1.0 - fx) + c11 * fx;
+            *channel = top * (1.0 - fy) + bottom * fy;
+        }
+        Ok(sample)
     }
 
-    levels
-        .into_iter()
-        .next()
-        .map_or_else(|| colours.to_vec(), |level| level.colours)
+    Ok(coarse.colours)
 }
 
 /// Fills colours outward from seed pixels (those not in the band for which `is_seed` holds, or
 /// all of them if none is), breadth first: each new pixel takes the mean of its already-filled
-/// 8-neighbours. Only pixels in `domain` are filled. Deterministic, since a pixel only reads
-/// pixels filled in earlier rounds.
+/// 8-neighbours. Only pixels in `domain` are filled. `in_band`, `is_seed` and `domain` are
+/// per-pixel masks. Deterministic, since a pixel only reads pixels filled in earlier rounds.
 fn propagate(
     grid: &Grid,
     colours: &[[f32; 3]],
     in_band: &[bool],
-    is_seed: impl Fn(usize) -> bool,
-    domain: impl Fn(usize) -> bool,
-) -> Vec<Option<[f32; 3]>> {
-    let mut filled: Vec<Option<[f32; 3]>> = vec![None; grid.len()];
-    let mut frontier: Vec<usize> = (0..grid.len())
-        .filter(|&idx| is_seed(idx) && !at(in_band, idx))
+    is_seed: &[bool],
+    domain: &[bool],
+) -> Result<Vec<Option<[f32; 3]>>> {
+    check_len(colours, grid.len(), "pixel colours")?;
+    check_len(in_band, grid.len(), "edge-band map")?;
+    check_len(is_seed, grid.len(), "seed map")?;
+    check_len(domain, grid.len(), "fill domain")?;
+    let mut seeds: Vec<bool> = is_seed
+        .iter()
+        .zip(in_band)
+        .map(|(&seed, &band)| seed && !band)
         .collect();
-    if frontier.is_empty() {
+    if !seeds.contains(&true) {
         // A thin object or background has no pixel clear of the edge band: use all of it.
-        frontier = (0..grid.len()).filter(|&idx| is_seed(idx)).collect();
+        seeds = is_seed.to_vec();
     }
-    for &idx in &frontier {
-        set(&mut filled, idx, colours.get(idx).copied());
-    }
+    let mut filled: Vec<Option<[f32; 3]>> = colours
+        .iter()
+        .zip(&seeds)
+        .map(|(&colour, &seed)| seed.then_some(colour))
+        .collect();
+    let mut frontier: Vec<usize> = seeds
+        .iter()
+        .enumerate()
+        .filter(|(_, seed)| **seed)
+        .map(|(idx, _)| idx)
+        .collect();
     let mut queued = vec![false; grid.len()];
     while !frontier.is_empty() {
         let mut next = Vec::new();
         for &idx in &frontier {
             for n_idx in grid.neighbours(idx, 1) {
-                if domain(n_idx)
-                    && filled.get(n_idx).is_some_and(Option::is_none)
-                    && !at(&queued, n_idx)
+                if lookup(domain, n_idx, "fill domain")?
+                    && lookup(&filled, n_idx, "fill")?.is_none()
                 {
-                    set(&mut queued, n_idx, true);
-                    next.push(n_idx);
+                    let is_queued = lookup_mut(&mut queued, n_idx, "fill queue")?;
+                    if !*is_queued {
+                        *is_queued = true;
+                        next.push(n_idx);
+                    }
                 }
             }
         }
@@ -1062,24 +1182,23 @@ fn propagate(
             .map(|&idx| {
                 let mut sum = [0.0_f32; 3];
                 let mut n_known = 0_u32;
-                for value in grid
-                    .neighbours(idx, 1)
-                    .filter_map(|n_idx| filled.get(n_idx).copied().flatten())
-                {
-                    for (acc, channel) in sum.iter_mut().zip(value) {
-                        *acc += channel;
+                for n_idx in grid.neighbours(idx, 1) {
+                    if let Some(value) = lookup(&filled, n_idx, "fill")? {
+                        for (acc, channel) in sum.iter_mut().zip(value) {
+                            *acc += channel;
+                        }
+                        n_known += 1;
                     }
-                    n_known += 1;
                 }
-                (n_known > 0).then(|| sum.map(|acc| acc / n_known as f32))
+                Ok((n_known > 0).then(|| sum.map(|acc| acc / n_known as f32)))
             })
-            .collect();
+            .collect::<Result<_, OutOfRange>>()?;
         for (&idx, value) in next.iter().zip(values) {
-            set(&mut filled, idx, value);
+            *lookup_mut(&mut filled, idx, "fill")? = value;
         }
         frontier = next;
     }
-    filled
+    Ok(filled)
 }
 
 /// How much of an object covers a pixel, as far as its colour tells.
@@ -1132,11 +1251,11 @@ fn unmix(picture: [u8; 3], under: [u8; 3], estimate: f32) -> ([u8; 3], u8) {
     if alpha == 255 {
         return (picture, 255);
     }
-    let colour = std::array::from_fn(|channel| {
-        let p = f32::from(picture.get(channel).copied().unwrap_or(0));
-        let u = f32::from(under.get(channel).copied().unwrap_or(0));
-        round_level(u + (p - u) * 255.0 / alpha as f32)
-    });
+    let mut colour = [0_u8; 3];
+    for ((channel, p), u) in colour.iter_mut().zip(picture).zip(under) {
+        let (p, u) = (f32::from(p), f32::from(u));
+        *channel = round_level(u + (p - u) * 255.0 / alpha as f32);
+    }
     (colour, alpha as u8)
 }
 

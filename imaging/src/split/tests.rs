@@ -428,3 +428,44 @@ fn pure_noise_and_checkerboards_still_composite_exactly() {
         }
     }
 }
+
+#[test]
+fn inconsistent_tables_are_errors_that_name_the_table() {
+    // A table of the wrong size, or a label that points past a table, is a bug in LayerSplit.
+    // It must come out as an error rather than as a default read or a write dropped, which
+    // would give layers that silently differ from the picture.
+    let (image, _, _) = two_objects();
+    let grid = Grid {
+        width: 64,
+        height: 64,
+    };
+    let srgb: Vec<[u8; 3]> = image.pixels().map(|pixel| pixel.0).collect();
+
+    // An owner map one pixel short of the picture.
+    let short_owner = vec![0_u8; grid.len() - 1];
+    let err = build_layers(&grid, &srgb, &short_owner, 0, 2).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ImagingError::SplitSizeMismatch {
+                what: "owner map",
+                len: 4095,
+                expected: 4096
+            }
+        ),
+        "{err}"
+    );
+    assert!(err.to_string().contains("owner map"), "{err}");
+
+    // A pixel labelled with a region that the region graph does not have.
+    let lab = oklab_pixels(&srgb).unwrap();
+    let cluster_of_pixel = cluster_colours(&srgb, &lab, 4).unwrap();
+    let (mut region_of_pixel, graph) = build_regions(&grid, &cluster_of_pixel, &lab).unwrap();
+    let missing_region = graph.regions.len();
+    region_of_pixel[0] = missing_region;
+    let err = assign_layers(&graph, &region_of_pixel, 2).unwrap_err();
+    assert!(
+        matches!(err, ImagingError::SplitIndexOutOfRange { idx, .. } if idx == missing_region),
+        "{err}"
+    );
+}
