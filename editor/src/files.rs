@@ -44,6 +44,12 @@ pub enum FileError {
     },
 }
 
+/// Reads a workflow or picture the user opens: a regular file of bounded size, so that a FIFO or
+/// a device named by mistake is an error instead of a frozen editor.
+pub fn read_input(path: &Path) -> std::io::Result<Vec<u8>> {
+    veetance_imaging::read_regular_file(path, veetance_imaging::MAX_INPUT_FILE_BYTES)
+}
+
 fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
     move |source| FileError::Io {
         path: path.to_owned(),
@@ -53,28 +59,25 @@ fn io_error(path: &Path) -> impl FnOnce(std::io::Error) -> FileError + '_ {
 
 /// The workflow text in `path`: the file itself, or for a PNG its embedded workflow.
 pub fn read_workflow_source(path: &Path) -> Result<String, FileError> {
-    let bytes = std::fs::read(path).map_err(io_error(path))?;
+    let bytes = read_input(path).map_err(io_error(path))?;
     workflow_source_from_bytes(path, bytes)
 }
 
 /// Like [`read_workflow_source`] on bytes already read.
 pub fn workflow_source_from_bytes(path: &Path, bytes: Vec<u8>) -> Result<String, FileError> {
     if bytes.starts_with(b"\x89PNG\r\n\x1a\n") {
-        let texts = veetance_imaging::read_png_text(&bytes).map_err(|err| FileError::Png {
-            path: path.to_owned(),
-            message: format!("not a readable PNG: {err}"),
-        })?;
-        return texts
-            .into_iter()
-            .find(|(key, _)| key == veetance_imaging::KEY_WORKFLOW)
-            .map(|(_, text)| text)
-            .ok_or_else(|| FileError::Png {
+        let workflow =
+            veetance_imaging::read_png_workflow(&bytes).map_err(|err| FileError::Png {
                 path: path.to_owned(),
-                message: format!(
-                    "this PNG has no embedded veetance workflow (no `{}` text chunk)",
-                    veetance_imaging::KEY_WORKFLOW
-                ),
-            });
+                message: format!("not a readable PNG: {err}"),
+            })?;
+        return workflow.ok_or_else(|| FileError::Png {
+            path: path.to_owned(),
+            message: format!(
+                "this PNG has no embedded veetance workflow (no `{}` text chunk)",
+                veetance_imaging::KEY_WORKFLOW
+            ),
+        });
     }
     String::from_utf8(bytes).map_err(|_| FileError::NotText(path.to_owned()))
 }

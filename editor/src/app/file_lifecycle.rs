@@ -152,7 +152,7 @@ impl EditorApp {
     }
 
     pub(super) fn open(&mut self, path: &Path) {
-        let bytes = match std::fs::read(path) {
+        let bytes = match crate::files::read_input(path) {
             Ok(bytes) => bytes,
             Err(err) => {
                 self.status = format!("cannot open {}: {err}", path.display());
