@@ -57,6 +57,14 @@ pub enum ModelError {
         /// What is wrong.
         reason: String,
     },
+    /// A LoRA file that cannot be applied.
+    #[error("cannot use LoRA: {reason}: {}", path.display())]
+    Lora {
+        /// The LoRA file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
     /// A JSON file could not be parsed.
     #[error("cannot parse JSON: {source}: {}", path.display())]
     Json {

@@ -243,17 +243,52 @@ fn fast_matmul_supports(t: GgmlDType, shape: &[usize]) -> bool {
     !pairs_only || (cols / t.block_size()).is_multiple_of(2)
 }
 
-/// A linear layer: `x · Wᵀ (+ b)`.
+/// A low-rank adapter kept beside a layer's weight (a LoRA applied un-merged): the layer adds
+/// `(x · downᵀ) · upᵀ`, the strength and the adapter's own scale already folded into `up`.
+#[derive(Debug, Clone)]
+pub struct LowRank {
+    /// `[rank, in]` (LoRA's A).
+    pub down: Tensor,
+    /// `[out, rank]` (LoRA's B), times the adapter's scale and strength.
+    pub up: Tensor,
+}
+
+/// A linear layer: `x · Wᵀ (+ b)`, plus any low-rank adapters kept beside the weight.
 #[derive(Debug, Clone)]
 pub struct Linear {
     weight: LinearWeight,
     bias: Option<Tensor>,
+    adapters: Vec<LowRank>,
 }
 
 impl Linear {
     /// A layer from a weight and an optional bias `[out]`.
     pub fn new(weight: LinearWeight, bias: Option<Tensor>) -> Linear {
-        Linear { weight, bias }
+        Linear {
+            weight,
+            bias,
+            adapters: Vec::new(),
+        }
+    }
+
+    /// The same layer with `weight` in place of its weight (adapters and bias kept).
+    pub fn with_weight(&self, weight: LinearWeight) -> Linear {
+        Linear {
+            weight,
+            ..self.clone()
+        }
+    }
+
+    /// The same layer with `adapter` added beside its weight.
+    pub fn with_adapter(&self, adapter: LowRank) -> Linear {
+        let mut layer = self.clone();
+        layer.adapters.push(adapter);
+        layer
+    }
+
+    /// The adapters kept beside the weight.
+    pub fn adapters(&self) -> &[LowRank] {
+        &self.adapters
     }
 
     /// A bias-free layer from a dense `[out, in]` weight.
@@ -286,15 +321,28 @@ impl Linear {
         Ok(Linear {
             weight,
             bias: self.bias.as_ref().map(f).transpose()?,
+            adapters: self.map_adapters(f)?,
         })
+    }
+
+    fn map_adapters(
+        &self,
+        f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> candle_core::Result<Vec<LowRank>> {
+        self.adapters
+            .iter()
+            .map(|a| {
+                Ok(LowRank {
+                    down: f(&a.down)?,
+                    up: f(&a.up)?,
+                })
+            })
+            .collect()
     }
 
     /// The same layer with its weight re-encoded compactly (see [`LinearWeight::compact`]).
     pub fn compacted(&self, format: CompactFormat, quant: QuantMode) -> Result<Linear> {
-        Ok(Linear {
-            weight: self.weight.compact(format, quant)?,
-            bias: self.bias.clone(),
-        })
+        Ok(self.with_weight(self.weight.compact(format, quant)?))
     }
 
     /// The same layer on `device`.
@@ -306,6 +354,7 @@ impl Linear {
                 .as_ref()
                 .map(|b| b.to_device(device))
                 .transpose()?,
+            adapters: self.map_adapters(&|t| t.to_device(device))?,
         })
     }
 
@@ -322,16 +371,16 @@ impl Linear {
             },
             other => other.clone(),
         };
-        Ok(Linear {
-            weight,
-            bias: self.bias.clone(),
-        })
+        Ok(self.with_weight(weight))
     }
 
-    /// Every tensor the layer holds.
+    /// Every tensor the layer holds: the weight's, then the bias, then the adapters'.
     pub fn tensors(&self) -> Vec<Tensor> {
         let mut all = self.weight.tensors();
         all.extend(self.bias.clone());
+        for adapter in &self.adapters {
+            all.extend([adapter.down.clone(), adapter.up.clone()]);
+        }
         all
     }
 }
@@ -370,10 +419,15 @@ impl Module for Linear {
                 matmul_broadcast(x, &w, false)?
             }
         };
-        match &self.bias {
-            Some(b) => out.broadcast_add(b),
-            None => Ok(out),
+        let mut out = match &self.bias {
+            Some(b) => out.broadcast_add(b)?,
+            None => out,
+        };
+        for adapter in &self.adapters {
+            let low = matmul_broadcast(x, &adapter.down, false)?;
+            out = (out + matmul_broadcast(&low, &adapter.up, false)?)?;
         }
+        Ok(out)
     }
 }
 

@@ -12,11 +12,11 @@ mod common;
 use std::path::PathBuf;
 
 use anyhow::Result;
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use common::{
-    check_close, fixtures, format_reference, four_step_run, prompts, reference, rel_error,
+    check_close, dit_forward, fixtures, format_reference, four_step_run, prompts, reference,
+    rel_error,
 };
-use veetance_models::flux2::{image_ids, text_ids};
 use veetance_models::qwen3::{TextEncoder, TokenizerFiles};
 use veetance_models::{Bundle, BundleSources, Flux2Transformer, LoadOptions, QuantMode};
 
@@ -40,15 +40,6 @@ fn bundle_with_transformer(transformer: &std::path::Path, quant: QuantMode) -> R
         ..LoadOptions::new(DType::F32, &Device::Cpu)
     };
     Ok(Bundle::load_sources(sources, &options)?)
-}
-
-/// One transformer forward on the fixtures' inputs (random tokens, t = 0.7).
-fn dit_forward(model: &Flux2Transformer, x: &Tensor, cond: &Tensor, grid: usize) -> Result<Tensor> {
-    let device = Device::Cpu;
-    let img_ids = image_ids(grid, grid, &device)?;
-    let txt_ids = text_ids(cond.dim(1)?, &device)?;
-    let t = Tensor::new(&[0.7f32], &device)?;
-    Ok(model.forward(x, &img_ids, cond, &txt_ids, &t, None)?)
 }
 
 #[test]

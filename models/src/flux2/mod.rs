@@ -9,16 +9,18 @@
 //!
 //! Files: [`config`] (hyper-parameters, presets, inference from shapes), [`keys`] (the internal
 //! tensor names and each checkpoint layout's mapping), [`model`] (weights and forward pass),
-//! [`placement`] (RAM ↔ VRAM, page-locking), [`compile`] (Compile's precomputation) and
+//! [`placement`] (RAM ↔ VRAM, page-locking), [`lora`] (adapters), [`compile`] (Compile's precomputation) and
 //! [`cuda_graph`] (capture and replay of a compiled step).
 
 pub mod compile;
 pub mod config;
 pub mod cuda_graph;
 pub mod keys;
+pub mod lora;
 pub mod model;
 pub mod placement;
 
 pub use config::{Flux2Config, infer_config};
 pub use keys::{CheckpointLayout, detect_layout};
+pub use lora::{LoraApplied, LoraMerge};
 pub use model::{COMFY_PREFIXES, Flux2Transformer, RopeTables, image_ids, text_ids};

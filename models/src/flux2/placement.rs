@@ -66,47 +66,68 @@ impl Flux2Transformer {
         proj: &dyn Fn(&Linear) -> candle_core::Result<Linear>,
         tensor: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
     ) -> Result<Self> {
-        let (lin, f) = (proj, tensor);
-        let pair = |(a, b): &(Linear, Linear)| -> candle_core::Result<(Linear, Linear)> {
-            Ok((lin(a)?, lin(b)?))
-        };
-        let stream = |s: &StreamWeights| -> candle_core::Result<StreamWeights> {
+        self.map_weights_named(&|_, p| proj(p), tensor)
+    }
+
+    /// [`Self::map_weights`] with each projection's internal (BFL) name, without `.weight`:
+    /// `double_blocks.0.img_attn.qkv`, `single_blocks.1.linear2`, `final_layer.linear`, ...
+    pub(crate) fn map_weights_named(
+        &self,
+        proj: &dyn Fn(&str, &Linear) -> candle_core::Result<Linear>,
+        tensor: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+    ) -> Result<Self> {
+        let f = tensor;
+        let lin = |name: &str, p: &Linear| proj(name, p);
+        let pair =
+            |prefix: &str, (a, b): &(Linear, Linear)| -> candle_core::Result<(Linear, Linear)> {
+                Ok((
+                    lin(&format!("{prefix}.in_layer"), a)?,
+                    lin(&format!("{prefix}.out_layer"), b)?,
+                ))
+            };
+        let stream = |p: &str, s: &StreamWeights| -> candle_core::Result<StreamWeights> {
             Ok(StreamWeights {
-                qkv: lin(&s.qkv)?,
+                qkv: lin(&format!("{p}attn.qkv"), &s.qkv)?,
                 q_norm: f(&s.q_norm)?,
                 k_norm: f(&s.k_norm)?,
-                proj: lin(&s.proj)?,
-                mlp_in: lin(&s.mlp_in)?,
-                mlp_out: lin(&s.mlp_out)?,
+                proj: lin(&format!("{p}attn.proj"), &s.proj)?,
+                mlp_in: lin(&format!("{p}mlp.0"), &s.mlp_in)?,
+                mlp_out: lin(&format!("{p}mlp.2"), &s.mlp_out)?,
             })
         };
         Ok(Self {
-            img_in: lin(&self.img_in)?,
-            txt_in: lin(&self.txt_in)?,
-            time_in: pair(&self.time_in)?,
-            guidance_in: self.guidance_in.as_ref().map(pair).transpose()?,
-            mod_img: lin(&self.mod_img)?,
-            mod_txt: lin(&self.mod_txt)?,
-            mod_single: lin(&self.mod_single)?,
-            final_mod: lin(&self.final_mod)?,
-            final_linear: lin(&self.final_linear)?,
+            img_in: lin("img_in", &self.img_in)?,
+            txt_in: lin("txt_in", &self.txt_in)?,
+            time_in: pair("time_in", &self.time_in)?,
+            guidance_in: self
+                .guidance_in
+                .as_ref()
+                .map(|g| pair("guidance_in", g))
+                .transpose()?,
+            mod_img: lin("double_stream_modulation_img.lin", &self.mod_img)?,
+            mod_txt: lin("double_stream_modulation_txt.lin", &self.mod_txt)?,
+            mod_single: lin("single_stream_modulation.lin", &self.mod_single)?,
+            final_mod: lin("final_layer.adaLN_modulation.1", &self.final_mod)?,
+            final_linear: lin("final_layer.linear", &self.final_linear)?,
             double_blocks: self
                 .double_blocks
                 .iter()
-                .map(|b| {
+                .enumerate()
+                .map(|(i, b)| {
                     Ok(DoubleBlock {
-                        img: stream(&b.img)?,
-                        txt: stream(&b.txt)?,
+                        img: stream(&format!("double_blocks.{i}.img_"), &b.img)?,
+                        txt: stream(&format!("double_blocks.{i}.txt_"), &b.txt)?,
                     })
                 })
                 .collect::<candle_core::Result<_>>()?,
             single_blocks: self
                 .single_blocks
                 .iter()
-                .map(|b| {
+                .enumerate()
+                .map(|(i, b)| {
                     Ok(SingleBlock {
-                        linear1: lin(&b.linear1)?,
-                        linear2: lin(&b.linear2)?,
+                        linear1: lin(&format!("single_blocks.{i}.linear1"), &b.linear1)?,
+                        linear2: lin(&format!("single_blocks.{i}.linear2"), &b.linear2)?,
                         q_norm: f(&b.q_norm)?,
                         k_norm: f(&b.k_norm)?,
                     })

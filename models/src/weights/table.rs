@@ -108,6 +108,13 @@ impl KeyTable {
         self.entries.get(internal).map(|e| &e.source)
     }
 
+    /// Every internal tensor: its name, shape and where the layout keeps it (sorted by name).
+    pub fn entries(&self) -> impl Iterator<Item = (&str, &[usize], &Source)> {
+        self.entries
+            .iter()
+            .map(|(name, e)| (name.as_str(), e.shape.as_slice(), &e.source))
+    }
+
     /// The internal tensors with their shapes (sorted by name).
     pub fn internal_specs(&self) -> Vec<TensorSpec> {
         self.entries

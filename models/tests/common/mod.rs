@@ -80,6 +80,31 @@ pub fn check_close(what: &str, actual: &Tensor, expected: &Tensor, tolerance: f3
     Ok(err)
 }
 
+/// One transformer forward on the fixtures' inputs (random tokens, t = 0.7).
+pub fn dit_forward(
+    model: &veetance_models::Flux2Transformer,
+    x: &Tensor,
+    cond: &Tensor,
+    grid: usize,
+) -> Result<Tensor> {
+    use veetance_models::flux2::{image_ids, text_ids};
+    let device = Device::Cpu;
+    let img_ids = image_ids(grid, grid, &device)?;
+    let txt_ids = text_ids(cond.dim(1)?, &device)?;
+    let t = Tensor::new(&[0.7f32], &device)?;
+    Ok(model.forward(x, &img_ids, cond, &txt_ids, &t, None)?)
+}
+
+/// The transformer forward of `reference.safetensors` (`dit.x_tokens`, `dit.cond`, 8×8 grid).
+pub fn reference_dit_forward(model: &veetance_models::Flux2Transformer) -> Result<Tensor> {
+    dit_forward(
+        model,
+        &reference("dit.x_tokens")?,
+        &reference("dit.cond")?,
+        8,
+    )
+}
+
 /// The prompts the fixtures were made with (`reference.json`).
 pub fn prompts() -> Result<Vec<String>> {
     let meta: serde_json::Value =
