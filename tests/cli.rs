@@ -133,6 +133,7 @@ fn nodes_json_lists_every_built_in_kind_in_full() {
             "Load",
             "LoadImage",
             "LoadLatent",
+            "LoadLoRA",
             "Preview",
             "SageAttention",
             "Sample",

@@ -329,3 +329,60 @@ fn saved_latents_and_conditioning_load_back_and_decode_to_the_same_picture() {
         text(&out.stderr)
     );
 }
+
+#[test]
+fn a_changed_lora_strength_reruns_only_the_adapter_and_what_follows() {
+    let dirs = dirs();
+    let changed = dirs.out.parent().unwrap().join("lora_half.ron");
+    let source = std::fs::read_to_string(repo().join("tests/data/lora.ron")).unwrap();
+    std::fs::write(
+        &changed,
+        source.replace("\"strength\": Float(1.0)", "\"strength\": Float(0.5)"),
+    )
+    .unwrap();
+    let changed = changed.to_str().unwrap();
+    // One process, as an editor session is: the loaded model stays in the pool.
+    let out = run(&dirs, &["tests/data/lora.ron", changed], &["--json"]);
+    let trace = trace(&out.stdout, changed);
+    assert_eq!(sorted_nodes(&trace, "cached"), ["encode", "load"]);
+    assert_eq!(
+        sorted_nodes(&trace, "node_started"),
+        ["decode", "export", "lora", "sample"]
+    );
+}
+
+#[test]
+fn a_lora_at_strength_zero_draws_what_the_model_alone_draws() {
+    let dirs = dirs();
+    let source = std::fs::read_to_string(repo().join("tests/data/lora.ron")).unwrap();
+    let without = dirs.out.parent().unwrap().join("without.ron");
+    std::fs::write(
+        &without,
+        source
+            .replace(
+                "\"model\": Link(\"lora\", \"model\")",
+                "\"model\": Link(\"load\", \"model\")",
+            )
+            .replace("\"path\": Text(\"lora\")", "\"path\": Text(\"without\")"),
+    )
+    .unwrap();
+    run(
+        &dirs,
+        &["tests/data/lora.ron", without.to_str().unwrap()],
+        &["--set", "lora.strength=0"],
+    );
+    let pixels = |name: &str| {
+        let bytes = std::fs::read(dirs.out.join(name)).unwrap();
+        veetance_imaging::read_png_rgba(&bytes)
+            .unwrap()
+            .0
+            .into_raw()
+    };
+    assert_eq!(pixels("lora.png"), pixels("without.png"));
+    run(
+        &dirs,
+        &["tests/data/lora.ron"],
+        &["--set", "lora.strength=1"],
+    );
+    assert_ne!(pixels("lora_00001.png"), pixels("without.png"));
+}

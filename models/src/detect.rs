@@ -55,6 +55,8 @@ pub enum ModelKind {
     Flux2Vae,
     /// A ComfyUI all-in-one checkpoint holding transformer, VAE and text encoder.
     AllInOne,
+    /// A LoRA adapter (applied to a loaded model by LoadLoRA, not loaded as one).
+    Lora,
     /// Something Veetance cannot run, and why.
     Unsupported(String),
 }
@@ -74,6 +76,7 @@ impl ModelKind {
             },
             ModelKind::Flux2Vae => "vae: FLUX.2".into(),
             ModelKind::AllInOne => "checkpoint (all in one file)".into(),
+            ModelKind::Lora => "LoRA adapter".into(),
             ModelKind::Unsupported(_) => "unsupported".into(),
         }
     }
@@ -122,9 +125,7 @@ pub fn classify(weights: &Weights) -> ModelKind {
             || n.contains("lora_up")
             || n.starts_with("lora_unet_")
     }) {
-        return ModelKind::Unsupported(
-            "a LoRA adapter, not a model (LoRAs are applied to a loaded model)".into(),
-        );
+        return ModelKind::Lora;
     }
     if has_s("double_stream_modulation_img.lin.weight")
         || has_s("double_stream_modulation_img.linear.weight")

@@ -324,6 +324,12 @@ impl BundleSources {
                     reason: format!("not a FLUX.2 [klein] transformer: {why}"),
                 });
             }
+            ModelKind::Lora => {
+                return Err(ModelError::Config {
+                    path: model.to_path_buf(),
+                    reason: "a LoRA adapter, not a model: load the model, then apply this file with LoadLoRA".into(),
+                });
+            }
             other => {
                 return Err(ModelError::Config {
                     path: model.to_path_buf(),

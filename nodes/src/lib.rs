@@ -19,6 +19,7 @@ mod latent_io;
 mod layer_split;
 mod load;
 mod load_image;
+mod load_lora;
 pub mod models;
 mod payload;
 mod preview;
@@ -38,6 +39,7 @@ pub fn registry() -> Result<Registry, RegistryError> {
     types::register(&mut registry)?;
     registry.register_kind::<load::Load>()?;
     registry.register_kind::<encode::Encode>()?;
+    registry.register_kind::<load_lora::LoadLoRA>()?;
     registry.register_kind::<sage_attention::SageAttention>()?;
     registry.register_kind::<compile::Compile>()?;
     registry.register_kind::<sample::Sample>()?;

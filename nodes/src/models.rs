@@ -15,6 +15,8 @@ pub const CATALOG_MODEL: &str = "models";
 pub const CATALOG_TEXT_ENCODER: &str = "text_encoders";
 /// The catalog of Load's `vae` input.
 pub const CATALOG_VAE: &str = "vaes";
+/// The catalog of LoadLoRA's `lora` input.
+pub const CATALOG_LORA: &str = "loras";
 
 /// Deepest folder level searched below a model folder.
 const MAX_DEPTH: usize = 4;
@@ -139,6 +141,7 @@ pub fn catalog_names(dirs: &[PathBuf], catalog: &str) -> Vec<String> {
         ),
         CATALOG_TEXT_ENCODER => matches!(kind, ModelKind::Qwen3TextEncoder { .. }),
         CATALOG_VAE => matches!(kind, ModelKind::Flux2Vae),
+        CATALOG_LORA => matches!(kind, ModelKind::Lora),
         _ => false,
     };
     let mut names: Vec<String> = if catalog == CATALOG_MODEL {
