@@ -1,4 +1,4 @@
-// Shared device helpers: tensor-core fragments (mma.sync), ldmatrix, cp.async, type packing.
+// Shared device helpers: tensor-core fragments (mma.sync), ldmatrix, cp.async, type packing, element load/store (`Io`).
 //
 // Fragment layouts follow the PTX ISA for mma.m16n8k16 (f16/bf16) and mma.m16n8k32 (s8): in a
 // warp, lane = 4·group + tig; an A fragment row is `group` or `group + 8`, a C fragment holds
@@ -110,5 +110,17 @@ __device__ __forceinline__ float warp_max(float x) {
   for (int o = 16; o > 0; o >>= 1) x = fmaxf(x, __shfl_xor_sync(0xffffffffu, x, o));
   return x;
 }
+
+// Element load/store in f32 arithmetic for every storage type the kernels take (bf16, f16, f32).
+template <typename T>
+struct Io {
+  static __device__ __forceinline__ float load(const T* p) { return Half<T>::to_float(*p); }
+  static __device__ __forceinline__ void store(T* p, float x) { *p = Half<T>::from_float(x); }
+};
+template <>
+struct Io<float> {
+  static __device__ __forceinline__ float load(const float* p) { return *p; }
+  static __device__ __forceinline__ void store(float* p, float x) { *p = x; }
+};
 
 }  // namespace vt

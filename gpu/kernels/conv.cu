@@ -12,17 +12,6 @@
 
 namespace {
 
-template <typename T>
-struct Io {
-  static __device__ __forceinline__ float load(const T* p) { return vt::Half<T>::to_float(*p); }
-  static __device__ __forceinline__ void store(T* p, float x) { *p = vt::Half<T>::from_float(x); }
-};
-template <>
-struct Io<float> {
-  static __device__ __forceinline__ float load(const float* p) { return *p; }
-  static __device__ __forceinline__ void store(float* p, float x) { *p = x; }
-};
-
 // Grid: (ceil(pixels / (8 · blockDim)), k + ones, batch): the row k and the batch come from the
 // block, and each thread writes 8 consecutive output pixels of one output row with one 16-byte
 // store (w_out must be a multiple of 8; the caller checks). With `ones`, row k_total is all ones,
@@ -44,7 +33,7 @@ __device__ void im2col_t(const T* __restrict__ x, T* __restrict__ col, int c_in,
   } pack;
   if (k == k_total) {
 #pragma unroll
-    for (int j = 0; j < 8; ++j) Io<T>::store(&pack.e[j], 1.f);
+    for (int j = 0; j < 8; ++j) vt::Io<T>::store(&pack.e[j], 1.f);
 #pragma unroll
     for (int q = 0; q < kWords; ++q) reinterpret_cast<uint4*>(dst)[q] = pack.v[q];
     return;
@@ -61,7 +50,7 @@ __device__ void im2col_t(const T* __restrict__ x, T* __restrict__ col, int c_in,
     if (row_ok && ix >= 0 && ix < w)
       pack.e[j] = src[ix];
     else
-      Io<T>::store(&pack.e[j], 0.f);
+      vt::Io<T>::store(&pack.e[j], 0.f);
   }
 #pragma unroll
   for (int q = 0; q < kWords; ++q) reinterpret_cast<uint4*>(dst)[q] = pack.v[q];
@@ -92,7 +81,7 @@ __device__ void group_stats(const T* __restrict__ x, float* __restrict__ sums,
   const float mean = means ? means[g] / static_cast<float>(group_elems) : 0.f;
   float acc = 0.f;
   for (long long i = start + threadIdx.x; i < end; i += kNormThreads) {
-    const float v = Io<T>::load(xg + i);
+    const float v = vt::Io<T>::load(xg + i);
     acc += means ? (v - mean) * (v - mean) : v;
   }
   acc = block_sum(acc);
@@ -115,9 +104,9 @@ __device__ void group_apply(const T* __restrict__ x, const float* __restrict__ s
   const float mean = sums[g] / n;
   const float rstd = rsqrtf(sq[g] / n + eps);
   const long long i = static_cast<long long>(plane) * hw + p;
-  float v = (Io<T>::load(x + i) - mean) * rstd * Io<T>::load(weight + c) + Io<T>::load(bias + c);
+  float v = (vt::Io<T>::load(x + i) - mean) * rstd * vt::Io<T>::load(weight + c) + vt::Io<T>::load(bias + c);
   if (silu) v = v / (1.f + __expf(-v));
-  Io<T>::store(out + i, v);
+  vt::Io<T>::store(out + i, v);
 }
 
 }  // namespace

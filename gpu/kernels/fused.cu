@@ -12,17 +12,6 @@
 
 namespace {
 
-template <typename T>
-struct Io {
-  static __device__ __forceinline__ float load(const T* p) { return vt::Half<T>::to_float(*p); }
-  static __device__ __forceinline__ void store(T* p, float x) { *p = vt::Half<T>::from_float(x); }
-};
-template <>
-struct Io<float> {
-  static __device__ __forceinline__ float load(const float* p) { return *p; }
-  static __device__ __forceinline__ void store(float* p, float x) { *p = x; }
-};
-
 // Block-wide sum for a 256-thread block.
 __device__ __forceinline__ float block_sum(float x, float* red) {
   x = vt::warp_sum(x);
@@ -48,19 +37,19 @@ __device__ void modulate(const T* __restrict__ x, const T* __restrict__ shift,
   const T* xr = x + b * x_sb + l * x_sl;
   T* orow = out + static_cast<long long>(row) * c;
   float sum = 0.f;
-  for (int i = threadIdx.x; i < c; i += blockDim.x) sum += Io<T>::load(xr + i);
+  for (int i = threadIdx.x; i < c; i += blockDim.x) sum += vt::Io<T>::load(xr + i);
   const float mean = block_sum(sum, red) / static_cast<float>(c);
   float var = 0.f;
   for (int i = threadIdx.x; i < c; i += blockDim.x) {
-    const float d = Io<T>::load(xr + i) - mean;
+    const float d = vt::Io<T>::load(xr + i) - mean;
     var += d * d;
   }
   const float rstd = rsqrtf(block_sum(var, red) / static_cast<float>(c) + eps);
   const T* sh = shift + b * mod_sb;
   const T* sc = scale + b * mod_sb;
   for (int i = threadIdx.x; i < c; i += blockDim.x) {
-    const float n = (Io<T>::load(xr + i) - mean) * rstd;
-    Io<T>::store(orow + i, n * (1.f + Io<T>::load(sc + i)) + Io<T>::load(sh + i));
+    const float n = (vt::Io<T>::load(xr + i) - mean) * rstd;
+    vt::Io<T>::store(orow + i, n * (1.f + vt::Io<T>::load(sc + i)) + vt::Io<T>::load(sh + i));
   }
 }
 
@@ -74,10 +63,10 @@ __device__ void gate_residual(const T* __restrict__ x, const T* __restrict__ y,
   if (col >= c) return;
   for (int row = blockIdx.y; row < rows; row += gridDim.y) {
     const int b = row / rows_per_batch, l = row - b * rows_per_batch;
-    const float xv = Io<T>::load(x + b * x_sb + l * x_sl + col);
-    const float g = Io<T>::load(gate + b * gate_sb + col);
+    const float xv = vt::Io<T>::load(x + b * x_sb + l * x_sl + col);
+    const float g = vt::Io<T>::load(gate + b * gate_sb + col);
     const long long i = static_cast<long long>(row) * c + col;
-    Io<T>::store(out + i, xv + g * Io<T>::load(y + i));
+    vt::Io<T>::store(out + i, xv + g * vt::Io<T>::load(y + i));
   }
 }
 
@@ -89,9 +78,9 @@ __device__ void swiglu(const T* __restrict__ x, T* __restrict__ out, int f, long
   if (col >= f) return;
   for (int row = blockIdx.y; row < rows; row += gridDim.y) {
     const T* xr = x + row * x_sl;
-    const float a = Io<T>::load(xr + col);
-    const float g = Io<T>::load(xr + f + col);
-    Io<T>::store(out + static_cast<long long>(row) * f + col, a / (1.f + __expf(-a)) * g);
+    const float a = vt::Io<T>::load(xr + col);
+    const float g = vt::Io<T>::load(xr + f + col);
+    vt::Io<T>::store(out + static_cast<long long>(row) * f + col, a / (1.f + __expf(-a)) * g);
   }
 }
 
@@ -134,7 +123,7 @@ __device__ void qk_norm_rope(const T* __restrict__ qkv, const T* __restrict__ q_
     for (int j = 0; j < 8; ++j) {
       vals[j] = 0.f;
       if (active && j < per_lane) {
-        vals[j] = Io<T>::load(src + lane * per_lane + j);
+        vals[j] = vt::Io<T>::load(src + lane * per_lane + j);
         ss += vals[j] * vals[j];
       }
     }
@@ -143,11 +132,11 @@ __device__ void qk_norm_rope(const T* __restrict__ qkv, const T* __restrict__ q_
     for (int j = 0; j < 8; j += 2) {
       if (active && j < per_lane) {
         const int e = lane * per_lane + j;  // even element index of the pair
-        const float x0 = vals[j] * rstd * Io<T>::load(w + e);
-        const float x1 = vals[j + 1] * rstd * Io<T>::load(w + e + 1);
+        const float x0 = vals[j] * rstd * vt::Io<T>::load(w + e);
+        const float x1 = vals[j + 1] * rstd * vt::Io<T>::load(w + e + 1);
         const float c = cr[e / 2], s = sr[e / 2];
-        Io<T>::store(out + e, x0 * c - x1 * s);
-        Io<T>::store(out + e + 1, x0 * s + x1 * c);
+        vt::Io<T>::store(out + e, x0 * c - x1 * s);
+        vt::Io<T>::store(out + e + 1, x0 * s + x1 * c);
       }
     }
   }

@@ -162,7 +162,10 @@ mod imp {
         // K and V, three 64-key tiles each, rows padded by 8 elements (kernels/attention.cu).
         let smem = (2 * 3 * 64 * (d.head_dim + 8) * 2) as u32;
         let func = function(&dev, &name, MODULE, ATTENTION_PTX, smem)?;
-        let mut out: CudaSlice<T> = alloc(&dev, d.batch * d.len_q * d.heads * d.head_dim)?;
+        // SAFETY: the attention kernel launched below stores every row < len_q of every head
+        // (`store_rows`), which is the whole [B, L, H, D] output.
+        let mut out: CudaSlice<T> =
+            unsafe { alloc(&dev, d.batch * d.len_q * d.heads * d.head_dim) }?;
         let [q_sb, q_sh, q_sl] = stride_args(q)?;
         let [k_sb, k_sh, k_sl] = stride_args(k)?;
         let [v_sb, v_sh, v_sl] = stride_args(v)?;
@@ -302,8 +305,11 @@ mod imp {
                         mean: Option<&CudaSlice<f32>>,
                         extra: f32|
          -> Result<(CudaSlice<i8>, CudaSlice<f32>)> {
-            let mut x8: CudaSlice<i8> = alloc(&dev, bh * lp * hd)?;
-            let mut scale: CudaSlice<f32> = alloc(&dev, bh * lp / ROWS)?;
+            // SAFETY: `sage_quantize_*` below runs one block per 64 padded rows of every head
+            // and writes each row of x8 (zeros past `len`) and each block's scale.
+            let mut x8: CudaSlice<i8> = unsafe { alloc(&dev, bh * lp * hd) }?;
+            // SAFETY: as above.
+            let mut scale: CudaSlice<f32> = unsafe { alloc(&dev, bh * lp / ROWS) }?;
             let [sb, sh, sl] = stride_args(x)?;
             let (len, lp_i) = (len as i32, lp as i32);
             let null: u64 = 0;
@@ -333,7 +339,9 @@ mod imp {
         let (k8, k_scale) = quantize(k, d.len_k, lp_k, smooth_k.then_some(&ksum), 1.0)?;
 
         // 3. V in f16 with zero padding rows.
-        let mut v_half: CudaSlice<f16> = alloc(&dev, bh * lp_k * hd)?;
+        // SAFETY: `sage_v_half_*` below walks all lp_k · D elements of every head (grid-stride)
+        // and writes zeros to the padding rows.
+        let mut v_half: CudaSlice<f16> = unsafe { alloc(&dev, bh * lp_k * hd) }?;
         {
             let func = function(
                 &dev,
@@ -394,7 +402,10 @@ mod imp {
         let func = function(dev, &name, MODULE, ATTENTION_PTX, smem)?;
         let lp_q = d.len_q.div_ceil(ROWS) * ROWS;
         let lp_k = d.len_k.div_ceil(ROWS) * ROWS;
-        let mut out: CudaSlice<T> = alloc(dev, d.batch * d.len_q * d.heads * d.head_dim)?;
+        // SAFETY: the Sage kernel launched below stores every row < len_q of every head, which
+        // is the whole [B, L, H, D] output.
+        let mut out: CudaSlice<T> =
+            unsafe { alloc(dev, d.batch * d.len_q * d.heads * d.head_dim) }?;
         let (heads, len_q, len_k) = (d.heads as i32, d.len_q as i32, d.len_k as i32);
         let (lp_q_i, lp_k_i) = (lp_q as i32, lp_k as i32);
         let o_sl = (d.heads * d.head_dim) as i64;

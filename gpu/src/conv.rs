@@ -138,7 +138,9 @@ mod imp {
             bail!("conv2d: {k} im2col rows × {m} pixels × batch {b} exceed the kernel's grid");
         }
         let total = b * k * m;
-        let mut col: CudaSlice<T> = alloc(&dev, total)?;
+        // SAFETY: `im2col_t_*` below writes every (row, pixel) of every batch, the ones row
+        // included, 8 pixels per thread over a grid that covers them.
+        let mut col: CudaSlice<T> = unsafe { alloc(&dev, total) }?;
         let args = [c, h, w, kh, kw, stride, padding, h_out, w_out, ones].map(|v| v as i32);
         let cfg = LaunchConfig {
             grid_dim: (m.div_ceil(8 * 256) as u32, k as u32, b as u32),
@@ -215,7 +217,8 @@ mod imp {
             bail!("group_norm: {b}·{c} planes of {hw} exceed the kernel's grid");
         }
         let total = b * c * hw;
-        let mut out: CudaSlice<T> = alloc(&dev, total)?;
+        // SAFETY: the apply pass below writes every element of every plane.
+        let mut out: CudaSlice<T> = unsafe { alloc(&dev, total) }?;
         let (channels, groups_i, silu_i) = (c as i32, groups as i32, i32::from(silu));
         let hw_i = hw as i32;
         let null: u64 = 0;

@@ -142,7 +142,9 @@ mod imp {
         let (x_sb, x_sl) = (s[0], s[1]);
         let mod_sb = shift.stride()[0] as i64;
         let (rpb, cols) = (l as i32, c as i32);
-        let mut out: CudaSlice<T> = alloc(&dev, b * l * c)?;
+        // SAFETY: `modulate_*` below runs one block per row (b · l blocks) and each block writes
+        // all c columns of its row.
+        let mut out: CudaSlice<T> = unsafe { alloc(&dev, b * l * c) }?;
         let cfg = LaunchConfig {
             grid_dim: ((b * l) as u32, 1, 1),
             block_dim: (256, 1, 1),
@@ -205,7 +207,9 @@ mod imp {
         let (rpb, cols) = (l as i32, c as i32);
         let total = b * l * c;
         let rows = (b * l) as i32;
-        let mut out: CudaSlice<T> = alloc(&dev, total)?;
+        // SAFETY: `gate_residual_*` below covers all b · l rows × c columns (`row_grid`) and
+        // writes each element once.
+        let mut out: CudaSlice<T> = unsafe { alloc(&dev, total) }?;
         let cfg = LaunchConfig {
             grid_dim: row_grid(c, b * l)?,
             block_dim: (256, 1, 1),
@@ -261,7 +265,9 @@ mod imp {
         let f_i = f as i32;
         let total = b * l * f;
         let rows = (b * l) as i32;
-        let mut out: CudaSlice<T> = alloc(&dev, total)?;
+        // SAFETY: `swiglu_*` below covers all b · l rows × f columns (`row_grid`) and writes
+        // each element once.
+        let mut out: CudaSlice<T> = unsafe { alloc(&dev, total) }?;
         let cfg = LaunchConfig {
             grid_dim: row_grid(f, b * l)?,
             block_dim: (256, 1, 1),
@@ -341,7 +347,9 @@ mod imp {
             0,
         )?;
         let n = batch * total_len * heads * d;
-        let mut out: CudaSlice<T> = alloc(&dev, 3 * n)?;
+        // SAFETY: the loop below launches `qk_norm_rope_*` for every part; the parts' lengths
+        // sum to total_len, and each launch writes q, k and v of all its rows and heads.
+        let mut out: CudaSlice<T> = unsafe { alloc(&dev, 3 * n) }?;
         let stream = dev.cuda_stream();
         let mut offset = 0usize;
         for p in parts {

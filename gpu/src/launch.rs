@@ -74,9 +74,15 @@ pub(crate) fn function(
     Ok(func.into_cuda_function())
 }
 
-/// A new uninitialised device buffer of `len` elements.
-pub(crate) fn alloc<T: DeviceRepr>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
-    // SAFETY: every caller's kernel writes all `len` elements before anything reads them.
+/// A new uninitialised device buffer of `len` elements (no memset: outputs are written whole
+/// by the kernel that fills them, and a memset per output costs a pass over it).
+///
+/// # Safety
+///
+/// The caller must launch a kernel that writes all `len` elements before any of them is read or
+/// the buffer is handed out.
+pub(crate) unsafe fn alloc<T: DeviceRepr>(dev: &CudaDevice, len: usize) -> Result<CudaSlice<T>> {
+    // SAFETY: the caller upholds this function's contract, which is `CudaDevice::alloc`'s.
     unsafe { dev.alloc::<T>(len) }
 }
 
