@@ -135,6 +135,7 @@ fn nodes_json_lists_every_built_in_kind_in_full() {
             "LoadLatent",
             "LoadLoRA",
             "Preview",
+            "Reference",
             "SageAttention",
             "Sample",
             "SaveConditioning",

@@ -71,7 +71,8 @@ pub use input::{MAX_INPUT_FILE_BYTES, read_regular_file};
 pub use layered_psd::write_psd;
 pub use output::{write_new_file, write_new_file_bytes};
 pub use pixels::{
-    ImageRef, Layer, Layers, chw_f32_from_rgb8, composite, rgb8_from_chw_f32, thumbnail,
+    ImageRef, Layer, Layers, center_crop, chw_f32_from_rgb8, composite, resize_lanczos,
+    rgb8_from_chw_f32, thumbnail,
 };
 pub use png_meta::{
     KEY_PARAMETERS, KEY_WORKFLOW, MAX_TEXT_BYTES, read_png_rgba, read_png_text, read_png_workflow,

@@ -257,6 +257,28 @@ pub(crate) fn unit_to_u8(value: f32) -> u8 {
     (value * 255.0).round() as u8
 }
 
+/// The `width_px` × `height_px` window at the centre of `image` (offsets rounded down, as PIL's
+/// `crop((w - W) // 2, (h - H) // 2, ...)`); the window must fit inside the image.
+pub fn center_crop(image: &RgbImage, width_px: u32, height_px: u32) -> Option<RgbImage> {
+    let (w, h) = image.dimensions();
+    if width_px > w || height_px > h {
+        return None;
+    }
+    let (left, top) = ((w - width_px) / 2, (h - height_px) / 2);
+    Some(image::imageops::crop_imm(image, left, top, width_px, height_px).to_image())
+}
+
+/// `image` resampled to `width_px` × `height_px` with a Lanczos-3 filter (PIL's `LANCZOS` is the
+/// same filter; the two differ by rounding, a level or so per channel).
+pub fn resize_lanczos(image: &RgbImage, width_px: u32, height_px: u32) -> RgbImage {
+    image::imageops::resize(
+        image,
+        width_px.max(1),
+        height_px.max(1),
+        image::imageops::FilterType::Lanczos3,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use image::Rgba;

@@ -23,6 +23,7 @@ mod load_lora;
 pub mod models;
 mod payload;
 mod preview;
+mod reference;
 mod sage_attention;
 mod sample;
 mod save_conditioning;
@@ -42,6 +43,7 @@ pub fn registry() -> Result<Registry, RegistryError> {
     registry.register_kind::<load_lora::LoadLoRA>()?;
     registry.register_kind::<sage_attention::SageAttention>()?;
     registry.register_kind::<compile::Compile>()?;
+    registry.register_kind::<reference::Reference>()?;
     registry.register_kind::<sample::Sample>()?;
     registry.register_kind::<decode::Decode>()?;
     registry.register_kind::<encode_image::EncodeImage>()?;

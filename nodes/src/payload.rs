@@ -41,6 +41,11 @@ impl Payload for TensorValue {
 }
 
 pub(crate) fn decode_tensor(bytes: &[u8]) -> Result<Arc<dyn Payload>, String> {
+    Ok(Arc::new(TensorValue(tensor_from_bytes(bytes)?)))
+}
+
+/// A tensor encoded by [`TensorValue::encode`].
+fn tensor_from_bytes(bytes: &[u8]) -> Result<Tensor, String> {
     let bad = || "truncated tensor entry".to_owned();
     let (rank_bytes, rest) = bytes.split_at_checked(4).ok_or_else(bad)?;
     let rank = u32::from_le_bytes(rank_bytes.try_into().map_err(|_| bad())?) as usize;
@@ -68,8 +73,57 @@ pub(crate) fn decode_tensor(bytes: &[u8]) -> Result<Arc<dyn Payload>, String> {
         .chunks_exact(4)
         .map(|chunk| f32::from_le_bytes([chunk[0], chunk[1], chunk[2], chunk[3]]))
         .collect();
-    let tensor = Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| e.to_string())?;
-    Ok(Arc::new(TensorValue(tensor)))
+    Tensor::from_vec(values, dims, &Device::Cpu).map_err(|e| e.to_string())
+}
+
+/// Reference pictures for editing: their latents `[1, 128, h, w]` (clean, normalised, as
+/// [`veetance_models::Vae::encode`] makes them), in order.
+#[derive(Debug, Clone, Default)]
+pub struct ReferencesValue(pub Vec<Tensor>);
+
+/// Most references one value holds when read back from the disk cache (a bound on a corrupt
+/// count, far above what a model attends to).
+const MAX_REFERENCES: usize = 64;
+
+impl Payload for ReferencesValue {
+    fn size_bytes(&self) -> u64 {
+        self.0
+            .iter()
+            .map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64)
+            .sum()
+    }
+
+    fn encode(&self) -> Option<Vec<u8>> {
+        let mut bytes = (self.0.len() as u32).to_le_bytes().to_vec();
+        for latent in &self.0 {
+            let encoded = TensorValue(latent.clone()).encode()?;
+            bytes.extend_from_slice(&(encoded.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&encoded);
+        }
+        Some(bytes)
+    }
+}
+
+pub(crate) fn decode_references(bytes: &[u8]) -> Result<Arc<dyn Payload>, String> {
+    let bad = || "truncated references entry".to_owned();
+    let (count, mut rest) = bytes.split_at_checked(4).ok_or_else(bad)?;
+    let count = u32::from_le_bytes(count.try_into().map_err(|_| bad())?) as usize;
+    if count > MAX_REFERENCES {
+        return Err(format!("{count} references is implausible"));
+    }
+    let mut latents = Vec::with_capacity(count);
+    for _ in 0..count {
+        let (len, tail) = rest.split_at_checked(8).ok_or_else(bad)?;
+        let len = usize::try_from(u64::from_le_bytes(len.try_into().map_err(|_| bad())?))
+            .map_err(|_| bad())?;
+        let (encoded, tail) = tail.split_at_checked(len).ok_or_else(bad)?;
+        latents.push(tensor_from_bytes(encoded)?);
+        rest = tail;
+    }
+    if !rest.is_empty() {
+        return Err(bad());
+    }
+    Ok(Arc::new(ReferencesValue(latents)))
 }
 
 /// An RGB image.

@@ -11,7 +11,7 @@ use veetance_models::latent::grid_for_image;
 use veetance_models::{Flux2Transformer, SampleRequest, Start, sample, seeded_noise};
 
 use crate::device::{model_error, tensor_error};
-use crate::payload::{ModelValue, TensorValue};
+use crate::payload::{ModelValue, ReferencesValue, TensorValue};
 use crate::types;
 
 fn on_device(value: &TensorValue, device: &Device) -> Result<Tensor, NodeError> {
@@ -63,6 +63,11 @@ impl NodeKind for Sample {
         )
         .input(InputSpec::new("latent", types::LATENT).optional().doc("Start latent for img2img."))
         .input(
+            InputSpec::new("references", types::REFERENCES)
+                .optional()
+                .doc("Pictures to edit or compose from (Reference nodes); the first sets the size when none is given."),
+        )
+        .input(
             InputSpec::new("denoise", DataType::FLOAT)
                 .default_value(Literal::Float(1.0))
                 .range(0.0, 1.0)
@@ -89,13 +94,13 @@ impl NodeKind for Sample {
             InputSpec::new("width", DataType::INT)
                 .optional()
                 .range(16.0, 8192.0)
-                .doc("Image width in pixels [model default]."),
+                .doc("Image width in pixels [the first reference's; else the model default]."),
         )
         .input(
             InputSpec::new("height", DataType::INT)
                 .optional()
                 .range(16.0, 8192.0)
-                .doc("Image height in pixels [model default]."),
+                .doc("Image height in pixels [the first reference's; else the model default]."),
         )
         .output(OutputSpec::new(
             "latent",
@@ -127,7 +132,30 @@ impl NodeKind for Sample {
             None => bundle.defaults.steps,
         };
         let guidance = guidance_given.unwrap_or(bundle.defaults.guidance);
-        let (default_width_px, default_height_px) = model.default_size_px;
+        let references = match inputs.opt_object::<ReferencesValue>("references")? {
+            Some(value) => value
+                .0
+                .iter()
+                .map(|latent| {
+                    latent
+                        .to_device(&device)
+                        .map_err(tensor_error("moving a reference to the model's device"))
+                })
+                .collect::<Result<Vec<_>, _>>()?,
+            None => Vec::new(),
+        };
+        // As diffusers: without a size, the picture takes the first reference's (its latent
+        // grid times the token size).
+        let (default_width_px, default_height_px) = match references.first() {
+            Some(first) => {
+                let (_, _, grid_h, grid_w) = first
+                    .dims4()
+                    .map_err(tensor_error("reading the first reference's shape"))?;
+                let step_px = bundle.vae.pixels_per_token();
+                (grid_w * step_px, grid_h * step_px)
+            }
+            None => model.default_size_px,
+        };
         let width_px = inputs
             .opt_int("width")?
             .map_or(default_width_px, |v| v.max(0) as usize);
@@ -173,7 +201,7 @@ impl NodeKind for Sample {
             steps,
             guidance,
             scheduler: &bundle.scheduler,
-            references: &[],
+            references: &references,
         };
         ctx.progress(0, steps as u64);
         let latent = sample(&transformer, &request, |step, total| {

@@ -3,7 +3,7 @@
 
 use veetance_engine::{DataType, Registry, RegistryError, TypeInfo};
 
-use crate::payload::{decode_image, decode_layers, decode_tensor};
+use crate::payload::{decode_image, decode_layers, decode_references, decode_tensor};
 
 /// A FLUX.2 denoising transformer (with its attention backend and Compile state).
 pub const MODEL: DataType = DataType::new("Model");
@@ -19,6 +19,8 @@ pub const LATENT: DataType = DataType::new("Latent");
 pub const IMAGE: DataType = DataType::new("Image");
 /// An ordered stack of RGBA layers, bottom to top.
 pub const LAYERS: DataType = DataType::new("Layers");
+/// Reference pictures for editing, encoded, in order (FLUX.2 multi-reference conditioning).
+pub const REFERENCES: DataType = DataType::new("References");
 
 /// Registers every type above.
 pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
@@ -53,6 +55,12 @@ pub fn register(registry: &mut Registry) -> Result<(), RegistryError> {
             [0x81, 0xc7, 0x84],
         )
         .decoder(decode_layers),
+        TypeInfo::new(
+            REFERENCES,
+            "Reference pictures for editing, encoded, in order.",
+            [0x4d, 0xd0, 0xe1],
+        )
+        .decoder(decode_references),
     ];
     for info in types {
         registry.register_type(info)?;
