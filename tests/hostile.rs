@@ -111,3 +111,83 @@ fn pngs_whose_text_inflates_without_bound_are_refused_quickly() {
         assert!(stderr.contains(expected), "{stderr}");
     }
 }
+
+#[test]
+fn export_paths_cannot_leave_the_output_folder() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().join("out");
+    for path in [
+        "",
+        ".",
+        "../escaped",
+        "a/../../escaped",
+        "/tmp/veetance-escaped",
+    ] {
+        let set = format!("export.path={path}");
+        let out = run_within(
+            Duration::from_secs(60),
+            &[
+                "run",
+                "workflows/txt2img.ron",
+                "--no-cache",
+                "--out",
+                out_dir.to_str().unwrap(),
+                "--set",
+                &set,
+            ],
+        );
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(1), "{path:?}: {stderr}");
+        assert!(stderr.contains("output path"), "{path:?}: {stderr}");
+    }
+    // Nothing was written beside the output folder, in it, or at the absolute path (the
+    // workflow was refused before any output folder was made).
+    let written: Vec<_> = std::fs::read_dir(dir.path()).unwrap().collect();
+    assert!(written.is_empty(), "{written:?}");
+    assert!(!Path::new("/tmp/veetance-escaped.png").exists());
+}
+
+#[test]
+fn what_validates_runs_denoise_zero_and_sizes_between_tokens() {
+    let dir = tempfile::tempdir().unwrap();
+    let out_dir = dir.path().to_str().unwrap();
+    for set in [
+        // Rounded down to whole tokens, as diffusers does.
+        &["sample.width=70", "sample.height=17"][..],
+        // Nothing left to denoise: the picture decodes from the start latent.
+        &["sample.denoise=0"][..],
+    ] {
+        let workflow = if set[0].starts_with("sample.denoise") {
+            "workflows/img2img.ron"
+        } else {
+            "workflows/txt2img.ron"
+        };
+        let mut args = vec!["run", workflow, "--no-cache", "--out", out_dir];
+        for s in set {
+            args.extend(["--set", s]);
+        }
+        let out = run_within(Duration::from_secs(60), &args);
+        assert_eq!(out.status.code(), Some(0), "{set:?}: {}", text(&out.stderr));
+    }
+}
+
+#[test]
+fn an_export_with_nothing_to_write_is_a_validation_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("empty_export.ron");
+    std::fs::write(
+        &path,
+        r#"Workflow(version: 1, nodes: {"export": Node(kind: "Export", inputs: {"path": Text("x")})})"#,
+    )
+    .unwrap();
+    let out = run_within(
+        Duration::from_secs(20),
+        &["validate", path.to_str().unwrap()],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(
+        stderr.contains("needs one of `image`, `layers`"),
+        "{stderr}"
+    );
+}

@@ -238,6 +238,22 @@ pub fn validate(workflow: &Workflow, registry: &Registry, source: Option<&str>) 
             };
             node_slots.push(slot);
         }
+        for group in &spec.one_of {
+            let given = group.iter().any(|name| entry.inputs.0.contains_key(name));
+            if !given {
+                let names: Vec<String> = group.iter().map(|n| format!("`{n}`")).collect();
+                found.push((
+                    Diagnostic::error(
+                        Code::MissingInput,
+                        format!("`{}` needs one of {}", spec.kind, names.join(", ")),
+                    )
+                    .node(id)
+                    .label(format!("needs one of {}", names.join(", ")))
+                    .help("link at least one of them"),
+                    Place::Node(id.clone()),
+                ));
+            }
+        }
         slots.push(node_slots);
     }
 

@@ -426,14 +426,32 @@ impl<'a> NodeCtx<'a> {
         self.env
     }
 
-    /// Resolves an output path: relative paths go under the run's output directory.
-    pub fn output_path(&self, path: &str) -> PathBuf {
-        let path = Path::new(path);
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.env.out_dir.join(path)
+    /// Resolves an output path under the run's output directory (`--out`). Outputs never land
+    /// outside it: an absolute path, a `..` component, or a path that names no file (`""`,
+    /// `"."`) is an error, so that a workflow from a stranger's picture cannot write elsewhere.
+    pub fn output_path(&self, path: &str) -> Result<PathBuf, NodeError> {
+        use std::path::Component;
+        let refuse = |why: &str| {
+            NodeError::msg(format!(
+                "output path `{path}` {why}; outputs are written under the output folder ({}), so give a relative path such as `pictures/cat`",
+                self.env.out_dir.display()
+            ))
+        };
+        let mut names = 0usize;
+        for component in Path::new(path).components() {
+            match component {
+                Component::Normal(_) => names += 1,
+                Component::CurDir => {}
+                Component::ParentDir => return Err(refuse("leaves the output folder (`..`)")),
+                Component::RootDir | Component::Prefix(_) => {
+                    return Err(refuse("is absolute"));
+                }
+            }
         }
+        if names == 0 {
+            return Err(refuse("names no file"));
+        }
+        Ok(self.env.out_dir.join(path))
     }
 }
 

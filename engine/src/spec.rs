@@ -161,6 +161,9 @@ pub struct NodeSpec {
     /// Whether its literal inputs describe what a run makes (the model, prompt and sampling
     /// settings), so that outputs record them next to the embedded workflow.
     pub describes_output: bool,
+    /// Groups of optional inputs of which at least one must be set (Export's `image` and
+    /// `layers`); checked by validation like a required input.
+    pub one_of: Vec<Vec<String>>,
 }
 
 impl NodeSpec {
@@ -175,7 +178,15 @@ impl NodeSpec {
             outputs: Vec::new(),
             purity: Purity::Pure,
             describes_output: false,
+            one_of: Vec::new(),
         }
+    }
+
+    /// Requires at least one of the named (optional) inputs to be set or linked.
+    pub fn one_of(mut self, names: &[&str]) -> NodeSpec {
+        self.one_of
+            .push(names.iter().map(|name| (*name).to_owned()).collect());
+        self
     }
 
     /// Sets the spec version.

@@ -28,6 +28,26 @@ pub fn unpack(tokens: &Tensor, grid_h: usize, grid_w: usize) -> Result<Tensor> {
     Ok(tokens.transpose(1, 2)?.reshape((b, c, grid_h, grid_w))?)
 }
 
+/// Token grid size for a requested picture size, rounded down to whole tokens as diffusers'
+/// FLUX.2 pipelines do (`prepare_latents`: `2 * (int(height) // (vae_scale_factor * 2))`), so a
+/// width of 1000 draws 992 px; an error only when a side is less than one token.
+pub fn grid_for_requested_size(
+    height_px: usize,
+    width_px: usize,
+    px_per_token: usize,
+) -> Result<(usize, usize)> {
+    let grid = (
+        height_px.checked_div(px_per_token).unwrap_or(0),
+        width_px.checked_div(px_per_token).unwrap_or(0),
+    );
+    if grid.0 == 0 || grid.1 == 0 {
+        return Err(crate::ModelError::InvalidArgument(format!(
+            "image size {width_px}x{height_px} is smaller than one {px_per_token}-pixel token"
+        )));
+    }
+    Ok(grid)
+}
+
 /// Token grid size for an image size: (height / px_per_token, width / px_per_token).
 pub fn grid_for_image(
     height_px: usize,

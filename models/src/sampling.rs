@@ -251,9 +251,11 @@ pub fn sample(
             noise,
             denoise,
         } => {
-            if !(*denoise > 0.0 && *denoise <= 1.0) {
+            // 0 runs no step and returns the start latent, as a denoise too small for one step
+            // of the schedule does.
+            if !(0.0..=1.0).contains(denoise) {
                 return Err(ModelError::InvalidArgument(format!(
-                    "denoise {denoise} must be in (0, 1]"
+                    "denoise {denoise} must be in [0, 1]"
                 )));
             }
             // diffusers img2img: init_timestep = min(steps·strength, steps); t_start = steps − init_timestep.

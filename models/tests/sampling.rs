@@ -205,13 +205,23 @@ fn img2img_runs_the_tail_of_the_schedule() {
         dist(&txt2img)
     );
 
+    // denoise = 0 runs no step: the start latent comes back; outside [0, 1] is an error.
+    let start_latent = run(
+        Start::Image {
+            latent: init.clone(),
+            noise: noise.clone(),
+            denoise: 0.0,
+        },
+        &mut total,
+    );
+    assert_eq!(common::max_abs_diff(&start_latent, &init).unwrap(), 0.0);
     let bad = SampleRequest {
         positive: &cond,
         negative: None,
         start: Start::Image {
             latent: init.clone(),
             noise: noise.clone(),
-            denoise: 0.0,
+            denoise: 1.5,
         },
         steps: 4,
         guidance: 1.0,

@@ -4,7 +4,7 @@ use veetance_engine::{
     DataType, InputSpec, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec, Outputs,
 };
 use veetance_models::CompileOptions;
-use veetance_models::latent::grid_for_image;
+use veetance_models::latent::grid_for_requested_size;
 
 use crate::device::model_error;
 use crate::payload::ModelValue;
@@ -41,7 +41,7 @@ impl NodeKind for Compile {
         let height_px = usize::try_from(inputs.int("height")?)
             .map_err(|_| NodeError::msg("height must be positive"))?;
         let bundle = &model.bundle;
-        let grid = grid_for_image(height_px, width_px, bundle.vae.pixels_per_token())
+        let grid = grid_for_requested_size(height_px, width_px, bundle.vae.pixels_per_token())
             .map_err(model_error("choosing the latent size"))?;
         let options = CompileOptions::for_schedule(
             &bundle.scheduler,

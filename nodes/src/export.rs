@@ -54,6 +54,7 @@ impl NodeKind for Export {
             "Writes the image and/or layers: PNG with the workflow as run embedded, layered PSD, JPEG or WebP. `path` is a prefix; never overwrites (numbered suffix); writes atomically.",
         )
         .effect()
+        .one_of(&["image", "layers"])
         .input(InputSpec::new("image", types::IMAGE).optional().doc("The image to write."))
         .input(
             InputSpec::new("layers", types::LAYERS)
@@ -85,7 +86,7 @@ impl NodeKind for Export {
             .text("format")?
             .parse()
             .map_err(|err| NodeError::with_context("choosing the format", err))?;
-        let prefix = ctx.output_path(inputs.text("path")?);
+        let prefix = ctx.output_path(inputs.text("path")?)?;
         if let Some(parent) = prefix.parent() {
             std::fs::create_dir_all(parent).map_err(|err| {
                 NodeError::with_context(format!("creating {}", parent.display()), err)

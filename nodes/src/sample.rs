@@ -7,7 +7,7 @@ use veetance_engine::{
     DataType, InputSpec, Literal, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec,
     Outputs,
 };
-use veetance_models::latent::grid_for_image;
+use veetance_models::latent::grid_for_requested_size;
 use veetance_models::{Flux2Transformer, SampleRequest, Start, sample, seeded_noise};
 
 use crate::device::{model_error, tensor_error};
@@ -71,7 +71,7 @@ impl NodeKind for Sample {
             InputSpec::new("denoise", DataType::FLOAT)
                 .default_value(Literal::Float(1.0))
                 .range(0.0, 1.0)
-                .doc("Fraction of the schedule to run from `latent`; below 1 keeps part of it."),
+                .doc("Fraction of the schedule to run from `latent`; below 1 keeps part of it, 0 returns it unchanged."),
         )
         .input(
             InputSpec::new("seed", DataType::INT)
@@ -94,13 +94,13 @@ impl NodeKind for Sample {
             InputSpec::new("width", DataType::INT)
                 .optional()
                 .range(16.0, 8192.0)
-                .doc("Image width in pixels [the first reference's; else the model default]."),
+                .doc("Image width in pixels, rounded down to whole tokens as diffusers does [the first reference's; else the model default]."),
         )
         .input(
             InputSpec::new("height", DataType::INT)
                 .optional()
                 .range(16.0, 8192.0)
-                .doc("Image height in pixels [the first reference's; else the model default]."),
+                .doc("Image height in pixels, rounded down to whole tokens as diffusers does [the first reference's; else the model default]."),
         )
         .output(OutputSpec::new(
             "latent",
@@ -175,9 +175,12 @@ impl NodeKind for Sample {
                         .dims4()
                         .map_err(tensor_error("reading the start latent's shape"))?,
                     None => {
-                        let (grid_h, grid_w) =
-                            grid_for_image(height_px, width_px, bundle.vae.pixels_per_token())
-                                .map_err(model_error("choosing the latent size"))?;
+                        let (grid_h, grid_w) = grid_for_requested_size(
+                            height_px,
+                            width_px,
+                            bundle.vae.pixels_per_token(),
+                        )
+                        .map_err(model_error("choosing the latent size"))?;
                         (1, model.transformer.config().in_channels, grid_h, grid_w)
                     }
                 };

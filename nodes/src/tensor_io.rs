@@ -22,7 +22,7 @@ pub fn save_tensor(
         .map_err(|err| NodeError::with_context("copying the tensor to the host", err))?;
     let bytes = safetensors::serialize([(name, &tensor)], None)
         .map_err(|err| NodeError::with_context("serialising the tensor", err))?;
-    let prefix = ctx.output_path(path);
+    let prefix = ctx.output_path(path)?;
     if let Some(parent) = prefix.parent() {
         std::fs::create_dir_all(parent).map_err(|err| {
             NodeError::with_context(format!("creating {}", parent.display()), err)

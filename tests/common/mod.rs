@@ -14,13 +14,21 @@ pub fn repo() -> &'static Path {
     Path::new(env!("CARGO_MANIFEST_DIR"))
 }
 
-/// The binary, started in the repository root, with no backtraces and no model folders from
-/// the developer's environment.
+/// A cache folder for this test process (under cargo's test scratch folder in `target/`), so
+/// that runs without `--cache-dir` neither read nor fill the developer's own cache, nor each
+/// other's.
+fn cache_home() -> std::path::PathBuf {
+    Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("xdg-cache-{}", std::process::id()))
+}
+
+/// The binary, started in the repository root, with no backtraces, no model folders from the
+/// developer's environment and a cache of its own.
 pub fn command() -> Command {
     let mut command = Command::new(env!("CARGO_BIN_EXE_veetance"));
     command
         .current_dir(repo())
         .env("RUST_BACKTRACE", "0")
+        .env("XDG_CACHE_HOME", cache_home())
         .env_remove("VEETANCE_MODELS")
         .env_remove("VEETANCE_TINY_DIR");
     command
