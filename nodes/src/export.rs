@@ -65,7 +65,7 @@ impl NodeKind for Export {
             InputSpec::new("path", DataType::TEXT)
                 .default_value(Literal::Text("veetance".into()))
                 .widget(TextWidget::Path)
-                .doc("File name prefix; relative paths go under --out."),
+                .doc("File name prefix, relative to --out (absolute paths and `..` are refused: outputs stay in the output folder)."),
         )
         .input(
             InputSpec::new("format", DataType::TEXT)

@@ -28,7 +28,7 @@ impl NodeKind for SaveLatent {
             InputSpec::new("path", DataType::TEXT)
                 .default_value(Literal::Text("latent".into()))
                 .widget(TextWidget::Path)
-                .doc("File name prefix; relative paths go under --out."),
+                .doc("File name prefix, relative to --out (absolute paths and `..` are refused: outputs stay in the output folder)."),
         )
         .output(OutputSpec::new("files", DataType::TEXT, "The path written."))
     }
