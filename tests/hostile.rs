@@ -191,3 +191,42 @@ fn an_export_with_nothing_to_write_is_a_validation_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn thousands_of_problems_are_reported_in_time_linear_in_their_number() {
+    // 30,000 unknown inputs on one node and 3,000 unknown node kinds took minutes when each
+    // report rescanned the whole file; now each costs its own snippet.
+    let dir = tempfile::tempdir().unwrap();
+    let inputs: Vec<String> = (0..30_000).map(|i| format!("\"x{i}\": Int(1)")).collect();
+    let many_inputs = dir.path().join("inputs.ron");
+    std::fs::write(
+        &many_inputs,
+        format!(
+            "Workflow(version: 1, nodes: {{\"a\": Node(kind: \"Sample\", inputs: {{{}}})}})",
+            inputs.join(", ")
+        ),
+    )
+    .unwrap();
+    let kinds: Vec<String> = (0..3_000)
+        .map(|i| format!("\"n{i}\": Node(kind: \"Nope{i}\")"))
+        .collect();
+    let many_kinds = dir.path().join("kinds.ron");
+    std::fs::write(
+        &many_kinds,
+        format!("Workflow(version: 1, nodes: {{{}}})", kinds.join(", ")),
+    )
+    .unwrap();
+    for path in [&many_inputs, &many_kinds] {
+        let path = path.to_str().unwrap();
+        let out = run_within(Duration::from_secs(30), &["validate", path]);
+        let stderr = text(&out.stderr);
+        assert_eq!(out.status.code(), Some(2));
+        assert!(
+            stderr.contains("more problems (`--json` lists every one)"),
+            "{path}"
+        );
+        let out = run_within(Duration::from_secs(30), &["validate", "--json", path]);
+        let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert!(report["diagnostics"].as_array().unwrap().len() >= 3_000);
+    }
+}

@@ -78,14 +78,48 @@ pub struct Span {
     pub column: usize,
 }
 
+/// Where each line of a text starts, so that byte offsets turn into lines in O(log lines)
+/// (reports on huge workflows stay linear in the number of problems).
+#[derive(Debug, Clone)]
+pub struct LineIndex {
+    starts: Vec<usize>,
+}
+
+impl LineIndex {
+    /// Indexes `source`.
+    pub fn new(source: &str) -> LineIndex {
+        let starts = std::iter::once(0)
+            .chain(source.match_indices('\n').map(|(idx, _)| idx + 1))
+            .collect();
+        LineIndex { starts }
+    }
+
+    /// The 0-based line holding byte `offset`, and the byte where that line starts.
+    fn line_of(&self, offset: usize) -> (usize, usize) {
+        let line = self
+            .starts
+            .partition_point(|&start| start <= offset)
+            .saturating_sub(1);
+        (line, self.starts.get(line).copied().unwrap_or(0))
+    }
+
+    /// The byte where the line after 0-based `line` starts (or the text's end).
+    fn next_line_start(&self, line: usize, source_len: usize) -> usize {
+        self.starts.get(line + 1).copied().unwrap_or(source_len)
+    }
+}
+
 impl Span {
     /// The span of `range` in `source`.
     pub fn of(source: &str, range: Range<usize>) -> Span {
+        Span::of_indexed(source, &LineIndex::new(source), range)
+    }
+
+    /// [`Span::of`] with the source's lines already indexed.
+    pub fn of_indexed(source: &str, lines: &LineIndex, range: Range<usize>) -> Span {
         let start = floor_char_boundary(source, range.start.min(source.len()));
         let end = floor_char_boundary(source, range.end.clamp(start, source.len()));
-        let before = source.get(..start).unwrap_or("");
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |idx| idx + 1);
+        let (line, line_start) = lines.line_of(start);
         let column = source
             .get(line_start..start)
             .map_or(0, |s| s.chars().count())
@@ -93,7 +127,7 @@ impl Span {
         Span {
             start,
             end,
-            line,
+            line: line + 1,
             column,
         }
     }
@@ -219,7 +253,8 @@ fn render_with(
     renderer: &Renderer,
 ) -> String {
     let mut out = String::new();
-    for diagnostic in diagnostics {
+    let lines = LineIndex::new(source);
+    for diagnostic in diagnostics.iter().take(MAX_RENDERED) {
         let level = match diagnostic.severity {
             Severity::Error => Level::ERROR,
             Severity::Warning => Level::WARNING,
@@ -234,12 +269,20 @@ fn render_with(
         }
         let mut group = Group::with_title(level.primary_title(title).id(diagnostic.code.name()));
         if let Some(span) = &diagnostic.span {
-            let mut annotation = AnnotationKind::Primary.span(span.start..span.end.max(span.start));
+            // Only the span's own lines go to the renderer, so each report costs what its
+            // snippet does, not what the whole file does.
+            let (first_line, from) = lines.line_of(span.start);
+            let (last_line, _) = lines.line_of(span.end.max(span.start));
+            let to = lines.next_line_start(last_line, source.len());
+            let text = source.get(from..to).unwrap_or("");
+            let relative = span.start - from..span.end.max(span.start).min(to) - from;
+            let mut annotation = AnnotationKind::Primary.span(relative);
             if let Some(label) = &diagnostic.label {
                 annotation = annotation.label(label.as_str());
             }
             group = group.element(
-                Snippet::source(source)
+                Snippet::source(text)
+                    .line_start(first_line + 1)
                     .path(path)
                     .fold(true)
                     .annotation(annotation),
@@ -254,5 +297,14 @@ fn render_with(
         out.push_str(&renderer.render(&report));
         out.push_str("\n\n");
     }
+    if diagnostics.len() > MAX_RENDERED {
+        out.push_str(&format!(
+            "... and {} more problems (`--json` lists every one)\n\n",
+            diagnostics.len() - MAX_RENDERED
+        ));
+    }
     out
 }
+
+/// Most problems rendered for people; the rest are counted (machine output has them all).
+pub const MAX_RENDERED: usize = 100;

@@ -599,6 +599,7 @@ fn attach_spans(found: Vec<(Diagnostic, Place)>, source: Option<&str>) -> Vec<Di
         return found.into_iter().map(|(d, _)| d).collect();
     };
     let map = SourceMap::build(source);
+    let lines = crate::diagnostic::LineIndex::new(source);
     found
         .into_iter()
         .map(|(diagnostic, place)| {
@@ -611,7 +612,7 @@ fn attach_spans(found: Vec<(Diagnostic, Place)>, source: Option<&str>) -> Vec<Di
                 Place::InputKey(node, input) => map.input_key(node, input),
                 Place::InputValue(node, input) => map.input_value(node, input),
             };
-            let span = range.map(|range| Span::of(source, range));
+            let span = range.map(|range| Span::of_indexed(source, &lines, range));
             diagnostic.span(span)
         })
         .collect()
