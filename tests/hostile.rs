@@ -230,3 +230,48 @@ fn thousands_of_problems_are_reported_in_time_linear_in_their_number() {
         assert!(report["diagnostics"].as_array().unwrap().len() >= 3_000);
     }
 }
+
+#[test]
+fn an_empty_latent_is_refused_where_it_is_read_not_a_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let latent = dir.path().join("empty.safetensors");
+    let zeros = candle_core::Tensor::zeros(
+        (1, 128, 0, 0),
+        candle_core::DType::F32,
+        &candle_core::Device::Cpu,
+    )
+    .unwrap();
+    candle_core::safetensors::save(
+        &std::collections::HashMap::from([("latent".to_owned(), zeros)]),
+        &latent,
+    )
+    .unwrap();
+    let workflow = dir.path().join("empty.ron");
+    std::fs::write(
+        &workflow,
+        format!(
+            r#"Workflow(version: 1, nodes: {{
+                "latent": Node(kind: "LoadLatent", inputs: {{"path": Text("{}")}}),
+                "load": Node(kind: "Load", inputs: {{}}),
+                "decode": Node(kind: "Decode", inputs: {{"vae": Link("load", "vae"), "latent": Link("latent", "latent")}}),
+                "export": Node(kind: "Export", inputs: {{"image": Link("decode", "image")}}),
+            }})"#,
+            latent.display()
+        ),
+    )
+    .unwrap();
+    let out = run_within(
+        Duration::from_secs(60),
+        &[
+            "run",
+            workflow.to_str().unwrap(),
+            "--no-cache",
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+        ],
+    );
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("holds no values"), "{stderr}");
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}

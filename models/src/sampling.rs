@@ -234,6 +234,12 @@ pub fn sample(
         Start::Image { noise, .. } => noise,
     };
     let (batch, channels, grid_h, grid_w) = template.dims4()?;
+    if batch == 0 || grid_h == 0 || grid_w == 0 {
+        return Err(ModelError::InvalidArgument(format!(
+            "latent of shape {:?} holds no values",
+            template.dims()
+        )));
+    }
     if channels != model.config().in_channels {
         return Err(ModelError::InvalidArgument(format!(
             "latent has {channels} channels, the model expects {}",
@@ -290,7 +296,7 @@ pub fn sample(
     let mut ref_tokens = Vec::with_capacity(req.references.len());
     for (k, reference) in req.references.iter().enumerate() {
         let (ref_batch, ref_channels, ref_h, ref_w) = reference.dims4()?;
-        if ref_batch != batch || ref_channels != channels {
+        if ref_batch != batch || ref_channels != channels || ref_h == 0 || ref_w == 0 {
             return Err(ModelError::InvalidArgument(format!(
                 "reference {k} is [{ref_batch}, {ref_channels}, ..], expected [{batch}, {channels}, ..]"
             )));

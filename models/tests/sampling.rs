@@ -235,6 +235,33 @@ fn img2img_runs_the_tail_of_the_schedule() {
 }
 
 #[test]
+fn empty_latents_and_references_are_errors_not_panics() {
+    let model = model();
+    let cond = cond();
+    let scheduler = SchedulerConfig::default();
+    let empty = Tensor::zeros((1, 128, 0, 4), DType::F32, &Device::Cpu).unwrap();
+    let noise = seeded_noise(1, (1, 128, 4, 4), &Device::Cpu).unwrap();
+    for (start, references) in [
+        (empty.clone(), vec![]),
+        (noise.clone(), vec![empty.clone()]),
+    ] {
+        let request = SampleRequest {
+            positive: &cond,
+            negative: None,
+            start: Start::Noise(start),
+            steps: 2,
+            guidance: 1.0,
+            scheduler: &scheduler,
+            references: &references,
+        };
+        assert!(matches!(
+            sample(&model, &request, |_, _| ControlFlow::Continue(())),
+            Err(ModelError::InvalidArgument(_))
+        ));
+    }
+}
+
+#[test]
 fn wrong_latent_channels_and_zero_steps_are_errors() {
     let model = model();
     let cond = cond();

@@ -61,6 +61,12 @@ pub fn load_tensor(path: &str, name: &str, rank: usize) -> Result<Tensor, NodeEr
             tensor.dims()
         )));
     }
+    if tensor.dims().contains(&0) {
+        return Err(NodeError::msg(format!(
+            "{path}: tensor `{name}` has shape {:?}, which holds no values",
+            tensor.dims()
+        )));
+    }
     tensor
         .to_dtype(DType::F32)
         .map_err(|err| NodeError::with_context(format!("reading {path}"), err))

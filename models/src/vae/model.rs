@@ -518,6 +518,12 @@ impl Vae {
 
     /// Normalised token grid `[B, 128, h, w]` → image `[B, 3, 16h, 16w]`, clamped to [-1, 1].
     pub fn decode(&self, latent: &Tensor) -> Result<Tensor> {
+        if latent.rank() != 4 || latent.dims().contains(&0) {
+            return Err(ModelError::InvalidArgument(format!(
+                "cannot decode a latent of shape {:?}: expected [B, C, h, w] with values",
+                latent.dims()
+            )));
+        }
         let raw = self.denormalize(latent)?;
         let image = self.decode_raw(&raw)?;
         Ok(image.clamp(-1f32, 1f32)?)
