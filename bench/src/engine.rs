@@ -77,6 +77,9 @@ fn bench_registry() -> Result<Registry, veetance_engine::RegistryError> {
 }
 
 /// RON text of the synthetic graph, and the id of the first chain's head constant.
+/// Largest synthetic graph.
+const MAX_NODES: usize = 1_000_000;
+
 fn synthetic_workflow(n_nodes: usize, shape: Shape) -> (String, String) {
     let chain_len = match shape {
         Shape::Wide => 10,
@@ -116,8 +119,10 @@ fn ms(started: Instant) -> f64 {
 
 /// Runs the benchmark and prints one JSON line.
 pub fn run(args: &EngineArgs) -> Result<ExitCode> {
-    if args.nodes < 3 {
-        bail!("--nodes must be at least 3");
+    // About 1 KB of memory per node across the text, the workflow and the graph: a million
+    // nodes is a gigabyte, the most a benchmark on a user's machine should take.
+    if !(3..=MAX_NODES).contains(&args.nodes) {
+        bail!("--nodes must be between 3 and {MAX_NODES}");
     }
     let registry = Arc::new(bench_registry()?);
     let (text, head) = synthetic_workflow(args.nodes, args.shape);

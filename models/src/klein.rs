@@ -220,6 +220,15 @@ impl BundleSources {
             });
         }
         let index_path = dir.join("model_index.json");
+        if !index_path.is_file() && !dir.join("transformer").is_dir() {
+            return Err(ModelError::Config {
+                path: dir.to_path_buf(),
+                reason: "not a model folder: a diffusers checkpoint has model_index.json and a \
+                         transformer/ folder; for a folder of model files, name one of the files (or \
+                         pass the folder as --models-dir and pick a name from `veetance models`)"
+                    .into(),
+            });
+        }
         let index = if index_path.is_file() {
             ModelIndex::load(&index_path)?
         } else {

@@ -285,3 +285,11 @@ fn a_fifo_named_as_a_checkpoint_is_an_error_not_a_hang() {
         .unwrap();
     assert_mentions(&error_of(Weights::open(&gguf)), &["not a regular file"]);
 }
+
+#[test]
+fn a_folder_that_is_no_checkpoint_is_named_not_walked() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("notes.txt"), "hello").unwrap();
+    let message = error_of(BundleSources::resolve(dir.path(), None, None));
+    assert_mentions(&message, &["not a model folder", "model_index.json"]);
+}
