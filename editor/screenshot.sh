@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Starts the real editor window under Xvfb on workflows/golden.ron and saves a screenshot
-# (default docs/editor.png). Needs the Debian packages xvfb xauth libgl1-mesa-dri libegl1
+# (default docs/editor.png); with SCREENSHOT_RUN=1 it runs the workflow first (the Run button) and
+# captures the editor after the run, previews and status included. Needs the Debian packages xvfb xauth libgl1-mesa-dri libegl1
 # libegl-mesa0 libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxrandr2 libxi6 imagemagick
 # xdotool. Set VEETANCE_BIN to use an already built binary.
 set -euo pipefail
@@ -34,7 +35,7 @@ done
 
 DISPLAY=$display XDG_DATA_HOME=$scratch/data XDG_CACHE_HOME=$scratch/cache \
     XDG_RUNTIME_DIR=$scratch LIBGL_ALWAYS_SOFTWARE=1 \
-    "$bin" edit workflows/golden.ron >"$scratch/app.log" 2>&1 &
+    "$bin" edit "${SCREENSHOT_WORKFLOW:-workflows/golden.ron}" >"$scratch/app.log" 2>&1 &
 app=$!
 
 # Wait for the window, put it in the corner, and give egui a few frames to lay out.
@@ -61,6 +62,12 @@ sleep "${SCREENSHOT_WAIT_S:-4}"
 DISPLAY=$display xdotool mousemove "${SCREENSHOT_CLICK_X:-862}" "${SCREENSHOT_CLICK_Y:-143}" \
     sleep 0.3 mousedown 1 sleep 0.2 mouseup 1 sleep 0.3 mousemove 1270 790 || true
 sleep 1
+if [ "${SCREENSHOT_RUN:-0}" = 1 ]; then
+    # The Run button at the top left (clicking works where synthetic key events may not).
+    DISPLAY=$display xdotool mousemove "${SCREENSHOT_RUN_X:-370}" "${SCREENSHOT_RUN_Y:-11}" \
+        sleep 0.2 click 1 sleep 0.3 mousemove 1270 790 || true
+    sleep "${SCREENSHOT_RUN_WAIT_S:-20}"
+fi
 
 mkdir -p "$(dirname "$out")"
 DISPLAY=$display import -window root -strip "PNG8:$out"

@@ -27,6 +27,12 @@ const AUTO_LAYOUT_STEP: f64 = 260.0;
 /// Space between the canvas edge and the first node of a freshly opened document, in points.
 const INITIAL_MARGIN: f32 = 24.0;
 
+/// Smallest zoom of a document's first view: below it, text is too small to read.
+const FIT_MIN_SCALE: f32 = 0.6;
+
+/// About how much room a node takes right of and below its position, for the first view.
+const TYPICAL_NODE_SIZE: egui::Vec2 = egui::vec2(340.0, 280.0);
+
 /// Side of the inline preview image, in points.
 const PREVIEW_SIDE: f32 = 128.0;
 
@@ -218,26 +224,39 @@ impl Canvas {
     ) -> CanvasOutput {
         let rebuilt = self.built_revision != Some(inputs.revision);
         if self.built_revision.is_none() {
-            // First view of a document: actual size, its top-left node near the corner.
-            // (snarl's own first view fits everything, which makes big graphs unreadable.)
-            let (min_x, min_y) = inputs
+            // First view of a document: its top-left node near the corner, at actual size when
+            // the graph fits, else zoomed out until it does, but never below FIT_MIN_SCALE
+            // (snarl's own first view fits everything, which makes big graphs unreadable).
+            let positions: Vec<(f64, f64)> = inputs
                 .workflow
                 .nodes
                 .0
                 .values()
                 .enumerate()
                 .map(|(i, n)| n.pos.unwrap_or_else(|| auto_pos(i)))
-                .fold((f64::MAX, f64::MAX), |(ax, ay), (x, y)| {
-                    (ax.min(x), ay.min(y))
-                });
-            let (min_x, min_y) = if min_x == f64::MAX {
-                (0.0, 0.0)
+                .collect();
+            let bounds = positions.iter().fold(
+                (f64::MAX, f64::MAX, f64::MIN, f64::MIN),
+                |(x0, y0, x1, y1), &(x, y)| (x0.min(x), y0.min(y), x1.max(x), y1.max(y)),
+            );
+            let (min_x, min_y, max_x, max_y) = if positions.is_empty() {
+                (0.0, 0.0, 0.0, 0.0)
             } else {
-                (min_x, min_y)
+                bounds
             };
+            let view = ui.max_rect().size() - egui::vec2(2.0, 2.0) * INITIAL_MARGIN;
+            // Positions are top-left corners: add a typical node's size to reach the far edges.
+            let graph = egui::vec2(
+                (max_x - min_x) as f32 + TYPICAL_NODE_SIZE.x,
+                (max_y - min_y) as f32 + TYPICAL_NODE_SIZE.y,
+            );
+            let scale = (view.x / graph.x)
+                .min(view.y / graph.y)
+                .clamp(FIT_MIN_SCALE, 1.0);
             let corner = ui.max_rect().min + egui::vec2(INITIAL_MARGIN, INITIAL_MARGIN);
-            self.to_global = TSTransform::from_translation(
-                corner.to_vec2() - egui::vec2(min_x as f32, min_y as f32),
+            self.to_global = TSTransform::new(
+                corner.to_vec2() - egui::vec2(min_x as f32, min_y as f32) * scale,
+                scale,
             );
             self.restore_transform = true;
         }
@@ -665,6 +684,17 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
     }
 }
 
+/// A number input that is not set (an optional input without a default, such as Sample's
+/// `steps`) reads "default": the node then uses the model's or the input's own default, and a
+/// number shown there would be a value the run does not use. Dragging or typing sets one.
+fn unset_shows_default(drag: egui::DragValue<'_>, unset: bool) -> egui::DragValue<'_> {
+    if unset {
+        drag.custom_formatter(|_, _| "default".to_owned())
+    } else {
+        drag
+    }
+}
+
 /// The widget for a literal input, from its spec. Returns the edit when the value changed.
 pub fn literal_widget(
     ui: &mut Ui,
@@ -699,7 +729,8 @@ pub fn literal_widget(
             if let (Some(min), Some(max)) = (input.min, input.max) {
                 drag = drag.range(min as i64..=max as i64);
             }
-            ui.add(drag).labelled_by(label);
+            let response = ui.add(unset_shows_default(drag, current.is_none()));
+            response.labelled_by(label);
             if input.name == "seed" && ui.small_button("🎲").on_hover_text("random seed").clicked()
             {
                 v = random_seed();
@@ -720,7 +751,8 @@ pub fn literal_widget(
             if let (Some(min), Some(max)) = (input.min, input.max) {
                 drag = drag.range(min..=max);
             }
-            ui.add(drag).labelled_by(label);
+            let response = ui.add(unset_shows_default(drag, current.is_none()));
+            response.labelled_by(label);
             (v != before).then(|| set(Literal::Float(v)))
         }
         DataType::BOOL => {

@@ -691,3 +691,17 @@ fn a_combobox_opens_on_the_first_click_after_adding_a_node_from_the_palette() {
         "the inspector's list stayed shut"
     );
 }
+
+#[test]
+fn an_unset_optional_number_reads_default_not_a_value_the_run_would_not_use() {
+    let (_dir, mut h) = open_app(
+        r#"Workflow(version: 1, nodes: {"sample": Node(kind: "Sample", inputs: {"seed": Int(3)}, pos: (20.0, 20.0))})"#,
+    );
+    frames(&mut h, 3);
+    // steps and guidance are unset (the model's defaults apply); seed is set.
+    let defaults = h
+        .query_all(egui_kittest::kittest::by().value("default"))
+        .count();
+    assert!(defaults >= 2, "{defaults} widgets read `default`");
+    assert!(h.query(egui_kittest::kittest::by().value("3")).is_some());
+}
