@@ -142,11 +142,15 @@ fn crates_depend_only_in_the_allowed_direction() {
             ],
         ),
     ];
-    // Only the binary measures.
+    // Only the binary measures; nothing depends on the fuzzer.
     for (package, package_deps) in &deps {
         assert!(
             package == "veetance" || !package_deps.contains("veetance-bench"),
             "{package} must not depend on veetance-bench"
+        );
+        assert!(
+            !package_deps.contains("veetance-fuzz"),
+            "{package} must not depend on veetance-fuzz"
         );
     }
     for (package, forbidden) in rules {
@@ -191,7 +195,7 @@ fn every_rust_file_starts_with_a_module_doc_and_todos_are_named() {
     let mut files = Vec::new();
     for dir in [
         "src", "engine", "nodes", "models", "imaging", "editor", "scenes", "train", "gpu", "bench",
-        "tests",
+        "fuzz", "tests",
     ] {
         let dir = root().join(dir);
         if dir.exists() {
