@@ -6,7 +6,7 @@
 //!
 //! A target passes when it returns (with a value or an error) for every input; errors are the
 //! expected outcome for most mutated inputs. `veetance-fuzz --help` runs them; CI runs each for a
-//! bounded number of cases (`tests/smoke.rs`); docs/TESTING.md has the long runs.
+//! bounded number of cases (`fuzz/tests/smoke.rs`); docs/TESTING.md has the long runs.
 
 #![forbid(unsafe_code)]
 
