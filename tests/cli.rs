@@ -180,30 +180,22 @@ fn bench_engine_prints_one_json_line_with_every_timing() {
     }
 }
 
+/// `veetance bench gpu` on the tiny model on the CPU at 64 px, one step without warm-up, JSON
+/// lines, plus `extra`.
+fn tiny_bench_gpu(extra: &[&str]) -> std::process::Output {
+    let mut args = vec![
+        "bench", "gpu", "--device", "cpu", "--tiny", "--models", "klein-4b", "--res", "64",
+        "--steps", "1", "--warmup", "0", "--json",
+    ];
+    args.extend_from_slice(extra);
+    veetance(&args)
+}
+
 #[test]
 fn bench_gpu_tiny_on_cpu_prints_a_json_line_per_mode_and_end_to_end_and_appends_them_to_out() {
     let dir = tempfile::tempdir().unwrap();
     let out_path = dir.path().join("bench.jsonl");
-    let out = veetance(&[
-        "bench",
-        "gpu",
-        "--device",
-        "cpu",
-        "--tiny",
-        "--models",
-        "klein-4b",
-        "--res",
-        "64",
-        "--steps",
-        "1",
-        "--warmup",
-        "0",
-        "--e2e-repeats",
-        "1",
-        "--json",
-        "--out",
-        out_path.to_str().unwrap(),
-    ]);
+    let out = tiny_bench_gpu(&["--e2e-repeats", "1", "--out", out_path.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let stdout = text(&out.stdout);
     let lines: Vec<serde_json::Value> = stdout
@@ -245,29 +237,8 @@ fn bench_gpu_tiny_on_cpu_prints_a_json_line_per_mode_and_end_to_end_and_appends_
 
 #[test]
 fn bench_gpu_measures_each_weights_format_and_names_it_in_the_results() {
-    let tiny_run = |weights: &str| {
-        veetance(&[
-            "bench",
-            "gpu",
-            "--device",
-            "cpu",
-            "--tiny",
-            "--models",
-            "klein-4b",
-            "--res",
-            "64",
-            "--modes",
-            "eager",
-            "--steps",
-            "1",
-            "--warmup",
-            "0",
-            "--no-e2e",
-            "--json",
-            "--weights",
-            weights,
-        ])
-    };
+    let tiny_run =
+        |weights: &str| tiny_bench_gpu(&["--modes", "eager", "--no-e2e", "--weights", weights]);
     let out = tiny_run("dense,q8_0,FP8");
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     let weights: Vec<String> = text(&out.stdout)

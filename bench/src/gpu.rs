@@ -427,11 +427,7 @@ fn model_spec(model: Model, tiny: bool) -> ModelSpec {
             transformer: Flux2Config {
                 num_layers: 1,
                 num_single_layers: 1,
-                attention_head_dim: 16,
-                num_attention_heads: 2,
-                joint_attention_dim: 3 * Qwen3Config::tiny().hidden_size,
-                axes_dims_rope: vec![4, 4, 4, 4],
-                ..Flux2Config::klein_4b()
+                ..Flux2Config::tiny()
             },
             text: Qwen3Config::tiny(),
             out_layers: vec![1, 2, 3],

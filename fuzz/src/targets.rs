@@ -172,17 +172,8 @@ fn write(scratch: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// The parity fixtures' tiny transformer shape (2 + 2 blocks, 32 wide) with random weights.
 fn tiny_transformer() -> anyhow::Result<Flux2Transformer> {
-    let cfg = Flux2Config {
-        num_layers: 2,
-        num_single_layers: 2,
-        attention_head_dim: 16,
-        num_attention_heads: 2,
-        joint_attention_dim: 96,
-        axes_dims_rope: vec![4, 4, 4, 4],
-        ..Flux2Config::klein_4b()
-    };
     Ok(Flux2Transformer::random(
-        cfg,
+        Flux2Config::tiny(),
         candle_core::DType::F32,
         &candle_core::Device::Cpu,
     )?)

@@ -122,46 +122,61 @@ fn collect_texts(
     let mut budget = TextBudget {
         left_bytes: MAX_TEXT_BYTES,
     };
-    for chunk in info.utf8_text.iter().filter(|c| wanted(&c.keyword)) {
-        let mut chunk = chunk.clone();
-        let text = chunk
-            .decompress_text_with_limit(budget.left_bytes)
-            .and_then(|()| chunk.get_text())
-            .map_err(|err| budget.error(&chunk.keyword, &err))?;
-        budget.spend(&chunk.keyword, text.len())?;
-        texts.push((chunk.keyword, text));
-        if texts.len() >= max_chunks {
-            return Ok(texts);
-        }
-    }
-    for chunk in info
-        .uncompressed_latin1_text
+    let chunks = info
+        .utf8_text
         .iter()
-        .filter(|c| wanted(&c.keyword))
-    {
-        budget.spend(&chunk.keyword, chunk.text.len())?;
-        texts.push((chunk.keyword.clone(), chunk.text.clone()));
-        if texts.len() >= max_chunks {
-            return Ok(texts);
-        }
-    }
-    for chunk in info
-        .compressed_latin1_text
-        .iter()
-        .filter(|c| wanted(&c.keyword))
-    {
-        let mut chunk = chunk.clone();
+        .map(TextChunk::Utf8)
+        .chain(info.uncompressed_latin1_text.iter().map(TextChunk::Latin1))
+        .chain(
+            info.compressed_latin1_text
+                .iter()
+                .map(TextChunk::Compressed),
+        );
+    for chunk in chunks.filter(|c| wanted(c.keyword())) {
         let text = chunk
-            .decompress_text_with_limit(budget.left_bytes)
-            .and_then(|()| chunk.get_text())
-            .map_err(|err| budget.error(&chunk.keyword, &err))?;
-        budget.spend(&chunk.keyword, text.len())?;
-        texts.push((chunk.keyword, text));
+            .text(budget.left_bytes)
+            .map_err(|err| budget.error(chunk.keyword(), &err))?;
+        budget.spend(chunk.keyword(), text.len())?;
+        texts.push((chunk.keyword().to_owned(), text));
         if texts.len() >= max_chunks {
-            return Ok(texts);
+            break;
         }
     }
     Ok(texts)
+}
+
+/// A text chunk of any of PNG's three kinds.
+enum TextChunk<'a> {
+    Utf8(&'a png::text_metadata::ITXtChunk),
+    Latin1(&'a png::text_metadata::TEXtChunk),
+    Compressed(&'a png::text_metadata::ZTXtChunk),
+}
+
+impl TextChunk<'_> {
+    fn keyword(&self) -> &str {
+        match self {
+            TextChunk::Utf8(c) => &c.keyword,
+            TextChunk::Latin1(c) => &c.keyword,
+            TextChunk::Compressed(c) => &c.keyword,
+        }
+    }
+
+    /// The text, inflated to at most `limit_bytes` where it is compressed.
+    fn text(&self, limit_bytes: usize) -> std::result::Result<String, png::DecodingError> {
+        match self {
+            TextChunk::Utf8(c) => {
+                let mut c = (*c).clone();
+                c.decompress_text_with_limit(limit_bytes)?;
+                c.get_text()
+            }
+            TextChunk::Latin1(c) => Ok(c.text.clone()),
+            TextChunk::Compressed(c) => {
+                let mut c = (*c).clone();
+                c.decompress_text_with_limit(limit_bytes)?;
+                c.get_text()
+            }
+        }
+    }
 }
 
 /// What is left of [`MAX_TEXT_BYTES`] while reading one PNG's text.

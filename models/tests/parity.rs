@@ -36,6 +36,38 @@ fn prompts() -> Vec<String> {
     common::prompts().unwrap()
 }
 
+/// 4-step-style sampling of `bundle` from `noise` with no progress callback.
+fn sample_from(
+    bundle: &Bundle,
+    positive: &Tensor,
+    negative: Option<&Tensor>,
+    noise: Tensor,
+    (steps, guidance): (usize, f64),
+    references: &[Tensor],
+) -> Tensor {
+    let request = SampleRequest {
+        positive,
+        negative,
+        start: Start::Noise(noise),
+        steps,
+        guidance,
+        scheduler: &bundle.scheduler,
+        references,
+    };
+    sample(&bundle.transformer, &request, |_, _| {
+        ControlFlow::Continue(())
+    })
+    .unwrap()
+}
+
+/// The decoded image of a normalised latent.
+fn decoded(bundle: &Bundle, latent: &Tensor) -> Tensor {
+    bundle
+        .vae
+        .decode_raw(&bundle.vae.denormalize(latent).unwrap())
+        .unwrap()
+}
+
 fn ckpt() -> PathBuf {
     fixtures().join("tiny-klein")
 }
@@ -204,10 +236,7 @@ fn run_sampling(cfg: bool) -> (Tensor, Tensor) {
     })
     .unwrap();
     assert_eq!(calls, vec![(1, 4), (2, 4), (3, 4), (4, 4)]);
-    let image = bundle
-        .vae
-        .decode_raw(&bundle.vae.denormalize(&latent).unwrap())
-        .unwrap();
+    let image = decoded(&bundle, &latent);
     (latent, image)
 }
 
@@ -327,25 +356,17 @@ fn diffusers_test_shaped_checkpoint_matches_end_to_end() {
         .negative_conditioning()
         .unwrap()
         .expect("base model has a negative");
-    let request = SampleRequest {
-        positive: &cond,
-        negative: Some(&negative),
-        start: Start::Noise(reference("mini.noise")),
-        steps: 2,
-        guidance: 4.0,
-        scheduler: &bundle.scheduler,
-        references: &[],
-    };
-    let latent = sample(&bundle.transformer, &request, |_, _| {
-        ControlFlow::Continue(())
-    })
-    .unwrap();
+    let latent = sample_from(
+        &bundle,
+        &cond,
+        Some(&negative),
+        reference("mini.noise"),
+        (2, 4.0),
+        &[],
+    );
     let err = rel_error(&latent, &reference("mini.latent"));
     assert!(err < 1e-3, "mini latent rel error {err}");
-    let image = bundle
-        .vae
-        .decode_raw(&bundle.vae.denormalize(&latent).unwrap())
-        .unwrap();
+    let image = decoded(&bundle, &latent);
     let err = rel_error(&image, &reference("mini.image"));
     assert!(err < 1e-3, "mini image rel error {err}");
 }
@@ -361,28 +382,20 @@ fn bundle_runs_in_half_precision() {
             .encode(&[prompts()[0].as_str()])
             .unwrap();
         assert_eq!(cond.dtype(), dtype);
-        let request = SampleRequest {
-            positive: &cond,
-            negative: None,
-            start: Start::Noise(reference("sample.noise")),
-            steps: 4,
-            guidance: 1.0,
-            scheduler: &bundle.scheduler,
-            references: &[],
-        };
-        let latent = sample(&bundle.transformer, &request, |_, _| {
-            ControlFlow::Continue(())
-        })
-        .unwrap();
+        let latent = sample_from(
+            &bundle,
+            &cond,
+            None,
+            reference("sample.noise"),
+            (4, 1.0),
+            &[],
+        );
         assert_eq!(
             latent.dtype(),
             dtype,
             "latents stay in the pipeline's dtype, as in diffusers"
         );
-        let image = bundle
-            .vae
-            .decode_raw(&bundle.vae.denormalize(&latent).unwrap())
-            .unwrap();
+        let image = decoded(&bundle, &latent);
         let err_latent = rel_error(&latent, &latent_f32);
         let err_image = rel_error(&image, &image_f32);
         assert!(
@@ -429,19 +442,14 @@ fn distilled_models_ignore_negative_conditioning_like_diffusers() {
         .encode(&[prompts()[0].as_str()])
         .unwrap();
     let negative = bundle.text_encoder.encode(&[""]).unwrap();
-    let request = SampleRequest {
-        positive: &cond,
-        negative: Some(&negative),
-        start: Start::Noise(reference("sample.noise")),
-        steps: 4,
-        guidance: 3.0,
-        scheduler: &bundle.scheduler,
-        references: &[],
-    };
-    let latent = sample(&bundle.transformer, &request, |_, _| {
-        ControlFlow::Continue(())
-    })
-    .unwrap();
+    let latent = sample_from(
+        &bundle,
+        &cond,
+        Some(&negative),
+        reference("sample.noise"),
+        (4, 3.0),
+        &[],
+    );
     assert!(rel_error(&latent, &reference("sample.latent")) < 1e-3);
 }
 
@@ -456,25 +464,10 @@ fn non_square_sampling_matches_diffusers() {
         .text_encoder
         .encode(&[prompts()[0].as_str()])
         .unwrap();
-    let request = SampleRequest {
-        positive: &cond,
-        negative: None,
-        start: Start::Noise(reference("rect.noise")),
-        steps: 4,
-        guidance: 1.0,
-        scheduler: &bundle.scheduler,
-        references: &[],
-    };
-    let latent = sample(&bundle.transformer, &request, |_, _| {
-        ControlFlow::Continue(())
-    })
-    .unwrap();
+    let latent = sample_from(&bundle, &cond, None, reference("rect.noise"), (4, 1.0), &[]);
     let err = rel_error(&latent, &reference("rect.latent"));
     assert!(err < 1e-3, "non-square latent rel error {err}");
-    let image = bundle
-        .vae
-        .decode_raw(&bundle.vae.denormalize(&latent).unwrap())
-        .unwrap();
+    let image = decoded(&bundle, &latent);
     assert_eq!(image.dims(), &[1, 3, 48, 32]);
     let err = rel_error(&image, &reference("rect.image"));
     assert!(err < 1e-3, "non-square image rel error {err}");

@@ -97,11 +97,7 @@ fn tiny_transformer() -> Flux2Transformer {
     let cfg = Flux2Config {
         num_layers: 1,
         num_single_layers: 1,
-        attention_head_dim: 16,
-        num_attention_heads: 2,
-        joint_attention_dim: 96,
-        axes_dims_rope: vec![4, 4, 4, 4],
-        ..Flux2Config::klein_4b()
+        ..Flux2Config::tiny()
     };
     Flux2Transformer::random(cfg, DType::F32, &Device::Cpu)
         .unwrap()

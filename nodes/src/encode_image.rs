@@ -36,16 +36,23 @@ impl NodeKind for EncodeImage {
                 "image is {width_px}x{height_px}; both sides must be multiples of {step_px} for this VAE"
             )));
         }
-        let values = chw_f32_from_rgb8(&image.0);
-        let pixels = Tensor::from_vec(
-            values,
-            (1, 3, height_px as usize, width_px as usize),
-            vae.device(),
-        )
-        .map_err(tensor_error("preparing the image"))?;
-        let latent = vae
-            .encode(&pixels)
-            .map_err(model_error("encoding the image"))?;
+        let latent = encode_picture(vae, &image.0)?;
         Ok(Outputs::new().with_object("latent", types::LATENT, TensorValue(latent)))
     }
+}
+
+/// The normalised latent `[1, 128, h, w]` of an RGB picture whose sides are whole tokens.
+pub(crate) fn encode_picture(
+    vae: &veetance_models::Vae,
+    image: &veetance_imaging::RgbImage,
+) -> Result<Tensor, NodeError> {
+    let (width_px, height_px) = image.dimensions();
+    let pixels = Tensor::from_vec(
+        chw_f32_from_rgb8(image),
+        (1, 3, height_px as usize, width_px as usize),
+        vae.device(),
+    )
+    .map_err(tensor_error("preparing the picture"))?;
+    vae.encode(&pixels)
+        .map_err(model_error("encoding the picture"))
 }

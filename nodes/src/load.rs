@@ -136,25 +136,35 @@ fn sources(inputs: &NodeInputs, env: &RunEnv) -> Result<BundleSources, NodeError
         .map_err(model_error("finding the model's parts"))
 }
 
+/// A file's canonical path, size and modification time as one line (what makes an edited file
+/// a new input), and its size.
+pub fn file_identity(path: &Path) -> Result<(String, u64), NodeError> {
+    let meta = std::fs::metadata(path)
+        .map_err(|err| NodeError::with_context(format!("reading {}", path.display()), err))?;
+    let modified_ns = meta
+        .modified()
+        .ok()
+        .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
+        .map_or(0, |d| d.as_nanos());
+    let canonical = path.canonicalize().unwrap_or_else(|_| path.to_path_buf());
+    Ok((
+        format!("{}\t{}\t{modified_ns}", canonical.display(), meta.len()),
+        meta.len(),
+    ))
+}
+
 /// Every file of the parts with its size and modification time, sorted, as bytes; and the total
 /// bytes of weights.
 fn files_identity(sources: &BundleSources) -> Result<(Vec<u8>, u64), NodeError> {
     let mut entries = Vec::new();
     let mut total_bytes = 0u64;
     for path in sources.files() {
-        let meta = std::fs::metadata(&path)
-            .map_err(|err| NodeError::with_context(format!("reading {}", path.display()), err))?;
-        let modified_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        let canonical = path.canonicalize().unwrap_or(path.clone());
-        let name = canonical.to_string_lossy();
+        let (entry, len) = file_identity(&path)?;
+        let name = path.to_string_lossy();
         if name.ends_with(".safetensors") || name.ends_with(".gguf") {
-            total_bytes += meta.len();
+            total_bytes += len;
         }
-        entries.push(format!("{name}\t{}\t{modified_ns}", meta.len()));
+        entries.push(entry);
     }
     for part in [&sources.transformer, &sources.text_encoder, &sources.vae] {
         entries.push(format!("prefix\t{}", part.prefix));

@@ -1,7 +1,6 @@
 //! LoadLoRA: the model with a LoRA adapter applied (stack them by chaining LoadLoRA nodes).
 
 use std::path::Path;
-use std::time::UNIX_EPOCH;
 
 use veetance_engine::{
     DataType, InputSpec, Literal, MemoryEstimate, NodeCtx, NodeError, NodeInputs, NodeKind,
@@ -10,7 +9,7 @@ use veetance_engine::{
 use veetance_models::{LoraFile, LoraMerge};
 
 use crate::device::model_error;
-use crate::load::resolve_model_path;
+use crate::load::{file_identity, resolve_model_path};
 use crate::payload::ModelValue;
 use crate::types;
 
@@ -63,17 +62,8 @@ impl NodeKind for LoadLoRA {
     /// cache.
     fn identity(inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
         let path = resolve_model_path(inputs.text("lora")?, env)?;
-        let meta = std::fs::metadata(&path)
-            .map_err(|err| NodeError::with_context(format!("reading {}", path.display()), err))?;
-        let modified_ns = meta
-            .modified()
-            .ok()
-            .and_then(|t| t.duration_since(UNIX_EPOCH).ok())
-            .map_or(0, |d| d.as_nanos());
-        let canonical = path.canonicalize().unwrap_or(path);
-        Ok(Some(
-            format!("{}\t{}\t{modified_ns}", canonical.display(), meta.len()).into_bytes(),
-        ))
+        let (identity, _) = file_identity(&path)?;
+        Ok(Some(identity.into_bytes()))
     }
 
     /// The adapter's factors in f32 while it is applied (merged weights are reported by the

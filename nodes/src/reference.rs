@@ -1,12 +1,12 @@
 //! Reference: a picture for FLUX.2 multi-reference editing, prepared and encoded as diffusers'
 //! `Flux2KleinPipeline(image=[...])` prepares it; chain Reference nodes for several pictures.
 
-use candle_core::Tensor;
-use veetance_engine::InputSpec;
-use veetance_engine::{NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec, Outputs};
-use veetance_imaging::{RgbImage, center_crop, chw_f32_from_rgb8, resize_lanczos};
+use veetance_engine::{
+    InputSpec, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec, Outputs,
+};
+use veetance_imaging::{RgbImage, center_crop, resize_lanczos};
 
-use crate::device::{model_error, tensor_error};
+use crate::encode_image::encode_picture;
 use crate::payload::{ImageValue, ReferencesValue, VaeValue};
 use crate::types;
 
@@ -52,17 +52,7 @@ impl NodeKind for Reference {
         let vae = &vae.0.vae;
         let step_px = u32::try_from(vae.pixels_per_token())
             .map_err(|_| NodeError::msg("the VAE's token size does not fit in 32 bits"))?;
-        let prepared = prepare(&image.0, step_px)?;
-        let (width_px, height_px) = prepared.dimensions();
-        let pixels = Tensor::from_vec(
-            chw_f32_from_rgb8(&prepared),
-            (1, 3, height_px as usize, width_px as usize),
-            vae.device(),
-        )
-        .map_err(tensor_error("preparing the picture"))?;
-        let latent = vae
-            .encode(&pixels)
-            .map_err(model_error("encoding the reference picture"))?;
+        let latent = encode_picture(vae, &prepare(&image.0, step_px)?)?;
         let mut references = match inputs.opt_object::<ReferencesValue>("references")? {
             Some(before) => (*before).clone(),
             None => ReferencesValue::default(),

@@ -101,6 +101,23 @@ impl Flux2Config {
         }
     }
 
+    /// A tiny transformer for tests and smoke runs, shaped like `tests/fixtures/tiny-klein`'s:
+    /// 2 heads of 16, 2 double and 2 single blocks, conditioning 96 wide (3 × [`Qwen3Config::tiny`]'s
+    /// hidden size), RoPE axes of 4.
+    ///
+    /// [`Qwen3Config::tiny`]: crate::qwen3::Qwen3Config::tiny
+    pub fn tiny() -> Self {
+        Self {
+            num_layers: 2,
+            num_single_layers: 2,
+            attention_head_dim: 16,
+            num_attention_heads: 2,
+            joint_attention_dim: 96,
+            axes_dims_rope: vec![4, 4, 4, 4],
+            ..Self::klein_4b()
+        }
+    }
+
     /// FLUX.2 \[klein\] 9B.
     pub fn klein_9b() -> Self {
         Self {
