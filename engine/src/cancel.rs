@@ -25,4 +25,10 @@ impl CancelToken {
     pub fn is_cancelled(&self) -> bool {
         self.cancelled.load(Ordering::Relaxed)
     }
+
+    /// The shared flag itself, for code that knows no engine (model code checks it between
+    /// transformer blocks and decoder tiles, so that cancelling takes effect within a second).
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.cancelled.clone()
+    }
 }

@@ -412,6 +412,11 @@ impl<'a> NodeCtx<'a> {
         self.cancel.is_cancelled()
     }
 
+    /// The run's cancellation flag, for model code that checks it inside long operations.
+    pub fn cancel_flag(&self) -> std::sync::Arc<std::sync::atomic::AtomicBool> {
+        self.cancel.flag()
+    }
+
     /// Returns `Err(NodeError::Cancelled)` if the run was cancelled; call it between steps.
     pub fn check_cancelled(&self) -> Result<(), NodeError> {
         if self.cancel.is_cancelled() {

@@ -326,7 +326,19 @@ pub fn sample(
             Tensor::cat(&parts, 1)?
         };
         let forward = |cond: &Tensor| -> Result<Tensor> {
-            let v = model.forward_with_rope(&tokens, cond, &rope, &timestep, guidance)?;
+            let v = model
+                .forward_with_rope(&tokens, cond, &rope, &timestep, guidance)
+                .map_err(|err| {
+                    // A forward call stopped between blocks (see `with_interrupt`).
+                    if model.interrupted() {
+                        ModelError::Cancelled {
+                            completed_steps: i,
+                            total_steps: total,
+                        }
+                    } else {
+                        ModelError::from(err)
+                    }
+                })?;
             // Only the noisy tokens' velocities matter; reference outputs are dropped.
             Ok(v.narrow(1, 0, n_noisy)?)
         };

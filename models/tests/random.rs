@@ -174,3 +174,33 @@ fn compact_formats_are_found_by_their_names_in_any_case() {
     }
     assert_eq!(CompactFormat::from_name("q9_0"), None);
 }
+
+#[test]
+fn tiled_decode_reports_each_tile_and_stops_between_tiles() {
+    let vae = Vae::random(VaeConfig::tiny(), DType::F32, &Device::Cpu).unwrap();
+    // Four tiny tiles' worth of latent in each direction.
+    let tile = VaeConfig::tiny().sample_size / VaeConfig::tiny().spatial_factor();
+    let latent = Tensor::zeros((1, 128, tile, tile * 2), DType::F32, &Device::Cpu).unwrap();
+    let mut seen = Vec::new();
+    vae.decode_tiled_with(&latent, |done, total| {
+        seen.push((done, total));
+        std::ops::ControlFlow::Continue(())
+    })
+    .unwrap();
+    let total = seen.last().unwrap().1;
+    assert!(total > 1, "{seen:?}");
+    assert_eq!(seen.last().unwrap().0, total);
+    let err = vae
+        .decode_tiled_with(&latent, |_, _| std::ops::ControlFlow::Break(()))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::Cancelled {
+                completed_steps: 1,
+                ..
+            }
+        ),
+        "{err}"
+    );
+}

@@ -316,3 +316,34 @@ fn unsupported_scheduler_options_are_refused() {
     let cfg = SchedulerConfig::load(&path).unwrap();
     assert!(!cfg.use_dynamic_shifting && cfg.shift == 2.0);
 }
+
+#[test]
+fn a_set_interrupt_flag_stops_a_step_between_blocks() {
+    let flag = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let model = model().with_interrupt(flag.clone());
+    let cond = cond();
+    let scheduler = SchedulerConfig::default();
+    let request = SampleRequest {
+        positive: &cond,
+        negative: None,
+        start: Start::Noise(seeded_noise(1, (1, 128, 4, 4), &Device::Cpu).unwrap()),
+        steps: 4,
+        guidance: 1.0,
+        scheduler: &scheduler,
+        references: &[],
+    };
+    // The progress callback never runs: the first step stops inside its forward call.
+    let err = sample(&model, &request, |_, _| panic!("no step completes")).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            ModelError::Cancelled {
+                completed_steps: 0,
+                total_steps: 4
+            }
+        ),
+        "{err}"
+    );
+    flag.store(false, std::sync::atomic::Ordering::SeqCst);
+    assert!(sample(&model, &request, |_, _| ControlFlow::Continue(())).is_ok());
+}

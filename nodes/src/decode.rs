@@ -57,7 +57,15 @@ impl NodeKind for Decode {
         // activations (128 channels at full resolution) would take gigabytes, so decode in
         // overlapping, blended tiles as diffusers' `enable_tiling` does.
         let image = if pixels > TILED_DECODE_ABOVE_PIXELS {
-            vae.decode_tiled(&latent)
+            // Tile by tile, with progress, and a cancel takes effect after the current tile.
+            vae.decode_tiled_with(&latent, |done, total| {
+                ctx.progress(done as u64, total as u64);
+                if ctx.is_cancelled() {
+                    std::ops::ControlFlow::Break(())
+                } else {
+                    std::ops::ControlFlow::Continue(())
+                }
+            })
         } else {
             vae.decode(&latent)
         }

@@ -112,7 +112,8 @@ impl NodeKind for Sample {
     fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let bundle = &model.bundle;
-        let transformer = transformer_on_device(&model)?;
+        // Cancelling stops a step between transformer blocks, not only between steps.
+        let transformer = transformer_on_device(&model)?.with_interrupt(ctx.cancel_flag());
         let device = transformer.device().clone();
         let positive = on_device(&*inputs.object::<TensorValue>("positive")?, &device)?;
         let guidance_given = inputs.opt_float("guidance")?;

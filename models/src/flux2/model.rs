@@ -76,6 +76,9 @@ pub struct Flux2Transformer {
     pub(super) compiled: Option<std::sync::Arc<super::compile::CompiledState>>,
     /// Page-locked RAM of an offloaded model's weights (see [`Flux2Transformer::pinned_for`]).
     pub(super) pinned: Option<std::sync::Arc<veetance_gpu::memory::PinnedHost>>,
+    /// Set by whoever runs the model to stop a forward call between blocks (see
+    /// [`Flux2Transformer::with_interrupt`]).
+    pub(super) interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
 }
 
 impl Flux2Transformer {
@@ -199,6 +202,7 @@ impl Flux2Transformer {
             differentiable: false,
             compiled: None,
             pinned: None,
+            interrupt: None,
         })
     }
 
@@ -230,6 +234,30 @@ impl Flux2Transformer {
     /// Whether the checkpoint is step-distilled (klein): the sampler then never runs CFG.
     pub fn is_distilled(&self) -> bool {
         self.is_distilled
+    }
+
+    /// A clone whose forward calls stop between blocks once `flag` is set (the run was
+    /// cancelled), so that a long step on a large picture ends within about a block's time.
+    /// [`crate::sample`] turns the stop into [`crate::ModelError::Cancelled`].
+    pub fn with_interrupt(&self, flag: std::sync::Arc<std::sync::atomic::AtomicBool>) -> Self {
+        Self {
+            interrupt: Some(flag),
+            ..self.clone()
+        }
+    }
+
+    /// Whether the flag of [`Self::with_interrupt`] is set.
+    pub fn interrupted(&self) -> bool {
+        self.interrupt
+            .as_ref()
+            .is_some_and(|flag| flag.load(std::sync::atomic::Ordering::Relaxed))
+    }
+
+    fn check_interrupt(&self) -> candle_core::Result<()> {
+        if self.interrupted() {
+            candle_core::bail!("interrupted");
+        }
+        Ok(())
     }
 
     /// A clone marked as step-distilled or not ([`crate::Bundle::load`] reads it from
@@ -580,6 +608,7 @@ impl Flux2Transformer {
         let txt_len = txt.dim(1)?;
 
         for block in &self.double_blocks {
+            self.check_interrupt()?;
             let img_qkv = block.img.qkv.forward(&self.modulate(&img, i_sh1, i_sc1)?)?;
             let txt_qkv = block.txt.qkv.forward(&self.modulate(&txt, t_sh1, t_sc1)?)?;
             let attn = self.joint_attention(
@@ -620,6 +649,7 @@ impl Flux2Transformer {
 
         let mut x = Tensor::cat(&[&txt, &img], 1)?;
         for block in &self.single_blocks {
+            self.check_interrupt()?;
             let fused = block.linear1.forward(&self.modulate(&x, s_sh, s_sc)?)?;
             // The attention part reads the first 3·D columns of `fused` in place.
             let attn = self.joint_attention(&[(&fused, &block.q_norm, &block.k_norm)], rope)?;

@@ -536,18 +536,48 @@ impl Vae {
     /// quarter tile. The result differs slightly from [`Vae::decode`] near tile borders, as in diffusers;
     /// latents no larger than one tile decode identically.
     pub fn decode_tiled(&self, latent: &Tensor) -> Result<Tensor> {
+        self.decode_tiled_with(latent, |_, _| std::ops::ControlFlow::Continue(()))
+    }
+
+    /// [`Vae::decode_tiled`] calling `progress(tiles_done, tiles)` after each tile; a
+    /// `Break` stops between tiles with [`ModelError::Cancelled`].
+    pub fn decode_tiled_with(
+        &self,
+        latent: &Tensor,
+        mut progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> Result<Tensor> {
         let raw = self.denormalize(latent)?;
         let (_, _, h, w) = raw.dims4()?;
         let tile_latent = self.cfg.sample_size / self.cfg.spatial_factor();
         let image = if h > tile_latent || w > tile_latent {
-            self.decode_raw_tiled(&raw).context("VAE tiled decode")?
+            let mut stopped = None;
+            let tiled = self.decode_raw_tiled(&raw, &mut |done, total| {
+                let flow = progress(done, total);
+                if flow.is_break() {
+                    stopped = Some((done, total));
+                }
+                flow
+            });
+            match (tiled, stopped) {
+                (_, Some((done, total))) => {
+                    return Err(ModelError::Cancelled {
+                        completed_steps: done,
+                        total_steps: total,
+                    });
+                }
+                (tiled, None) => tiled.context("VAE tiled decode")?,
+            }
         } else {
             self.decode_raw(&raw)?
         };
         Ok(image.clamp(-1f32, 1f32)?)
     }
 
-    fn decode_raw_tiled(&self, raw: &Tensor) -> candle_core::Result<Tensor> {
+    fn decode_raw_tiled(
+        &self,
+        raw: &Tensor,
+        progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> candle_core::Result<Tensor> {
         let tile_sample = self.cfg.sample_size;
         let tile_latent = tile_sample / self.cfg.spatial_factor();
         let overlap_factor = 0.25;
@@ -555,6 +585,7 @@ impl Vae {
         let blend_extent = (tile_sample as f64 * overlap_factor) as usize;
         let row_limit = tile_sample - blend_extent;
         let (_, _, h, w) = raw.dims4()?;
+        let n_tiles = h.div_ceil(stride) * w.div_ceil(stride);
         let mut rows: Vec<Vec<Tensor>> = Vec::new();
         for top in (0..h).step_by(stride) {
             let mut row: Vec<Tensor> = Vec::new();
@@ -574,6 +605,10 @@ impl Vae {
                     decoded = blend(left_tile, &decoded, blend_extent, 3)?;
                 }
                 row.push(decoded);
+                let done = rows.iter().map(Vec::len).sum::<usize>() + row.len();
+                if progress(done, n_tiles).is_break() {
+                    candle_core::bail!("stopped after {done} of {n_tiles} tiles");
+                }
             }
             rows.push(row);
         }
