@@ -38,7 +38,7 @@ pub use graph::{Graph, GraphNode, Slot, Validation, validate};
 pub use node::{
     FnNode, Kind, MemoryEstimate, Node, NodeCtx, NodeError, NodeInputs, NodeKind, Outputs, RunEnv,
 };
-pub use pool::ModelPool;
+pub use pool::{ModelPool, available_memory_bytes};
 pub use registry::{Decoder, Registry, RegistryError, TypeInfo};
 pub use spec::{InputSpec, NodeSpec, OutputSpec, Purity, TextWidget};
 pub use value::{DataType, Literal, Object, Payload, Value};

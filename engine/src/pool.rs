@@ -48,6 +48,18 @@ impl std::fmt::Debug for ModelPool {
     }
 }
 
+/// Memory the operating system says is available now (free plus reclaimable), if it can say.
+/// Nodes compare large working sets against it to refuse work that would exhaust memory instead
+/// of being killed halfway.
+pub fn available_memory_bytes() -> Option<u64> {
+    let mut system = sysinfo::System::new().ok()?;
+    system.refresh_memory();
+    match system.available_memory() {
+        0 => None,
+        available => Some(available),
+    }
+}
+
 impl ModelPool {
     /// Half of the machine's physical memory (16 GiB if it cannot be read): room for the models
     /// of a run and for the activations and caches beside them.

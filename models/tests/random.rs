@@ -204,3 +204,25 @@ fn tiled_decode_reports_each_tile_and_stops_between_tiles() {
         "{err}"
     );
 }
+
+#[test]
+fn encoding_estimates_grow_with_the_picture_and_the_first_level_width() {
+    let released = Vae::random(
+        VaeConfig {
+            block_out_channels: vec![128, 32],
+            ..VaeConfig::tiny()
+        },
+        DType::F32,
+        &Device::Cpu,
+    )
+    .unwrap();
+    // The red-team's 12000² picture: hundreds of gigabytes at the released VAE's width, which
+    // EncodeImage refuses instead of aborting halfway.
+    assert!(released.encode_working_bytes(12_000, 12_000) > 200 << 30);
+    let tiny = Vae::random(VaeConfig::tiny(), DType::F32, &Device::Cpu).unwrap();
+    assert!(tiny.encode_working_bytes(64, 64) < 4 << 20);
+    assert_eq!(
+        tiny.encode_working_bytes(128, 128),
+        4 * tiny.encode_working_bytes(64, 64)
+    );
+}

@@ -47,6 +47,18 @@ pub(crate) fn encode_picture(
     image: &veetance_imaging::RgbImage,
 ) -> Result<Tensor, NodeError> {
     let (width_px, height_px) = image.dimensions();
+    // Refuse up front what would exhaust memory halfway (the encoder is not tiled yet).
+    let needed = vae.encode_working_bytes(height_px as usize, width_px as usize);
+    if vae.device().is_cpu()
+        && let Some(available) = veetance_engine::available_memory_bytes()
+        && needed > available
+    {
+        return Err(NodeError::msg(format!(
+            "encoding a {width_px}×{height_px} picture needs about {} MiB and {} MiB are available; scale it down first",
+            needed >> 20,
+            available >> 20
+        )));
+    }
     let pixels = Tensor::from_vec(
         chw_f32_from_rgb8(image),
         (1, 3, height_px as usize, width_px as usize),

@@ -404,6 +404,16 @@ impl Vae {
         })
     }
 
+    /// About the most memory encoding a `width_px` × `height_px` picture needs at once (an
+    /// estimate for refusing pictures that would exhaust memory, not a measurement).
+    pub fn encode_working_bytes(&self, height_px: usize, width_px: usize) -> u64 {
+        // The first encoder level runs at full resolution with `block_out_channels[0]` channels
+        // in f32; a ResNet block holds about four such maps at once (input, two convolution
+        // outputs, the normalised copy). Deeper levels are 4× smaller each.
+        let channels = self.cfg.block_out_channels.first().copied().unwrap_or(128) as u64;
+        4 * channels * height_px as u64 * width_px as u64 * 4
+    }
+
     /// The configuration.
     pub fn config(&self) -> &VaeConfig {
         &self.cfg
