@@ -110,8 +110,21 @@ impl From<candle_core::Error> for ModelError {
     fn from(source: candle_core::Error) -> Self {
         ModelError::Candle {
             context: "tensor operation failed".to_string(),
-            source,
+            source: without_backtrace(source),
         }
+    }
+}
+
+/// candle's error without the backtrace candle attaches when `RUST_BACKTRACE` is set: a user
+/// reads the message, and forty frames of candle internals in it hide what went wrong.
+pub fn without_backtrace(err: candle_core::Error) -> candle_core::Error {
+    match err {
+        candle_core::Error::WithBacktrace { inner, .. } => without_backtrace(*inner),
+        candle_core::Error::WithPath { inner, path } => candle_core::Error::WithPath {
+            inner: Box::new(without_backtrace(*inner)),
+            path,
+        },
+        other => other,
     }
 }
 
@@ -125,7 +138,7 @@ impl<T> CandleContext<T> for std::result::Result<T, candle_core::Error> {
     fn context(self, what: &str) -> Result<T> {
         self.map_err(|source| ModelError::Candle {
             context: what.to_string(),
-            source,
+            source: without_backtrace(source),
         })
     }
 }
@@ -146,4 +159,21 @@ pub(crate) fn read_json<T: serde::de::DeserializeOwned>(path: &std::path::Path) 
         path: path.to_path_buf(),
         source,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backtraces_are_left_out_of_messages() {
+        let inner = candle_core::Error::Msg("shapes differ".into());
+        let with_trace = candle_core::Error::WithBacktrace {
+            inner: Box::new(inner),
+            backtrace: Box::new(std::backtrace::Backtrace::force_capture()),
+        };
+        assert!(with_trace.to_string().lines().count() > 1);
+        let message = ModelError::from(with_trace).to_string();
+        assert_eq!(message, "tensor operation failed: shapes differ");
+    }
 }

@@ -29,5 +29,5 @@ pub fn model_error(context: &'static str) -> impl Fn(ModelError) -> NodeError {
 
 /// Wraps a candle error with what the node was doing.
 pub fn tensor_error(context: &'static str) -> impl Fn(candle_core::Error) -> NodeError {
-    move |err| NodeError::with_context(context, err)
+    move |err| NodeError::with_context(context, veetance_models::error::without_backtrace(err))
 }
