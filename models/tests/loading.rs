@@ -555,21 +555,7 @@ fn sparse_checkpoint(
     name: &str,
     specs: &[veetance_models::weights::TensorSpec],
 ) -> PathBuf {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0usize;
-    for spec in specs {
-        let n_bytes = 4 * spec.shape.iter().product::<usize>();
-        header.insert(
-            spec.name.clone(),
-            serde_json::json!({"dtype": "F32", "shape": spec.shape, "data_offsets": [offset, offset + n_bytes]}),
-        );
-        offset += n_bytes;
-    }
-    let header = serde_json::Value::Object(header).to_string();
-    let path = write_raw(dir, name, header.len() as u64, header.as_bytes(), &[]);
-    let file = std::fs::OpenOptions::new().write(true).open(&path).unwrap();
-    file.set_len((8 + header.len() + offset) as u64).unwrap();
-    path
+    common::sparse_safetensors(dir, name, specs).unwrap()
 }
 
 // Unix filesystems keep the multi-gigabyte hole sparse; NTFS would really allocate it.
