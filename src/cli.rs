@@ -77,6 +77,13 @@ pub struct RunArgs {
     /// A folder Load searches for model names, before those in VEETANCE_MODELS (repeatable).
     #[arg(long = "models-dir", value_name = "DIR")]
     pub models_dirs: Vec<PathBuf>,
+    /// A folder a workflow from a picture may also read from (besides the picture's folder,
+    /// --out, the model folders and the built-in model); repeatable. See docs/security.md.
+    #[arg(long = "allow-read", value_name = "DIR")]
+    pub allow_read: Vec<PathBuf>,
+    /// Let workflows from pictures read files anywhere, like workflows from .ron files.
+    #[arg(long)]
+    pub trust: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]

@@ -275,3 +275,54 @@ fn an_empty_latent_is_refused_where_it_is_read_not_a_panic() {
     assert!(stderr.contains("holds no values"), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");
 }
+
+#[test]
+fn a_workflow_from_a_picture_reads_only_inside_allowed_folders() {
+    let dir = tempfile::tempdir().unwrap();
+    let (inbox, elsewhere) = (dir.path().join("inbox"), dir.path().join("elsewhere"));
+    std::fs::create_dir_all(&inbox).unwrap();
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let secret = elsewhere.join("secret.png");
+    let pixels = veetance_imaging::RgbImage::new(8, 8);
+    let no_text: &[(&str, &str)] = &[];
+    veetance_imaging::write_png(std::fs::File::create(&secret).unwrap(), &pixels, no_text).unwrap();
+    let workflow = format!(
+        r#"Workflow(version: 1, nodes: {{
+            "read": Node(kind: "LoadImage", inputs: {{"path": Text("{}")}}),
+            "export": Node(kind: "Export", inputs: {{"image": Link("read", "image"), "path": Text("copy")}}),
+        }})"#,
+        secret.display()
+    );
+    let picture = inbox.join("from-a-stranger.png");
+    veetance_imaging::write_png(
+        std::fs::File::create(&picture).unwrap(),
+        &pixels,
+        &[(veetance_imaging::KEY_WORKFLOW, workflow.as_str())],
+    )
+    .unwrap();
+    let out_dir = inbox.join("out");
+    let run = |extra: &[&str]| {
+        let mut args = vec![
+            "run",
+            picture.to_str().unwrap(),
+            "--no-cache",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ];
+        args.extend_from_slice(extra);
+        run_within(Duration::from_secs(30), &args)
+    };
+    let out = run(&[]);
+    let stderr = text(&out.stderr);
+    assert_eq!(out.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("is not allowed") && stderr.contains("secret.png"),
+        "{stderr}"
+    );
+    assert!(!out_dir.join("copy.png").exists());
+    // The user can widen the policy for one folder, or trust the picture.
+    let allowed = run(&["--allow-read", elsewhere.to_str().unwrap()]);
+    assert_eq!(allowed.status.code(), Some(0), "{}", text(&allowed.stderr));
+    let trusted = run(&["--trust"]);
+    assert_eq!(trusted.status.code(), Some(0), "{}", text(&trusted.stderr));
+}

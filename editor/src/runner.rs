@@ -138,6 +138,8 @@ impl Runner {
             device: "auto".to_owned(),
             model_dirs: self.model_dirs.clone(),
             pool: self.pool.clone(),
+            // The editor shows a picture's workflow before it runs, and the user presses Run.
+            read_roots: None,
         };
         let options = RunOptions {
             targets: None,

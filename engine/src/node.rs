@@ -341,6 +341,9 @@ pub struct RunEnv {
     pub model_dirs: Vec<PathBuf>,
     /// Where loaded models live between nodes and runs.
     pub pool: Arc<ModelPool>,
+    /// Folders inside which nodes may read files, or `None` for anywhere. Set for workflows that
+    /// came inside a picture (untrusted): see [`RunEnv::check_read`] and docs/security.md.
+    pub read_roots: Option<Vec<PathBuf>>,
 }
 
 impl RunEnv {
@@ -352,7 +355,33 @@ impl RunEnv {
             device: "auto".to_owned(),
             model_dirs: Vec::new(),
             pool: Arc::new(ModelPool::default()),
+            read_roots: None,
         }
+    }
+
+    /// Whether a node may read `path` under the run's read policy: anywhere without one,
+    /// otherwise only inside a root (after resolving `..` and symbolic links, so neither leads
+    /// out). A path that does not exist is let through: reading it fails on its own.
+    pub fn check_read(&self, path: &Path) -> Result<(), NodeError> {
+        let Some(roots) = &self.read_roots else {
+            return Ok(());
+        };
+        let Ok(resolved) = path.canonicalize() else {
+            return Ok(());
+        };
+        let inside = roots.iter().any(|root| {
+            root.canonicalize()
+                .is_ok_and(|root| resolved.starts_with(root))
+        });
+        if inside {
+            return Ok(());
+        }
+        let shown: Vec<String> = roots.iter().map(|r| r.display().to_string()).collect();
+        Err(NodeError::msg(format!(
+            "reading {} is not allowed: a workflow from a picture reads only inside {} (add a folder with --allow-read DIR, or lift the limit with --trust if you trust the picture)",
+            path.display(),
+            shown.join(", ")
+        )))
     }
 }
 

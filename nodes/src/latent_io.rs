@@ -57,14 +57,14 @@ impl NodeKind for LoadLatent {
         .output(OutputSpec::new("latent", types::LATENT, "The latent."))
     }
 
-    fn identity(inputs: &NodeInputs, _env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
-        let bytes = read_input_file(Path::new(inputs.text("path")?))?;
+    fn identity(inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
+        let bytes = read_input_file(Path::new(inputs.text("path")?), env)?;
         Ok(Some(blake3::hash(&bytes).as_bytes().to_vec()))
     }
 
-    fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let path = inputs.text("path")?;
-        let latent = load_tensor(path, "latent", 4)?;
+        let latent = load_tensor(path, "latent", 4, ctx.env())?;
         Ok(Outputs::new().with_object("latent", types::LATENT, TensorValue(latent)))
     }
 }

@@ -132,8 +132,12 @@ fn sources(inputs: &NodeInputs, env: &RunEnv) -> Result<BundleSources, NodeError
         .filter(|s| !s.is_empty())
         .map(|s| resolve_model_path(s, env))
         .transpose()?;
-    BundleSources::resolve(&model, text_encoder.as_deref(), vae.as_deref())
-        .map_err(model_error("finding the model's parts"))
+    let sources = BundleSources::resolve(&model, text_encoder.as_deref(), vae.as_deref())
+        .map_err(model_error("finding the model's parts"))?;
+    for path in sources.files() {
+        env.check_read(&path)?;
+    }
+    Ok(sources)
 }
 
 /// A file's canonical path, size and modification time as one line (what makes an edited file

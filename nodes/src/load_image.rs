@@ -11,8 +11,10 @@ use crate::payload::ImageValue;
 use crate::types;
 
 /// Reads a file the node depends on (a regular file of at most
-/// [`veetance_imaging::MAX_INPUT_FILE_BYTES`]), with the path in the error.
-pub fn read_input_file(path: &Path) -> Result<Vec<u8>, NodeError> {
+/// [`veetance_imaging::MAX_INPUT_FILE_BYTES`], where the run's read policy allows), with the
+/// path in the error.
+pub fn read_input_file(path: &Path, env: &RunEnv) -> Result<Vec<u8>, NodeError> {
+    env.check_read(path)?;
     veetance_imaging::read_regular_file(path, veetance_imaging::MAX_INPUT_FILE_BYTES)
         .map_err(|err| NodeError::with_context(format!("cannot read {}", path.display()), err))
 }
@@ -36,14 +38,14 @@ impl NodeKind for LoadImage {
     }
 
     /// The file's content hash: an edited image is never served from the cache.
-    fn identity(inputs: &NodeInputs, _env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
-        let bytes = read_input_file(Path::new(inputs.text("path")?))?;
+    fn identity(inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
+        let bytes = read_input_file(Path::new(inputs.text("path")?), env)?;
         Ok(Some(blake3::hash(&bytes).as_bytes().to_vec()))
     }
 
-    fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let path = inputs.text("path")?;
-        let bytes = read_input_file(Path::new(path))?;
+        let bytes = read_input_file(Path::new(path), ctx.env())?;
         let image = veetance_imaging::load_image(&bytes)
             .map_err(|err| NodeError::with_context(format!("decoding {path}"), err))?;
         Ok(Outputs::new().with_object("image", types::IMAGE, ImageValue(image)))

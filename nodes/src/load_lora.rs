@@ -62,6 +62,7 @@ impl NodeKind for LoadLoRA {
     /// cache.
     fn identity(inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
         let path = resolve_model_path(inputs.text("lora")?, env)?;
+        env.check_read(&path)?;
         let (identity, _) = file_identity(&path)?;
         Ok(Some(identity.into_bytes()))
     }
@@ -84,6 +85,7 @@ impl NodeKind for LoadLoRA {
     fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let path = resolve_model_path(inputs.text("lora")?, ctx.env())?;
+        ctx.env().check_read(&path)?;
         let merge = match inputs.text("merge")? {
             "merge" => LoraMerge::Merge,
             "beside" => LoraMerge::Beside,

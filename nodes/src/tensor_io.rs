@@ -39,8 +39,13 @@ pub fn save_tensor(
 }
 
 /// Reads the tensor `name` from a .safetensors file and checks its rank.
-pub fn load_tensor(path: &str, name: &str, rank: usize) -> Result<Tensor, NodeError> {
-    let bytes = read_input_file(Path::new(path))?;
+pub fn load_tensor(
+    path: &str,
+    name: &str,
+    rank: usize,
+    env: &veetance_engine::RunEnv,
+) -> Result<Tensor, NodeError> {
+    let bytes = read_input_file(Path::new(path), env)?;
     let tensors = candle_core::safetensors::load_buffer(&bytes, &Device::Cpu)
         .map_err(|err| NodeError::with_context(format!("reading {path}"), err))?;
     let mut names: Vec<&String> = tensors.keys().collect();

@@ -1,6 +1,6 @@
 //! `veetance run`: validate, apply overrides, run, report.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -15,7 +15,7 @@ use veetance_engine::{
 use crate::cli::RunArgs;
 use crate::commands::validate::print_diagnostics;
 use crate::events::{JsonEvents, ProgressEvents, summary_table};
-use crate::input::read_workflow_source;
+use crate::input::{is_picture, read_workflow_source};
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
     let registry = Arc::new(veetance_nodes::registry()?);
@@ -73,7 +73,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         },
     };
     let mut failed = false;
-    for (shown, workflow, graph) in prepared {
+    for (shown, workflow, graph, read_roots) in prepared {
         if cancel.is_cancelled() {
             break;
         }
@@ -83,6 +83,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             device: args.device.name().to_owned(),
             model_dirs: super::models::model_dirs(&args.models_dirs),
             pool: pool.clone(),
+            read_roots,
         };
         let sink: Box<dyn EventSink> = if args.json {
             Box::new(JsonEvents::new(&shown))
@@ -126,7 +127,14 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     })
 }
 
-type Prepared = (String, Workflow, veetance_engine::Graph);
+/// A validated workflow: how it is shown, the workflow, its graph, and the folders it may read
+/// from (`None`: anywhere).
+type Prepared = (
+    String,
+    Workflow,
+    veetance_engine::Graph,
+    Option<Vec<PathBuf>>,
+);
 
 /// Reads, parses, applies overrides and validates one file. `Ok(None)` means diagnostics were
 /// printed.
@@ -149,7 +157,25 @@ fn prepare(
     }
     let validation = validate(&workflow, registry, Some(&source));
     print_diagnostics(&validation.diagnostics, &source, &shown);
-    Ok(validation.graph.map(|graph| (shown, workflow, graph)))
+    let read_roots = (is_picture(path) && !args.trust).then(|| read_roots(path, args));
+    Ok(validation
+        .graph
+        .map(|graph| (shown, workflow, graph, read_roots)))
+}
+
+/// Where a workflow from the picture at `path` may read: the picture's folder, the output
+/// folder, the model folders, the built-in model and every `--allow-read` folder.
+fn read_roots(path: &Path, args: &RunArgs) -> Vec<PathBuf> {
+    let mut roots = vec![
+        path.parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+        args.out.clone(),
+    ];
+    roots.extend(super::models::model_dirs(&args.models_dirs));
+    roots.extend(veetance_nodes::builtin_tiny_dir().ok());
+    roots.extend(args.allow_read.iter().cloned());
+    roots
 }
 
 /// First Ctrl+C cancels cleanly (between nodes and sampler steps); the second aborts.
