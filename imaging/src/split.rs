@@ -87,6 +87,16 @@ const MIN_EDGE_SHIFT_LEVELS: f32 = 4.0;
 /// measured, so edge pixels keep their hard label.
 const MIN_CONTRAST_SQ: f32 = 6.0 * 6.0;
 
+/// About the most memory [`layer_split`] needs for a `width_px` × `height_px` picture (an
+/// estimate for refusing pictures that would exhaust memory): the RGBA layers it returns, and
+/// per pixel its colour, region and ownership tables. Calibrated on a 2048² picture split in 3
+/// layers and written as PSD: 364 MB peak resident for the whole `veetance run`, 87 bytes per
+/// pixel.
+pub fn layer_split_working_bytes(width_px: u32, height_px: u32, n_layers: usize) -> u64 {
+    const TABLE_BYTES_PER_PIXEL: u64 = 76;
+    u64::from(width_px) * u64::from(height_px) * (4 * n_layers as u64 + TABLE_BYTES_PER_PIXEL)
+}
+
 /// Splits `image` into `n_layers` (2..=8) RGBA layers, background first, whose alpha-over
 /// composite reproduces `image` within 1/255 per channel (in practice exactly).
 ///

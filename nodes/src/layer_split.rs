@@ -32,6 +32,18 @@ impl NodeKind for LayerSplit {
         let image = inputs.object::<ImageValue>("image")?;
         let n_layers = usize::try_from(inputs.int("layers")?)
             .map_err(|_| NodeError::msg("layers must be positive"))?;
+        let (width_px, height_px) = image.0.dimensions();
+        let needed =
+            veetance_imaging::split::layer_split_working_bytes(width_px, height_px, n_layers);
+        if let Some(available) = veetance_engine::available_memory_bytes()
+            && needed > available
+        {
+            return Err(NodeError::msg(format!(
+                "splitting a {width_px}×{height_px} picture into {n_layers} layers needs about {} MiB and {} MiB are available; scale it down first",
+                needed >> 20,
+                available >> 20
+            )));
+        }
         let layers = veetance_imaging::layer_split(&image.0, n_layers)
             .map_err(|err| NodeError::with_context("splitting the image into layers", err))?;
         Ok(Outputs::new().with_object("layers", types::LAYERS, LayersValue(layers)))
