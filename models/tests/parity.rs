@@ -408,6 +408,47 @@ fn bundle_runs_in_half_precision() {
 }
 
 #[test]
+fn tiled_vae_encode_matches_diffusers_enable_tiling() {
+    let vae = Vae::load(&ckpt().join("vae"), DType::F32, &Device::Cpu).unwrap();
+    let tiling = |name: &str| common::reference_from("reference-tiling.safetensors", name).unwrap();
+    let image = tiling("encode.in");
+    let mut seen = Vec::new();
+    let latent = vae
+        .encode_tiled_with(&image, |done, total| {
+            seen.push((done, total));
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert_eq!(latent.dims(), &[1, 128, 22, 14]);
+    // 88×56 px in 32-px tiles every 24 px: four rows of three.
+    assert_eq!(seen.last(), Some(&(12, 12)));
+    let err = rel_error(&latent, &tiling("encode.tiled"));
+    assert!(err < 1e-5, "tiled encode rel error {err}");
+    // Tiling really happened: the whole-picture encode is diffusers' untiled result instead.
+    assert!(rel_error(&latent, &tiling("encode.whole")) > 1e-2);
+    assert!(rel_error(&vae.encode(&image).unwrap(), &tiling("encode.whole")) < 1e-5);
+    // A picture within one tile encodes exactly like the untiled path.
+    let small = image.narrow(2, 0, 32).unwrap().narrow(3, 0, 32).unwrap();
+    let diff = (vae.encode_tiled(&small).unwrap() - vae.encode(&small).unwrap()).unwrap();
+    let max = diff.abs().unwrap().max_all().unwrap();
+    assert_eq!(max.to_scalar::<f32>().unwrap(), 0.0);
+    // A cancel stops between tiles.
+    let err = vae
+        .encode_tiled_with(&image, |_, _| ControlFlow::Break(()))
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            veetance_models::ModelError::Cancelled {
+                completed_steps: 1,
+                total_steps: 12
+            }
+        ),
+        "{err}"
+    );
+}
+
+#[test]
 fn tiled_vae_decode_matches_diffusers_enable_tiling() {
     let vae = Vae::load(&ckpt().join("vae"), DType::F32, &Device::Cpu).unwrap();
     let z = reference("vae.tiled_in");

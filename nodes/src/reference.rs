@@ -46,13 +46,13 @@ impl NodeKind for Reference {
         ))
     }
 
-    fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let vae = inputs.object::<VaeValue>("vae")?;
         let image = inputs.object::<ImageValue>("image")?;
         let vae = &vae.0.vae;
         let step_px = u32::try_from(vae.pixels_per_token())
             .map_err(|_| NodeError::msg("the VAE's token size does not fit in 32 bits"))?;
-        let latent = encode_picture(vae, &prepare(&image.0, step_px)?)?;
+        let latent = encode_picture(vae, &prepare(&image.0, step_px)?, ctx)?;
         let mut references = match inputs.opt_object::<ReferencesValue>("references")? {
             Some(before) => (*before).clone(),
             None => ReferencesValue::default(),

@@ -60,6 +60,44 @@ fn blend(
     Tensor::cat(&[mixed, rest], dim)
 }
 
+/// Tile sides of a tiled encode or decode: `input` in the tiled tensor's pixels, `output` in
+/// the result's.
+#[derive(Debug, Clone, Copy)]
+struct Tiles {
+    input: usize,
+    output: usize,
+}
+
+/// Why a tiled pass ended early.
+enum TiledError {
+    /// The progress callback asked to stop after `done` of `total` tiles.
+    Stopped { done: usize, total: usize },
+    /// A tensor operation failed.
+    Tensor(candle_core::Error),
+}
+
+impl From<candle_core::Error> for TiledError {
+    fn from(err: candle_core::Error) -> Self {
+        TiledError::Tensor(err)
+    }
+}
+
+impl TiledError {
+    /// The crate's error, a failure described as `what`.
+    fn into_model(self, what: &str) -> ModelError {
+        match self {
+            TiledError::Stopped { done, total } => ModelError::Cancelled {
+                completed_steps: done,
+                total_steps: total,
+            },
+            TiledError::Tensor(err) => ModelError::Candle {
+                context: what.to_string(),
+                source: crate::error::without_backtrace(err),
+            },
+        }
+    }
+}
+
 /// GroupNorm with its parameters at hand for the CUDA kernel.
 #[derive(Debug, Clone)]
 struct Norm {
@@ -502,14 +540,27 @@ impl Vae {
 
     /// Image `[B, 3, H, W]` in [-1, 1] → normalised token grid `[B, 128, H/16, W/16]`.
     pub fn encode(&self, image: &Tensor) -> Result<Tensor> {
-        let (_, _, h, w) = image.dims4().context("VAE encode input")?;
+        self.check_encodable(image)?;
+        let moments = self.encode_moments(image)?;
+        self.normalize_moments(&moments)
+    }
+
+    /// The picture's dims `[B, C, H, W]`, if its sides are whole tokens.
+    fn check_encodable(&self, image: &Tensor) -> Result<(usize, usize, usize, usize)> {
+        let dims = image.dims4().context("VAE encode input")?;
+        let (_, _, h, w) = dims;
         let step = self.pixels_per_token();
         if h % step != 0 || w % step != 0 {
             return Err(ModelError::InvalidArgument(format!(
                 "image size {w}x{h} must be a multiple of {step}"
             )));
         }
-        let raw = self.encode_raw(image)?;
+        Ok(dims)
+    }
+
+    /// Posterior moments → normalised token grid: the mean, patchified, BatchNorm-normalised.
+    fn normalize_moments(&self, moments: &Tensor) -> Result<Tensor> {
+        let raw = moments.narrow(1, 0, self.cfg.latent_channels)?;
         let patched = candle_nn::ops::pixel_unshuffle(&raw.to_dtype(DType::F32)?, 2)
             .context("VAE patchify")?;
         Ok(patched
@@ -554,70 +605,107 @@ impl Vae {
     pub fn decode_tiled_with(
         &self,
         latent: &Tensor,
-        mut progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+        progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
     ) -> Result<Tensor> {
         let raw = self.denormalize(latent)?;
         let (_, _, h, w) = raw.dims4()?;
         let tile_latent = self.cfg.sample_size / self.cfg.spatial_factor();
         let image = if h > tile_latent || w > tile_latent {
-            let mut stopped = None;
-            let tiled = self.decode_raw_tiled(&raw, &mut |done, total| {
-                let flow = progress(done, total);
-                if flow.is_break() {
-                    stopped = Some((done, total));
-                }
-                flow
-            });
-            match (tiled, stopped) {
-                (_, Some((done, total))) => {
-                    return Err(ModelError::Cancelled {
-                        completed_steps: done,
-                        total_steps: total,
-                    });
-                }
-                (tiled, None) => tiled.context("VAE tiled decode")?,
-            }
+            self.tiled(
+                &raw,
+                Tiles {
+                    input: tile_latent,
+                    output: self.cfg.sample_size,
+                },
+                |tile| self.decode_raw_inner(tile),
+                progress,
+            )
+            .map_err(|err| err.into_model("VAE tiled decode"))?
         } else {
             self.decode_raw(&raw)?
         };
         Ok(image.clamp(-1f32, 1f32)?)
     }
 
-    fn decode_raw_tiled(
+    /// Like [`Vae::encode`], but in overlapping tiles so that memory stays bounded for large
+    /// pictures.
+    ///
+    /// This is diffusers' `enable_tiling()` encode (`_tiled_encode`) exactly: tiles of
+    /// `sample_size` pixels starting every three quarters of a tile, encoded independently, and
+    /// their latents blended linearly (top, then left) over a quarter of a latent tile. Pictures
+    /// no larger than one tile encode identically to [`Vae::encode`].
+    pub fn encode_tiled(&self, image: &Tensor) -> Result<Tensor> {
+        self.encode_tiled_with(image, |_, _| std::ops::ControlFlow::Continue(()))
+    }
+
+    /// [`Vae::encode_tiled`] calling `progress(tiles_done, tiles)` after each tile; a `Break`
+    /// stops between tiles with [`ModelError::Cancelled`].
+    pub fn encode_tiled_with(
         &self,
-        raw: &Tensor,
-        progress: &mut dyn FnMut(usize, usize) -> std::ops::ControlFlow<()>,
-    ) -> candle_core::Result<Tensor> {
+        image: &Tensor,
+        progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> Result<Tensor> {
+        let (_, _, h, w) = self.check_encodable(image)?;
         let tile_sample = self.cfg.sample_size;
-        let tile_latent = tile_sample / self.cfg.spatial_factor();
+        let moments = if h > tile_sample || w > tile_sample {
+            self.tiled(
+                image,
+                Tiles {
+                    input: tile_sample,
+                    output: tile_sample / self.cfg.spatial_factor(),
+                },
+                |tile| self.encode_moments_inner(tile),
+                progress,
+            )
+            .map_err(|err| err.into_model("VAE tiled encode"))?
+        } else {
+            self.encode_moments(image)?
+        };
+        self.normalize_moments(&moments)
+    }
+
+    /// Runs `f` on overlapping tiles of `input` and blends the results, as diffusers'
+    /// `_tiled_encode` and `tiled_decode` do: tiles of `tiles.input` start every
+    /// `tiles.input · 3/4`; each result is cross-faded with the (already blended) one above, then
+    /// the one to the left, over `tiles.output / 4`, and cropped to `tiles.output · 3/4`.
+    fn tiled(
+        &self,
+        input: &Tensor,
+        tiles: Tiles,
+        f: impl Fn(&Tensor) -> candle_core::Result<Tensor>,
+        mut progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> std::result::Result<Tensor, TiledError> {
         let overlap_factor = 0.25;
-        let stride = ((tile_latent as f64 * (1.0 - overlap_factor)) as usize).max(1);
-        let blend_extent = (tile_sample as f64 * overlap_factor) as usize;
-        let row_limit = tile_sample - blend_extent;
-        let (_, _, h, w) = raw.dims4()?;
+        let stride = ((tiles.input as f64 * (1.0 - overlap_factor)) as usize).max(1);
+        let blend_extent = (tiles.output as f64 * overlap_factor) as usize;
+        let row_limit = tiles.output - blend_extent;
+        let (_, _, h, w) = input.dims4()?;
         let n_tiles = h.div_ceil(stride) * w.div_ceil(stride);
         let mut rows: Vec<Vec<Tensor>> = Vec::new();
         for top in (0..h).step_by(stride) {
             let mut row: Vec<Tensor> = Vec::new();
             for left in (0..w).step_by(stride) {
-                let tile = raw.narrow(2, top, tile_latent.min(h - top))?.narrow(
+                let tile = input.narrow(2, top, tiles.input.min(h - top))?.narrow(
                     3,
                     left,
-                    tile_latent.min(w - left),
+                    tiles.input.min(w - left),
                 )?;
-                let mut decoded = self.decode_raw_inner(&tile)?;
-                // Blend with the already blended tile above, then the one to the left, like diffusers
-                // (whose blend functions modify the current tile in place in this order).
+                let mut out = f(&tile)?;
+                // Blend with the already blended tile above, then the one to the left, like
+                // diffusers (whose blend functions modify the current tile in place in this order).
                 if let Some(above) = rows.last().and_then(|r: &Vec<Tensor>| r.get(row.len())) {
-                    decoded = blend(above, &decoded, blend_extent, 2)?;
+                    out = blend(above, &out, blend_extent, 2)?;
                 }
                 if let Some(left_tile) = row.last() {
-                    decoded = blend(left_tile, &decoded, blend_extent, 3)?;
+                    out = blend(left_tile, &out, blend_extent, 3)?;
                 }
-                row.push(decoded);
+                row.push(out);
                 let done = rows.iter().map(Vec::len).sum::<usize>() + row.len();
                 if progress(done, n_tiles).is_break() {
-                    candle_core::bail!("stopped after {done} of {n_tiles} tiles");
+                    return Err(TiledError::Stopped {
+                        done,
+                        total: n_tiles,
+                    });
                 }
             }
             rows.push(row);
@@ -634,7 +722,7 @@ impl Vae {
                 .collect::<candle_core::Result<Vec<_>>>()?;
             result_rows.push(Tensor::cat(&cropped, 3)?);
         }
-        Tensor::cat(&result_rows, 2)
+        Ok(Tensor::cat(&result_rows, 2)?)
     }
 
     /// Raw latent `[B, 32, H/f, W/f]` → image `[B, 3, H, W]` (f32, not clamped).
