@@ -240,6 +240,7 @@ pub fn run(args: &GpuArgs) -> Result<ExitCode> {
         weights,
         scheduler: SchedulerConfig::default(),
         started,
+        dense_images: std::cell::RefCell::new(Vec::new()),
     };
     for &model in &args.models {
         for &weights in &setup.weights {
@@ -265,6 +266,23 @@ struct Setup<'a> {
     weights: Vec<Weights>,
     scheduler: SchedulerConfig,
     started: Instant,
+    /// The last image of each model's end-to-end runs with dense weights, by model and mode:
+    /// what the compact formats' images are compared with.
+    dense_images: std::cell::RefCell<Vec<(Model, Mode, Vec<f32>)>>,
+}
+
+/// Seeds of the random weights: with the device's generator seeded before each build, every
+/// format starts from the same dense weights, so their images can be compared (CUDA only;
+/// candle cannot seed its CPU generator, so CPU runs compare nothing).
+const TRANSFORMER_SEED: u64 = 1;
+const STAGES_SEED: u64 = 2;
+
+/// Seeds the device's generator where candle can (not on the CPU, whose runs compare nothing).
+fn seed(device: &Device, value: u64) {
+    if !device.is_cpu() {
+        // A generator that cannot be seeded only loses the comparison, not the timing.
+        let _ = device.set_seed(value);
+    }
 }
 
 /// How the block projections are stored in one measurement.
@@ -305,6 +323,7 @@ impl Weights {
     /// The transformer with these weights: built dense with random values, then (if compact)
     /// re-encoded, the dense one dropped before anything is measured.
     fn build(self, cfg: Flux2Config, dtype: DType, device: &Device) -> Result<Flux2Transformer> {
+        seed(device, TRANSFORMER_SEED);
         let dense = Flux2Transformer::random(cfg, dtype, device)?.with_distilled(true);
         Ok(match self.0 {
             None => dense,
@@ -377,6 +396,7 @@ fn bench_model(
         return report.skipped(model, Some(side_px), "e2e-build");
     }
     let stages = guarded(|| {
+        seed(device, STAGES_SEED);
         Ok((
             TextEncoder::random(spec.text.clone(), &spec.out_layers, setup.dtype, device)?,
             Vae::random(spec.vae.clone(), setup.dtype, device)?,
@@ -404,7 +424,10 @@ fn bench_model(
             continue;
         }
         match guarded(|| end_to_end(&pipeline, mode, grid, runs)) {
-            Ok(timing) => report.e2e(model, side_px, mode, &timing)?,
+            Ok(mut timing) => {
+                compare_with_dense(setup, model, mode, weights, &mut timing);
+                report.e2e(model, side_px, mode, &timing)?;
+            }
             Err(err) => report.failed(model, Some(side_px), &e2e_mode_name(mode), &err)?,
         }
     }
@@ -444,6 +467,46 @@ fn model_spec(model: Model, tiny: bool) -> ModelSpec {
         out_layers: KLEIN_OUT_LAYERS.to_vec(),
         vae: VaeConfig::flux2(),
     }
+}
+
+/// Keeps a dense run's image, or compares a compact format's image with the dense one of the
+/// same model and mode (when both exist and the weights were seeded alike).
+fn compare_with_dense(
+    setup: &Setup<'_>,
+    model: Model,
+    mode: Mode,
+    weights: Weights,
+    timing: &mut E2eTiming,
+) {
+    // candle seeds only GPU generators, so CPU runs' formats start from different weights.
+    if timing.image.is_empty() || setup.device.is_cpu() {
+        return;
+    }
+    let mut images = setup.dense_images.borrow_mut();
+    if weights.0.is_none() {
+        images.retain(|(m, o, _)| (*m, *o) != (model, mode));
+        images.push((model, mode, std::mem::take(&mut timing.image)));
+        return;
+    }
+    timing.psnr_db_vs_dense = images
+        .iter()
+        .find(|(m, o, _)| (*m, *o) == (model, mode))
+        .and_then(|(_, _, dense)| psnr_db(&timing.image, dense));
+}
+
+/// PSNR in dB of an image against a reference, both with values in [-1, 1] (peak-to-peak 2);
+/// `None` if their sizes differ, infinite if they are identical.
+fn psnr_db(image: &[f32], reference: &[f32]) -> Option<f64> {
+    if image.len() != reference.len() || image.is_empty() {
+        return None;
+    }
+    let squared: f64 = image
+        .iter()
+        .zip(reference)
+        .map(|(a, b)| (f64::from(*a) - f64::from(*b)).powi(2))
+        .sum();
+    let mse = squared / image.len() as f64;
+    Some(10.0 * (4.0 / mse).log10())
 }
 
 fn e2e_mode_name(mode: Mode) -> String {
@@ -584,6 +647,10 @@ struct E2eTiming {
     total_s: f64,
     total_s_runs: Vec<f64>,
     vram: Option<veetance_gpu::memory::VramInfo>,
+    /// The last run's decoded image, flattened (empty once kept as the dense reference).
+    image: Vec<f32>,
+    /// PSNR of `image` against the dense weights' image of the same model and mode.
+    psnr_db_vs_dense: Option<f64>,
 }
 
 /// Seconds of one image's stages.
@@ -629,6 +696,7 @@ fn end_to_end(
     device.synchronize()?;
     let compile_s = started.elapsed().as_secs_f64();
 
+    let last_image = std::cell::RefCell::new(None::<Tensor>);
     let one_image = || -> Result<StageTimes> {
         device.synchronize()?;
         let started = Instant::now();
@@ -654,7 +722,7 @@ fn end_to_end(
         let image = pipeline.vae.decode(&latent)?;
         device.synchronize()?;
         let decode_s = started.elapsed().as_secs_f64();
-        drop(image);
+        *last_image.borrow_mut() = Some(image);
         Ok(StageTimes {
             encode_s,
             sample_s,
@@ -675,6 +743,11 @@ fn end_to_end(
         total_s: median(times.iter().map(|t| t.total_s())),
         total_s_runs: times.iter().map(|t| round3(t.total_s())).collect(),
         vram: veetance_gpu::memory::vram(device),
+        image: match last_image.into_inner() {
+            Some(image) => image.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?,
+            None => Vec::new(),
+        },
+        psnr_db_vs_dense: None,
     })
 }
 
@@ -761,6 +834,7 @@ impl Report {
                 "peak_reserved_mib": peak_reserved,
                 "dtype": self.dtype,
                 "steps": KLEIN_STEPS,
+                "psnr_db_vs_dense": timing.psnr_db_vs_dense.map(|db| (db * 100.0).round() / 100.0),
             }),
         );
         let mut human = format!(
@@ -778,6 +852,9 @@ impl Report {
             human.push_str(&format!(
                 ", peak used {used:.1} MiB, reserved {reserved:.1} MiB"
             ));
+        }
+        if let Some(db) = timing.psnr_db_vs_dense {
+            human.push_str(&format!(", {db:.1} dB PSNR against dense"));
         }
         self.emit(&line, &human)
     }
@@ -868,5 +945,20 @@ impl Report {
                 .context("cannot append to --out")?;
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn psnr_is_infinite_for_equal_images_and_follows_the_squared_error() {
+        assert_eq!(psnr_db(&[0.5, -0.25], &[0.5, -0.25]), Some(f64::INFINITY));
+        // A uniform error of 0.02 on a peak-to-peak range of 2: 20·log10(2 / 0.02) = 40 dB.
+        let db = psnr_db(&[0.02, 0.52], &[0.0, 0.5]).unwrap_or(0.0);
+        assert!((db - 40.0).abs() < 1e-4, "{db}");
+        assert_eq!(psnr_db(&[0.0], &[0.0, 1.0]), None);
+        assert_eq!(psnr_db(&[], &[]), None);
     }
 }
