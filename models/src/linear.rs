@@ -186,10 +186,14 @@ impl LinearWeight {
                 if !cols.is_multiple_of(t.block_size()) {
                     return Ok(self.clone());
                 }
-                let q = QTensor::quantize(&dense.to_device(&Device::Cpu)?, t)?;
-                let storage = candle_core::quantized::QStorage::from_data(q.data()?, &device, t)?;
+                let data = quantize_rows(&dense.to_device(&Device::Cpu)?, t)?;
+                let storage = candle_core::quantized::QStorage::from_data(
+                    std::borrow::Cow::Owned(data),
+                    &device,
+                    t,
+                )?;
                 LinearWeight::Ggml {
-                    weight: Arc::new(QTensor::new(storage, q.shape().clone())?),
+                    weight: Arc::new(QTensor::new(storage, dense.shape().clone())?),
                     fast: quant == QuantMode::Fast && fast_matmul_supports(t, dense.dims()),
                 }
             }
@@ -232,6 +236,49 @@ impl LinearWeight {
             LinearWeight::Ggml { .. } => Vec::new(),
         }
     }
+}
+
+/// GGUF blocks of a CPU matrix whose rows are whole blocks, quantized on every core: candle
+/// quantizes on one thread, and the K-quants' search for scales makes a 9-billion-parameter
+/// model take minutes that way. Rows are independent and blocks never span rows, so quantizing
+/// bands of rows and joining their bytes gives exactly the single-threaded result.
+fn quantize_rows(dense: &Tensor, t: GgmlDType) -> candle_core::Result<Vec<u8>> {
+    let rows = dense.dims().first().copied().unwrap_or(0);
+    let threads = std::thread::available_parallelism().map_or(1, usize::from);
+    if dense.rank() != 2 || rows < 2 * threads || threads == 1 {
+        return Ok(QTensor::quantize(dense, t)?.data()?.into_owned());
+    }
+    let band = rows.div_ceil(threads);
+    let bands: Vec<(usize, usize)> = (0..rows)
+        .step_by(band)
+        .map(|start| (start, band.min(rows - start)))
+        .collect();
+    let parts = std::thread::scope(|scope| {
+        let handles: Vec<_> = bands
+            .iter()
+            .map(|&(start, len)| {
+                scope.spawn(move || -> candle_core::Result<Vec<u8>> {
+                    // A band of its own: candle's quantizer reads the storage from its start,
+                    // whatever the view's offset.
+                    let values = dense
+                        .narrow(0, start, len)?
+                        .flatten_all()?
+                        .to_vec1::<f32>()?;
+                    let part = Tensor::from_vec(values, (len, dense.dim(1)?), &Device::Cpu)?;
+                    Ok(QTensor::quantize(&part, t)?.data()?.into_owned())
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                h.join().unwrap_or_else(|_| {
+                    Err(candle_core::Error::Msg("quantizing thread panicked".into()))
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()
+    })?;
+    Ok(parts.concat())
 }
 
 /// Whether candle's quantized matmul handles a weight: its CPU kernels for Q4_1, Q5_0 and Q5_1
@@ -537,5 +584,20 @@ impl Embedding {
                     .reshape((b, l, *cols))
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn quantizing_bands_of_rows_gives_the_single_threaded_bytes() -> candle_core::Result<()> {
+        let dense = Tensor::randn(0f32, 1.0, (67, 512), &Device::Cpu)?;
+        for t in [GgmlDType::Q8_0, GgmlDType::Q4K, GgmlDType::Q5K] {
+            let whole = QTensor::quantize(&dense, t)?.data()?.into_owned();
+            assert_eq!(quantize_rows(&dense, t)?, whole, "{t:?}");
+        }
+        Ok(())
     }
 }
