@@ -64,6 +64,11 @@ pub struct GpuArgs {
     /// format, so peak VRAM counts that format's weights only.
     #[arg(long, value_delimiter = ',', default_values_t = [String::from("dense")])]
     pub weights: Vec<String>,
+    /// How GGUF weights compute: `exact` (dequantized per use, then an ordinary matmul: what
+    /// diffusers computes) or `fast` (candle's quantized matmul, which quantizes the activations
+    /// too).
+    #[arg(long, value_enum, default_value_t = Quant::Exact)]
+    pub quant: Quant,
     /// Timed forward calls per configuration.
     #[arg(long, default_value_t = 10)]
     pub steps: usize,
@@ -98,6 +103,24 @@ pub struct GpuArgs {
     /// Append the JSON lines to this file as well.
     #[arg(long)]
     pub out: Option<PathBuf>,
+}
+
+/// How GGUF weights compute (`--quant`).
+#[derive(Debug, Clone, Copy, ValueEnum, PartialEq, Eq)]
+pub enum Quant {
+    /// Dequantized per use, then an ordinary matmul.
+    Exact,
+    /// candle's quantized matmul.
+    Fast,
+}
+
+impl Quant {
+    fn mode(self) -> QuantMode {
+        match self {
+            Quant::Exact => QuantMode::Exact,
+            Quant::Fast => QuantMode::Fast,
+        }
+    }
 }
 
 /// A model measured.
@@ -322,12 +345,18 @@ impl Weights {
 
     /// The transformer with these weights: built dense with random values, then (if compact)
     /// re-encoded, the dense one dropped before anything is measured.
-    fn build(self, cfg: Flux2Config, dtype: DType, device: &Device) -> Result<Flux2Transformer> {
+    fn build(
+        self,
+        cfg: Flux2Config,
+        dtype: DType,
+        device: &Device,
+        quant: QuantMode,
+    ) -> Result<Flux2Transformer> {
         seed(device, TRANSFORMER_SEED);
         let dense = Flux2Transformer::random(cfg, dtype, device)?.with_distilled(true);
         Ok(match self.0 {
             None => dense,
-            Some(format) => dense.with_compact_blocks(format, QuantMode::Fast)?,
+            Some(format) => dense.with_compact_blocks(format, quant)?,
         })
     }
 }
@@ -355,7 +384,14 @@ fn bench_model(
         return report.skipped(model, None, "build");
     }
     let spec = model_spec(model, args.tiny);
-    let base = guarded(|| weights.build(spec.transformer.clone(), setup.dtype, device));
+    let base = guarded(|| {
+        weights.build(
+            spec.transformer.clone(),
+            setup.dtype,
+            device,
+            args.quant.mode(),
+        )
+    });
     let base = match base {
         Ok(base) => base,
         Err(err) => return report.failed(model, None, "build", &err),

@@ -14,7 +14,7 @@ use candle_core::{DType, Device, Module, Tensor};
 
 use crate::error::Result;
 use crate::weights::QuantMode;
-use crate::weights::raw::{RawTensor, StoredDType, dequantize_fp8};
+use crate::weights::raw::{Fp8Format, RawTensor, StoredDType, dequantize_fp8, encode_e4m3};
 
 /// A compact storage to re-encode dense weights in ([`LinearWeight::compact`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,10 +67,12 @@ pub enum LinearWeight {
         /// Whether it is stored pre-transposed.
         transposed: bool,
     },
-    /// FP8 `[out, in]` (candle F8E4M3, or U8 holding E5M2), times an optional `[out, 1]` f32 scale.
+    /// FP8 `[out, in]` (the bytes as U8), times an optional `[out, 1]` f32 scale.
     Fp8 {
-        /// The FP8 values.
+        /// The FP8 bytes.
         weight: Tensor,
+        /// Their encoding.
+        format: Fp8Format,
         /// Per-row scales.
         row_scale: Option<Tensor>,
     },
@@ -101,10 +103,14 @@ impl LinearWeight {
         quant: QuantMode,
     ) -> Result<Self> {
         Ok(match raw.dtype {
-            StoredDType::F8E4M3 | StoredDType::F8E5M2 => LinearWeight::Fp8 {
-                weight: raw.to_fp8_tensor(device)?,
-                row_scale: raw.row_scale_tensor(device)?,
-            },
+            StoredDType::F8E4M3 | StoredDType::F8E5M2 => {
+                let (weight, format) = raw.to_fp8_tensor(device)?;
+                LinearWeight::Fp8 {
+                    weight,
+                    format,
+                    row_scale: raw.row_scale_tensor(device)?,
+                }
+            }
             StoredDType::Ggml(t) if raw.dtype.is_quantized() && raw.shape.len() == 2 => {
                 LinearWeight::Ggml {
                     weight: Arc::new(raw.to_qtensor(t, device)?),
@@ -121,7 +127,9 @@ impl LinearWeight {
             LinearWeight::Dense { weight, .. } => {
                 (weight.elem_count() * weight.dtype().size_in_bytes()) as u64
             }
-            LinearWeight::Fp8 { weight, row_scale } => {
+            LinearWeight::Fp8 {
+                weight, row_scale, ..
+            } => {
                 (weight.elem_count() + row_scale.as_ref().map_or(0, |s| 4 * s.elem_count())) as u64
             }
             LinearWeight::Ggml { weight, .. } => weight.storage_size_in_bytes() as u64,
@@ -132,8 +140,7 @@ impl LinearWeight {
     pub fn storage_name(&self) -> String {
         match self {
             LinearWeight::Dense { weight, .. } => weight.dtype().as_str().to_string(),
-            LinearWeight::Fp8 { weight, .. } if weight.dtype() == DType::U8 => "fp8_e5m2".into(),
-            LinearWeight::Fp8 { .. } => "fp8_e4m3".into(),
+            LinearWeight::Fp8 { format, .. } => format.name().into(),
             LinearWeight::Ggml { weight, .. } => {
                 crate::weights::raw::ggml_name(weight.dtype()).into()
             }
@@ -151,9 +158,11 @@ impl LinearWeight {
                 };
                 w.to_dtype(dtype)
             }
-            LinearWeight::Fp8 { weight, row_scale } => {
-                dequantize_fp8(weight, row_scale.as_ref(), dtype)
-            }
+            LinearWeight::Fp8 {
+                weight,
+                format,
+                row_scale,
+            } => dequantize_fp8(weight, *format, row_scale.as_ref(), dtype),
             LinearWeight::Ggml { weight, .. } => {
                 weight.dequantize(&weight.device())?.to_dtype(dtype)
             }
@@ -166,6 +175,7 @@ impl LinearWeight {
     /// fill whole blocks stay as they are.
     pub fn compact(&self, format: CompactFormat, quant: QuantMode) -> Result<Self> {
         let dense = self.to_dense(DType::F32)?;
+        let dense_shape = dense.shape().clone();
         let device = dense.device().clone();
         Ok(match format {
             CompactFormat::Fp8E4M3 => {
@@ -176,8 +186,15 @@ impl LinearWeight {
                     .to_scalar::<f32>()?;
                 let scale = (amax / 448.0).max(f32::MIN_POSITIVE);
                 let rows = dense.dim(0)?;
+                // Encoded on the CPU: candle 0.11 cannot cast to F8E4M3 on a GPU.
+                let scaled = (dense / f64::from(scale))?
+                    .to_device(&Device::Cpu)?
+                    .flatten_all()?
+                    .to_vec1::<f32>()?;
+                let bytes = Tensor::from_vec(encode_e4m3(&scaled), dense_shape, &Device::Cpu)?;
                 LinearWeight::Fp8 {
-                    weight: (dense / f64::from(scale))?.to_dtype(DType::F8E4M3)?,
+                    weight: bytes.to_device(&device)?,
+                    format: Fp8Format::E4M3,
                     row_scale: Some(Tensor::full(scale, (rows, 1), &device)?),
                 }
             }
@@ -207,8 +224,13 @@ impl LinearWeight {
                 weight: weight.to_device(device)?,
                 transposed: *transposed,
             },
-            LinearWeight::Fp8 { weight, row_scale } => LinearWeight::Fp8 {
+            LinearWeight::Fp8 {
+                weight,
+                format,
+                row_scale,
+            } => LinearWeight::Fp8 {
                 weight: weight.to_device(device)?,
+                format: *format,
                 row_scale: row_scale
                     .as_ref()
                     .map(|s| s.to_device(device))
@@ -230,7 +252,9 @@ impl LinearWeight {
     pub fn tensors(&self) -> Vec<Tensor> {
         match self {
             LinearWeight::Dense { weight, .. } => vec![weight.clone()],
-            LinearWeight::Fp8 { weight, row_scale } => std::iter::once(weight.clone())
+            LinearWeight::Fp8 {
+                weight, row_scale, ..
+            } => std::iter::once(weight.clone())
                 .chain(row_scale.clone())
                 .collect(),
             LinearWeight::Ggml { .. } => Vec::new(),
@@ -359,8 +383,13 @@ impl Linear {
                 weight: f(weight)?,
                 transposed: *transposed,
             },
-            LinearWeight::Fp8 { weight, row_scale } => LinearWeight::Fp8 {
+            LinearWeight::Fp8 {
+                weight,
+                format,
+                row_scale,
+            } => LinearWeight::Fp8 {
                 weight: f(weight)?,
+                format: *format,
                 row_scale: row_scale.as_ref().map(f).transpose()?,
             },
             LinearWeight::Ggml { .. } => self.weight.clone(),
@@ -451,8 +480,12 @@ impl Module for Linear {
     fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
         let out = match &self.weight {
             LinearWeight::Dense { weight, transposed } => matmul_broadcast(x, weight, *transposed)?,
-            LinearWeight::Fp8 { weight, row_scale } => {
-                let w = dequantize_fp8(weight, row_scale.as_ref(), x.dtype())?;
+            LinearWeight::Fp8 {
+                weight,
+                format,
+                row_scale,
+            } => {
+                let w = dequantize_fp8(weight, *format, row_scale.as_ref(), x.dtype())?;
                 matmul_broadcast(x, &w, false)?
             }
             LinearWeight::Ggml { weight, fast: true } => {

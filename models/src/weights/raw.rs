@@ -253,12 +253,14 @@ impl<'a> RawTensor<'a> {
         QTensor::new(storage, self.shape.as_slice()).context("shaping GGUF blocks")
     }
 
-    /// FP8 bytes as a compact tensor on `device`: E4M3 in candle's F8E4M3, E5M2 as raw U8 (candle
-    /// has no E5M2 type; [`dequantize_fp8`] decodes it).
-    pub fn to_fp8_tensor(&self, device: &Device) -> Result<Tensor> {
-        let dtype = match self.dtype {
-            StoredDType::F8E4M3 => DType::F8E4M3,
-            StoredDType::F8E5M2 => DType::U8,
+    /// FP8 bytes as a compact `U8` tensor on `device`, with their encoding ([`dequantize_fp8`]
+    /// decodes them). The bytes stay bytes, not candle's `F8E4M3`: candle 0.11's CUDA backend
+    /// names its FP8 cast kernels differently from its kernel library, so an `F8E4M3` tensor
+    /// cannot be converted on a GPU, and candle has no E5M2 type at all.
+    pub fn to_fp8_tensor(&self, device: &Device) -> Result<(Tensor, Fp8Format)> {
+        let format = match self.dtype {
+            StoredDType::F8E4M3 => Fp8Format::E4M3,
+            StoredDType::F8E5M2 => Fp8Format::E5M2,
             other => {
                 return Err(ModelError::InvalidArgument(format!(
                     "{} is not an FP8 type",
@@ -266,10 +268,8 @@ impl<'a> RawTensor<'a> {
                 )));
             }
         };
-        Ok(
-            Tensor::from_raw_buffer(&self.bytes, dtype, &self.shape, &Device::Cpu)?
-                .to_device(device)?,
-        )
+        let bytes = Tensor::from_raw_buffer(&self.bytes, DType::U8, &self.shape, &Device::Cpu)?;
+        Ok((bytes.to_device(device)?, format))
     }
 
     /// The per-row scales as an `[rows, 1]` f32 tensor, if any.
@@ -298,16 +298,46 @@ fn apply_scale(values: &Tensor, scale: &Scale) -> Result<Tensor> {
     }
 }
 
-/// The 256 values of FP8 E5M2, indexed by byte: E5M2 is the high byte of an IEEE half.
-fn e5m2_table() -> Vec<f32> {
-    (0u16..256)
-        .map(|b| half::f16::from_bits(b << 8).to_f32())
+/// The encoding of FP8 bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fp8Format {
+    /// `float8_e4m3fn`: 4 exponent bits, 3 mantissa bits, no infinities.
+    E4M3,
+    /// `float8_e5m2`: the high byte of an IEEE half.
+    E5M2,
+}
+
+impl Fp8Format {
+    /// The name as checkpoints' dtype fields spell it (`fp8_e4m3`, `fp8_e5m2`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Fp8Format::E4M3 => "fp8_e4m3",
+            Fp8Format::E5M2 => "fp8_e5m2",
+        }
+    }
+
+    /// The 256 values of the encoding, indexed by byte.
+    fn table(self) -> Vec<f32> {
+        (0u8..=255)
+            .map(|b| match self {
+                Fp8Format::E4M3 => float8::F8E4M3::from_bits(b).to_f32(),
+                Fp8Format::E5M2 => half::f16::from_bits(u16::from(b) << 8).to_f32(),
+            })
+            .collect()
+    }
+}
+
+/// E4M3 bytes of `values` (round to nearest even, saturating as `float8_e4m3fn` casts do).
+pub fn encode_e4m3(values: &[f32]) -> Vec<u8> {
+    values
+        .iter()
+        .map(|&v| float8::F8E4M3::from_f32(v).to_bits())
         .collect()
 }
 
 /// Decodes E5M2 bytes to f32 values of `shape` on the CPU.
 fn e5m2_to_f32(bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
-    let table = e5m2_table();
+    let table = Fp8Format::E5M2.table();
     let values: Vec<f32> = bytes
         .iter()
         .map(|&b| table.get(usize::from(b)).copied().unwrap_or(f32::NAN))
@@ -315,24 +345,22 @@ fn e5m2_to_f32(bytes: &[u8], shape: &[usize]) -> Result<Tensor> {
     Ok(Tensor::from_vec(values, shape, &Device::Cpu)?)
 }
 
-/// Decodes an FP8 weight kept compact ([`RawTensor::to_fp8_tensor`]) to `dtype`, times its row
-/// scales: ComfyUI's `weight.to(dtype) * weight_scale.to(dtype)`, on the weight's device.
+/// Decodes FP8 bytes kept compact ([`RawTensor::to_fp8_tensor`]) to `dtype`, times their row
+/// scales: ComfyUI's `weight.to(dtype) * weight_scale.to(dtype)`, on the weight's device. Every
+/// FP8 value is exact in bf16, f16 and f32, so looking the bytes up in a table of the 256 values
+/// in `dtype` is the cast itself. One difference: byte 0xFF, a NaN in both encodings, decodes to
+/// 0, because candle's `index_select` reads the largest index as padding. A NaN weight makes
+/// every output NaN, so only a broken checkpoint can tell.
 pub fn dequantize_fp8(
     weight: &Tensor,
+    format: Fp8Format,
     row_scale: Option<&Tensor>,
     dtype: DType,
 ) -> candle_core::Result<Tensor> {
-    let values = match weight.dtype() {
-        DType::U8 => {
-            let table = Tensor::new(e5m2_table().as_slice(), weight.device())?;
-            let flat = weight.flatten_all()?;
-            table
-                .index_select(&flat, 0)?
-                .reshape(weight.shape())?
-                .to_dtype(dtype)?
-        }
-        _ => weight.to_dtype(dtype)?,
-    };
+    let table = Tensor::new(format.table().as_slice(), weight.device())?.to_dtype(dtype)?;
+    let values = table
+        .index_select(&weight.flatten_all()?, 0)?
+        .reshape(weight.shape())?;
     match row_scale {
         Some(scale) => values.broadcast_mul(&scale.to_dtype(dtype)?),
         None => Ok(values),
@@ -394,9 +422,10 @@ mod tests {
             vec![vec![0.5, 1.0], vec![3.0, 4.0]]
         );
         // The compact path gives the same values.
-        let compact = joined.to_fp8_tensor(&Device::Cpu).unwrap();
+        let (compact, format) = joined.to_fp8_tensor(&Device::Cpu).unwrap();
+        assert_eq!(format, Fp8Format::E4M3);
         let scale = joined.row_scale_tensor(&Device::Cpu).unwrap();
-        let decoded = dequantize_fp8(&compact, scale.as_ref(), DType::F32).unwrap();
+        let decoded = dequantize_fp8(&compact, format, scale.as_ref(), DType::F32).unwrap();
         assert_eq!(
             decoded.to_vec2::<f32>().unwrap(),
             dense.to_vec2::<f32>().unwrap()
@@ -414,12 +443,48 @@ mod tests {
             .unwrap();
         assert_eq!(v[..2], [1.0, -2.0]);
         assert!(v[2].is_infinite());
-        let compact = t.to_fp8_tensor(&Device::Cpu).unwrap();
-        let decoded = dequantize_fp8(&compact, None, DType::F32)
+        let (compact, format) = t.to_fp8_tensor(&Device::Cpu).unwrap();
+        assert_eq!(format, Fp8Format::E5M2);
+        let decoded = dequantize_fp8(&compact, format, None, DType::F32)
             .unwrap()
             .to_vec1::<f32>()
             .unwrap();
         assert_eq!(decoded[..2], [1.0, -2.0]);
+    }
+
+    #[test]
+    fn the_e4m3_table_is_candles_cast_for_every_byte_and_encoding_round_trips() {
+        let bytes: Vec<u8> = (0u8..=255).collect();
+        let cast = Tensor::from_raw_buffer(&bytes, DType::F8E4M3, &[256], &Device::Cpu)
+            .unwrap()
+            .to_dtype(DType::F32)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        let as_u8 = Tensor::from_vec(bytes.clone(), 256, &Device::Cpu).unwrap();
+        for dtype in [DType::F32, DType::BF16, DType::F16] {
+            let table = dequantize_fp8(&as_u8, Fp8Format::E4M3, None, dtype)
+                .unwrap()
+                .to_dtype(DType::F32)
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap();
+            for (b, (t, c)) in table.iter().zip(&cast).enumerate().take(255) {
+                assert!(
+                    t == c || (t.is_nan() && c.is_nan()),
+                    "byte {b}: {t} vs {c} in {dtype:?}"
+                );
+            }
+            // The padding index of candle's index_select: a NaN (-NaN) decodes to 0.
+            assert_eq!(table.last(), Some(&0.0));
+        }
+        let finite: Vec<f32> = cast.iter().copied().filter(|v| v.is_finite()).collect();
+        let encoded = encode_e4m3(&finite);
+        let decoded: Vec<f32> = encoded
+            .iter()
+            .map(|&b| float8::F8E4M3::from_bits(b).to_f32())
+            .collect();
+        assert_eq!(decoded, finite);
     }
 
     #[test]
