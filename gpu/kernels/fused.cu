@@ -6,9 +6,11 @@
 // - swiglu:        silu(a) · b for the two halves of each row
 // - qk_norm_rope:  RMSNorm of q and k per head, interleaved RoPE, and the [B, L, H, D] layout
 //                  attention reads (v is copied alongside), for one or two token ranges.
+// - fp8_decode:    FP8 weight bytes (E4M3 or E5M2) times per-row scales, to the compute type
 // All arithmetic is f32; results are rounded once to the storage type.
 
 #include "common.cuh"
+#include <cuda_fp8.h>
 
 namespace {
 
@@ -144,6 +146,22 @@ __device__ void qk_norm_rope(const T* __restrict__ qkv, const T* __restrict__ q_
   for (int j = lane; j < d; j += 32) v_out[dst + j] = vsrc[j];
 }
 
+// FP8 bytes to T, grid-stride over `total` elements of rows of `cols`; `row_scale` (f32, one per
+// row, already rounded to T by the caller) may be null. Every FP8 value is exact in f16, so the
+// only rounding is the product's.
+template <typename T>
+__device__ void fp8_decode(const unsigned char* __restrict__ w, const float* __restrict__ row_scale,
+                           T* __restrict__ out, long long total, int cols, int e5m2) {
+  const __nv_fp8_interpretation_t kind = e5m2 ? __NV_E5M2 : __NV_E4M3;
+  const long long step = static_cast<long long>(gridDim.x) * blockDim.x;
+  for (long long i = static_cast<long long>(blockIdx.x) * blockDim.x + threadIdx.x; i < total;
+       i += step) {
+    float v = __half2float(__half(__nv_cvt_fp8_to_halfraw(w[i], kind)));
+    if (row_scale != nullptr) v *= row_scale[i / cols];
+    vt::Io<T>::store(out + i, v);
+  }
+}
+
 }  // namespace
 
 #define FUSED_ENTRIES(SUFFIX, T)                                                                  \
@@ -167,6 +185,10 @@ __device__ void qk_norm_rope(const T* __restrict__ qkv, const T* __restrict__ q_
       long long sb, long long sl, float eps) {                                                     \
     qk_norm_rope<T>(qkv, q_w, k_w, cos_t, sin_t, q_out, k_out, v_out, batch, len, heads, d,        \
                     offset, total_len, sb, sl, eps);                                               \
+  }                                                                                                \
+  extern "C" __global__ void fp8_decode_##SUFFIX(const unsigned char* w, const float* row_scale,   \
+                                                 T* out, long long total, int cols, int e5m2) {    \
+    fp8_decode<T>(w, row_scale, out, total, cols, e5m2);                                           \
   }
 
 FUSED_ENTRIES(bf16, __nv_bfloat16)

@@ -25,6 +25,20 @@ pub fn swiglu(x: &Tensor, f: usize) -> Result<Tensor> {
     imp::swiglu(x, f)
 }
 
+/// FP8 weight bytes `[rows, cols]` (U8, contiguous; E5M2 if `e5m2`, else E4M3) decoded to
+/// `dtype` (bf16, f16 or f32), each row times its scale (`[rows, 1]` f32, already rounded to
+/// `dtype` as ComfyUI's `weight.to(dtype) * scale.to(dtype)` rounds it). One pass over the bytes
+/// in place of candle's cast, multiply and their intermediates (candle 0.11 cannot cast FP8 on
+/// GPUs at all).
+pub fn fp8_decode(
+    bytes: &Tensor,
+    e5m2: bool,
+    row_scale: Option<&Tensor>,
+    dtype: candle_core::DType,
+) -> Result<Tensor> {
+    imp::fp8_decode(bytes, e5m2, row_scale, dtype)
+}
+
 /// One token range of a joint attention: its fused projection and per-head norm scales.
 #[derive(Debug, Clone, Copy)]
 pub struct QkvPart<'a> {
@@ -284,6 +298,90 @@ mod imp {
         Ok(into_tensor(out, &dev, (b, l, f)))
     }
 
+    pub(super) fn fp8_decode(
+        bytes: &Tensor,
+        e5m2: bool,
+        row_scale: Option<&Tensor>,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        dispatch!(dtype, fp8_decode_typed(bytes, e5m2, row_scale, dtype))
+    }
+
+    fn fp8_decode_typed<T: CudaDType + DeviceRepr>(
+        bytes: &Tensor,
+        e5m2: bool,
+        row_scale: Option<&Tensor>,
+        dtype: DType,
+    ) -> Result<Tensor> {
+        if bytes.dtype() != DType::U8 {
+            bail!("fp8_decode: expected U8 bytes, got {:?}", bytes.dtype());
+        }
+        let (rows, cols) = bytes.dims2()?;
+        let bytes = bytes.contiguous()?;
+        let scale = match row_scale {
+            Some(s) => {
+                if s.elem_count() != rows {
+                    bail!("fp8_decode: {} scales for {rows} rows", s.elem_count());
+                }
+                Some(s.to_dtype(DType::F32)?.contiguous()?)
+            }
+            None => None,
+        };
+        let total = rows * cols;
+        if cols == 0 || cols >= i32::MAX as usize || total == 0 {
+            bail!("fp8_decode: cannot decode a {rows}×{cols} weight");
+        }
+        let dev = cuda_device(&bytes, "bytes")?;
+        let func = function(
+            &dev,
+            &format!("fp8_decode_{}", type_suffix(dtype)?),
+            MODULE,
+            FUSED_PTX,
+            0,
+        )?;
+        // SAFETY: `fp8_decode_*` visits every index below `total` (grid-stride loop) and writes
+        // each element once.
+        let mut out: CudaSlice<T> = unsafe { alloc(&dev, total) }?;
+        let blocks = total.div_ceil(256).min(65_535 * 8) as u32;
+        let cfg = LaunchConfig {
+            grid_dim: (blocks, 1, 1),
+            block_dim: (256, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let stream = dev.cuda_stream();
+        let total_i = total as i64;
+        let cols_i = cols as i32;
+        let e5m2_i = i32::from(e5m2);
+        with_view::<u8, _>(&bytes, |wv| match &scale {
+            Some(scale) => with_view::<f32, _>(scale, |sv| {
+                let mut a = stream.launch_builder(&func);
+                a.arg(&wv)
+                    .arg(&sv)
+                    .arg(&mut out)
+                    .arg(&total_i)
+                    .arg(&cols_i)
+                    .arg(&e5m2_i);
+                // SAFETY: matches `fp8_decode_*`; `out` holds rows·cols elements, `sv` rows.
+                unsafe { a.launch(cfg) }.w()?;
+                Ok(())
+            }),
+            None => {
+                let null: u64 = 0;
+                let mut a = stream.launch_builder(&func);
+                a.arg(&wv)
+                    .arg(&null)
+                    .arg(&mut out)
+                    .arg(&total_i)
+                    .arg(&cols_i)
+                    .arg(&e5m2_i);
+                // SAFETY: matches `fp8_decode_*` with a null scale pointer, which it checks.
+                unsafe { a.launch(cfg) }.w()?;
+                Ok(())
+            }
+        })?;
+        Ok(into_tensor(out, &dev, (rows, cols)))
+    }
+
     pub(super) fn qk_norm_rope(
         parts: &[QkvPart<'_>],
         heads: usize,
@@ -414,6 +512,15 @@ mod imp {
     }
 
     pub(super) fn swiglu(_x: &Tensor, _f: usize) -> Result<Tensor> {
+        bail!("{NOT_BUILT}")
+    }
+
+    pub(super) fn fp8_decode(
+        _bytes: &Tensor,
+        _e5m2: bool,
+        _row_scale: Option<&Tensor>,
+        _dtype: candle_core::DType,
+    ) -> Result<Tensor> {
         bail!("{NOT_BUILT}")
     }
 
