@@ -6,6 +6,7 @@ use veetance_engine::diagnostic::render;
 use veetance_engine::overrides::apply_override;
 use veetance_engine::{Registry, Workflow, validate};
 use veetance_models::lora::LoraFile;
+use veetance_models::qwen3::ChatTemplate;
 use veetance_models::weights::{SafetensorsFile, Weights};
 use veetance_models::{Flux2Config, Flux2Transformer, LoraMerge};
 
@@ -24,6 +25,8 @@ pub enum Target {
     Gguf,
     /// LoRA files, read and applied to a tiny transformer.
     Lora,
+    /// Chat templates (`chat_template.jinja` of a checkpoint), rendered for a prompt.
+    Template,
 }
 
 /// What a target keeps between inputs.
@@ -35,13 +38,14 @@ pub struct State {
 
 impl Target {
     /// Every target.
-    pub const ALL: [Target; 6] = [
+    pub const ALL: [Target; 7] = [
         Target::Workflow,
         Target::Set,
         Target::Png,
         Target::Safetensors,
         Target::Gguf,
         Target::Lora,
+        Target::Template,
     ];
 
     /// The name of its corpus folder.
@@ -53,6 +57,7 @@ impl Target {
             Target::Safetensors => "safetensors",
             Target::Gguf => "gguf",
             Target::Lora => "lora",
+            Target::Template => "template",
         }
     }
 
@@ -75,6 +80,7 @@ impl Target {
                 "models/tests/fixtures/references/noise-one.safetensors",
             ],
             Target::Gguf => &["models/tests/fixtures/formats/gguf/te-Q8_0.gguf"],
+            Target::Template => &["models/qwen3-tokenizer/chat_template.jinja"],
             Target::Lora => &[
                 "models/tests/fixtures/lora/peft.safetensors",
                 "models/tests/fixtures/lora/kohya.safetensors",
@@ -151,6 +157,10 @@ impl Target {
                     let _ = model.with_lora(&lora, 1.0, LoraMerge::Auto);
                     let _ = model.with_lora(&lora, 0.5, LoraMerge::Beside);
                 }
+            }
+            Target::Template => {
+                let source = String::from_utf8_lossy(input);
+                let _ = ChatTemplate::from_source(source).render_user_prompt("a red circle");
             }
         }
     }
