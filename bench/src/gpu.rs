@@ -84,6 +84,11 @@ pub struct GpuArgs {
     /// Image side of the end-to-end runs in pixels [default: 1024; with --tiny 128].
     #[arg(long)]
     pub e2e_res: Option<usize>,
+    /// Also run end to end as `Load(offload: true)` does: transformer and text encoder kept in
+    /// page-locked RAM, each copied to the GPU for its stage and dropped after it (the copies
+    /// are timed as part of encode and sample).
+    #[arg(long)]
+    pub e2e_offload: bool,
     /// Timed end-to-end runs per variant; each stage's median is reported.
     #[arg(long, default_value_t = 3)]
     pub e2e_repeats: usize,
@@ -448,6 +453,7 @@ fn bench_model(
         vae: &vae,
         scheduler: &setup.scheduler,
         device,
+        offloaded: false,
     };
     let grid = grid_for_image(side_px, side_px, setup.px_per_token)?;
     let runs = Runs {
@@ -456,15 +462,50 @@ fn bench_model(
     };
     for &mode in &args.e2e_modes {
         if setup.over_budget() {
-            report.skipped(model, Some(side_px), &e2e_mode_name(mode))?;
+            report.skipped(model, Some(side_px), &e2e_mode_name(mode, false))?;
             continue;
         }
         match guarded(|| end_to_end(&pipeline, mode, grid, runs)) {
             Ok(mut timing) => {
                 compare_with_dense(setup, model, mode, weights, &mut timing);
-                report.e2e(model, side_px, mode, &timing)?;
+                report.e2e(model, side_px, mode, false, &timing)?;
             }
-            Err(err) => report.failed(model, Some(side_px), &e2e_mode_name(mode), &err)?,
+            Err(err) => report.failed(model, Some(side_px), &e2e_mode_name(mode, false), &err)?,
+        }
+    }
+    if !args.e2e_offload || device.is_cpu() {
+        return Ok(());
+    }
+    // As Load(offload: true) keeps them: in RAM, page-locked.
+    let in_ram = guarded(|| {
+        let cpu = Device::Cpu;
+        Ok((
+            base.to_device(&cpu)?.pinned_for(device),
+            text_encoder.to_device(&cpu)?.pinned_for(device),
+        ))
+    });
+    drop(base);
+    drop(text_encoder);
+    let (transformer, text_encoder) = match in_ram {
+        Ok(parts) => parts,
+        Err(err) => return report.failed(model, Some(side_px), "e2e-offload-build", &err),
+    };
+    let pipeline = Pipeline {
+        transformer: &transformer,
+        text_encoder: &text_encoder,
+        vae: &vae,
+        scheduler: &setup.scheduler,
+        device,
+        offloaded: true,
+    };
+    for &mode in &args.e2e_modes {
+        if setup.over_budget() {
+            report.skipped(model, Some(side_px), &e2e_mode_name(mode, true))?;
+            continue;
+        }
+        match guarded(|| end_to_end(&pipeline, mode, grid, runs)) {
+            Ok(timing) => report.e2e(model, side_px, mode, true, &timing)?,
+            Err(err) => report.failed(model, Some(side_px), &e2e_mode_name(mode, true), &err)?,
         }
     }
     Ok(())
@@ -545,8 +586,9 @@ fn psnr_db(image: &[f32], reference: &[f32]) -> Option<f64> {
     Some(10.0 * (4.0 / mse).log10())
 }
 
-fn e2e_mode_name(mode: Mode) -> String {
-    format!("e2e-{}", mode.name())
+fn e2e_mode_name(mode: Mode, offloaded: bool) -> String {
+    let suffix = if offloaded { "-offload" } else { "" };
+    format!("e2e-{}{suffix}", mode.name())
 }
 
 /// Runs `f`, turning a panic into an error so that one configuration cannot end the benchmark.
@@ -665,6 +707,8 @@ struct Pipeline<'a> {
     vae: &'a Vae,
     scheduler: &'a SchedulerConfig,
     device: &'a Device,
+    /// Transformer and text encoder live in RAM and move to `device` for their stage.
+    offloaded: bool,
 }
 
 /// How many end-to-end runs to make.
@@ -728,7 +772,17 @@ fn end_to_end(
 
     veetance_gpu::memory::reset_peak(device);
     let started = Instant::now();
-    let transformer = make_variant(pipeline.transformer, mode, grid, pipeline.scheduler)?;
+    // Offloaded, the variant is made from each run's device copy instead (as Sample does).
+    let resident = if pipeline.offloaded {
+        None
+    } else {
+        Some(make_variant(
+            pipeline.transformer,
+            mode,
+            grid,
+            pipeline.scheduler,
+        )?)
+    };
     device.synchronize()?;
     let compile_s = started.elapsed().as_secs_f64();
 
@@ -736,11 +790,29 @@ fn end_to_end(
     let one_image = || -> Result<StageTimes> {
         device.synchronize()?;
         let started = Instant::now();
-        let cond = pipeline.text_encoder.encode_ids(&ids, &mask)?;
+        let cond = if pipeline.offloaded {
+            let on_device = pipeline.text_encoder.to_device(device)?;
+            on_device.encode_ids(&ids, &mask)?
+        } else {
+            pipeline.text_encoder.encode_ids(&ids, &mask)?
+        };
         device.synchronize()?;
         let encode_s = started.elapsed().as_secs_f64();
 
         let started = Instant::now();
+        let moved = match &resident {
+            Some(_) => None,
+            None => Some(make_variant(
+                &pipeline.transformer.to_device(device)?,
+                mode,
+                grid,
+                pipeline.scheduler,
+            )?),
+        };
+        let transformer = resident
+            .as_ref()
+            .or(moved.as_ref())
+            .context("no transformer")?;
         let request = SampleRequest {
             positive: &cond,
             negative: None,
@@ -750,7 +822,8 @@ fn end_to_end(
             scheduler: pipeline.scheduler,
             references: &[],
         };
-        let latent = sample(&transformer, &request, |_, _| ControlFlow::Continue(()))?;
+        let latent = sample(transformer, &request, |_, _| ControlFlow::Continue(()))?;
+        drop(moved);
         device.synchronize()?;
         let sample_s = started.elapsed().as_secs_f64();
 
@@ -852,13 +925,20 @@ impl Report {
         self.emit(&line, &human)
     }
 
-    fn e2e(&mut self, model: Model, side_px: usize, mode: Mode, timing: &E2eTiming) -> Result<()> {
+    fn e2e(
+        &mut self,
+        model: Model,
+        side_px: usize,
+        mode: Mode,
+        offloaded: bool,
+        timing: &E2eTiming,
+    ) -> Result<()> {
         let peak_used = mib(timing.vram.and_then(|v| v.pool_peak_used_bytes));
         let peak_reserved = mib(timing.vram.and_then(|v| v.pool_peak_reserved_bytes));
         let line = self.line(
             model,
             Some(side_px),
-            &e2e_mode_name(mode),
+            &e2e_mode_name(mode, offloaded),
             json!({
                 "encode_s": round3(timing.encode_s),
                 "sample_s": round3(timing.sample_s),
@@ -875,7 +955,7 @@ impl Report {
         );
         let mut human = format!(
             "{} encode {:.3} s + sample {:.3} s + decode {:.3} s = {:.3} s",
-            self.columns(model, Some(side_px), &e2e_mode_name(mode)),
+            self.columns(model, Some(side_px), &e2e_mode_name(mode, offloaded)),
             timing.encode_s,
             timing.sample_s,
             timing.decode_s,

@@ -525,10 +525,13 @@ pub struct Bundle {
 pub struct LoadOptions {
     /// Compute dtype.
     pub dtype: DType,
-    /// Device for the text encoder and VAE (and the transformer unless `transformer_device`).
+    /// Device for the VAE (and the text encoder and transformer unless their own devices say
+    /// otherwise).
     pub device: Device,
     /// Device for the transformer's weights (RAM when offloaded).
     pub transformer_device: Device,
+    /// Device for the text encoder's weights (RAM when offloaded).
+    pub text_encoder_device: Device,
     /// How compact (FP8, GGUF) weights compute.
     pub quant: QuantMode,
 }
@@ -540,6 +543,7 @@ impl LoadOptions {
             dtype,
             device: device.clone(),
             transformer_device: device.clone(),
+            text_encoder_device: device.clone(),
             quant: QuantMode::Exact,
         }
     }
@@ -590,7 +594,7 @@ impl Bundle {
             te_cfg,
             &out_layers,
             options.dtype,
-            &options.device,
+            &options.text_encoder_device,
             options.quant,
         )?;
         drop(te_weights);

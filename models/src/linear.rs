@@ -561,6 +561,33 @@ impl Embedding {
         })
     }
 
+    /// The table with its (dense) tensor mapped by `f`, placed for lookups on `device`: a
+    /// quantized table stays in RAM and only its looked-up rows go to `device`.
+    pub fn map_placed(
+        &self,
+        f: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+        device: &Device,
+    ) -> candle_core::Result<Embedding> {
+        Ok(match self {
+            Embedding::Dense(table) => Embedding::Dense(f(table)?),
+            Embedding::Quantized {
+                bytes,
+                ggml,
+                rows,
+                cols,
+                dtype,
+                ..
+            } => Embedding::Quantized {
+                bytes: bytes.clone(),
+                ggml: *ggml,
+                rows: *rows,
+                cols: *cols,
+                dtype: *dtype,
+                device: device.clone(),
+            },
+        })
+    }
+
     /// Hidden size.
     pub fn hidden_size(&self) -> candle_core::Result<usize> {
         match self {

@@ -32,9 +32,18 @@ impl NodeKind for Encode {
     fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let encoder = inputs.object::<TextEncoderValue>("text_encoder")?;
         let prompt = inputs.text("prompt")?;
-        let conditioning = encoder
-            .0
-            .text_encoder
+        let resident = &encoder.bundle.text_encoder;
+        // An offloaded encoder is copied to the GPU for this prompt; the copy is dropped when
+        // the node returns, before Sample moves the transformer in.
+        let moved = match &encoder.offload_to {
+            Some(device) => Some(resident.to_device(device).map_err(model_error(
+                "moving the offloaded text encoder to the device",
+            ))?),
+            None => None,
+        };
+        let conditioning = moved
+            .as_ref()
+            .unwrap_or(resident)
             .encode(&[prompt])
             .map_err(model_error("encoding the prompt"))?;
         Ok(Outputs::new().with_object(

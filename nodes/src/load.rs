@@ -257,9 +257,10 @@ impl NodeKind for Load {
             InputSpec::new("offload", DataType::BOOL)
                 .default_value(Literal::Bool(false))
                 .doc(
-                    "Keep the transformer's weights in RAM and move them to the device only while \
-                     Sample runs (frees VRAM between runs and for other models; costs one transfer \
-                     per Sample).",
+                    "Keep the transformer's and the text encoder's weights in RAM and move each to \
+                     the device only while its node runs (Sample, Encode), so the two are never on \
+                     the GPU together (frees VRAM between runs and for other models; costs one \
+                     transfer per node run).",
                 ),
         )
         .output(OutputSpec::new(
@@ -299,18 +300,19 @@ impl NodeKind for Load {
         let device = choose_device(inputs.text("device")?, &ctx.env().device)?;
         let dtype = choose_dtype(inputs.text("dtype")?, &device)?;
         let offload = inputs.bool("offload")? && !device.is_cpu();
-        let transformer_device = if offload { Device::Cpu } else { device.clone() };
+        let resident_device = if offload { Device::Cpu } else { device.clone() };
         let (identity, weight_bytes) = files_identity(&sources)?;
         let key = format!(
             "{dtype:?}|{}|{}|{}",
             device_name(&device),
-            device_name(&transformer_device),
+            device_name(&resident_device),
             blake3::hash(&identity).to_hex()
         );
         let options = LoadOptions {
             dtype,
             device: device.clone(),
-            transformer_device,
+            transformer_device: resident_device.clone(),
+            text_encoder_device: resident_device,
             quant: quant_mode(dtype, &device),
         };
         let bundle: Arc<Bundle> = ctx.env().pool.get_or_load(&key, || {
@@ -320,6 +322,7 @@ impl NodeKind for Load {
                         // Page-locked once per pooled bundle: each Sample's copy to the GPU
                         // then runs as DMA instead of through pageable staging buffers.
                         bundle.transformer = bundle.transformer.pinned_for(&device);
+                        bundle.text_encoder = bundle.text_encoder.pinned_for(&device);
                     }
                     (bundle, weight_bytes)
                 })
@@ -342,7 +345,10 @@ impl NodeKind for Load {
             .with_object(
                 "text_encoder",
                 types::TEXT_ENCODER,
-                TextEncoderValue(bundle.clone()),
+                TextEncoderValue {
+                    bundle: bundle.clone(),
+                    offload_to: offload.then(|| device.clone()),
+                },
             )
             .with_object("vae", types::VAE, VaeValue(bundle)))
     }

@@ -235,7 +235,13 @@ impl Payload for ModelValue {
 
 /// A text encoder (part of a loaded bundle).
 #[derive(Debug, Clone)]
-pub struct TextEncoderValue(pub Arc<Bundle>);
+pub struct TextEncoderValue {
+    /// The bundle the encoder came from.
+    pub bundle: Arc<Bundle>,
+    /// Set when the encoder's weights stay in RAM: Encode moves a copy to this device for the
+    /// prompt and drops it afterwards.
+    pub offload_to: Option<Device>,
+}
 
 impl Payload for TextEncoderValue {
     fn size_bytes(&self) -> u64 {

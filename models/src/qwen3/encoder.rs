@@ -54,6 +54,9 @@ pub struct Qwen3Encoder {
     pub(crate) device: Device,
     /// Training mode: composite differentiable kernels (see [`crate::ops`]).
     differentiable: bool,
+    /// Page-locked RAM of the weights when the encoder lives in RAM and moves to a GPU for each
+    /// prompt ([`Qwen3Encoder::pinned_for`]).
+    pinned: Option<std::sync::Arc<veetance_gpu::memory::PinnedHost>>,
 }
 
 impl Qwen3Encoder {
@@ -199,7 +202,92 @@ impl Qwen3Encoder {
             dtype: w.dtype(),
             device: w.device().clone(),
             differentiable: false,
+            pinned: None,
         })
+    }
+
+    /// A clone with `proj` applied to every projection and `tensor` to every other tensor,
+    /// placed on `device` (the embedding table's lookups go there).
+    fn map_weights(
+        &self,
+        proj: &dyn Fn(&Linear) -> candle_core::Result<Linear>,
+        tensor: &dyn Fn(&Tensor) -> candle_core::Result<Tensor>,
+        device: &Device,
+    ) -> candle_core::Result<Self> {
+        let layers = self
+            .layers
+            .iter()
+            .map(|l| {
+                Ok(DecoderLayer {
+                    input_norm: tensor(&l.input_norm)?,
+                    q_proj: proj(&l.q_proj)?,
+                    k_proj: proj(&l.k_proj)?,
+                    v_proj: proj(&l.v_proj)?,
+                    o_proj: proj(&l.o_proj)?,
+                    q_norm: tensor(&l.q_norm)?,
+                    k_norm: tensor(&l.k_norm)?,
+                    post_norm: tensor(&l.post_norm)?,
+                    gate_proj: proj(&l.gate_proj)?,
+                    up_proj: proj(&l.up_proj)?,
+                    down_proj: proj(&l.down_proj)?,
+                })
+            })
+            .collect::<candle_core::Result<Vec<_>>>()?;
+        Ok(Self {
+            embed: self.embed.map_placed(tensor, device)?,
+            layers,
+            final_norm: self.final_norm.as_ref().map(tensor).transpose()?,
+            device: device.clone(),
+            pinned: None,
+            ..self.clone()
+        })
+    }
+
+    /// A copy of the weights on `device` (the text encoder of an offloaded model moves to the
+    /// GPU for its prompts, then the copy is dropped). From page-locked RAM
+    /// ([`Qwen3Encoder::pinned_for`]) the copy runs at the link's full speed.
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        if self.device.same_device(device) {
+            return Ok(self.clone());
+        }
+        self.map_weights(&|p| p.to_device(device), &|t| t.to_device(device), device)
+            .context("moving the text encoder")
+    }
+
+    /// The same encoder with its RAM page-locked for fast copies to `gpu` (no copy is made; a
+    /// no-op unless the weights are in RAM and `gpu` is a CUDA device).
+    pub fn pinned_for(&self, gpu: &Device) -> Self {
+        if !self.device.is_cpu() || !gpu.is_cuda() {
+            return self.clone();
+        }
+        let all = std::cell::RefCell::new(Vec::new());
+        let collect = |t: &Tensor| -> candle_core::Result<Tensor> {
+            all.borrow_mut().push(t.clone());
+            Ok(t.clone())
+        };
+        if self
+            .map_weights(&|p| p.map_tensors(&collect), &collect, &self.device)
+            .is_err()
+        {
+            return self.clone();
+        }
+        Self {
+            pinned: Some(std::sync::Arc::new(veetance_gpu::memory::pin_host(
+                all.into_inner(),
+                gpu,
+            ))),
+            ..self.clone()
+        }
+    }
+
+    /// The device the weights live on.
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Bytes of this encoder's RAM that are page-locked (0 unless [`Self::pinned_for`] pinned it).
+    pub fn pinned_bytes(&self) -> u64 {
+        self.pinned.as_ref().map_or(0, |p| p.pinned_bytes())
     }
 
     /// A clone (sharing weights) computing with differentiable kernels when `on` (training).
@@ -403,4 +491,41 @@ pub fn qwen3_tensor_specs(
         &Qwen3Layout::HuggingFace(prefix.into()),
     )
     .stored_specs()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_moved_copy_of_the_weights_encodes_identically() -> Result<()> {
+        let device = Device::Cpu;
+        let encoder = Qwen3Encoder::random(Qwen3Config::tiny(), &[1, 2, 3], DType::F32, &device)?;
+        // What `to_device` does for another device, made to copy into new buffers here.
+        let moved =
+            encoder.map_weights(&|p| p.map_tensors(&|t| t.copy()), &|t| t.copy(), &device)?;
+        let ids = Tensor::new(&[[3u32, 17, 42, 5, 0, 0]], &device)?;
+        let mask = Tensor::new(&[[1u32, 1, 1, 1, 0, 0]], &device)?;
+        let a = encoder
+            .forward(&ids, &mask)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        let b = moved
+            .forward(&ids, &mask)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert_eq!(a, b);
+        // Distinct buffers: changing the copy's weights would change its output.
+        let zeroed = encoder.map_weights(
+            &|p| p.map_tensors(&|t| t.zeros_like()),
+            &|t| t.copy(),
+            &device,
+        )?;
+        let c = zeroed
+            .forward(&ids, &mask)?
+            .flatten_all()?
+            .to_vec1::<f32>()?;
+        assert_ne!(a, c);
+        Ok(())
+    }
 }

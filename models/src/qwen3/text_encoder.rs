@@ -97,6 +97,23 @@ impl TextEncoder {
         &self.encoder
     }
 
+    /// The same text encoder with its weights on `device` (tokenizer and template shared).
+    pub fn to_device(&self, device: &Device) -> Result<Self> {
+        Ok(Self {
+            encoder: self.encoder.to_device(device)?,
+            ..self.clone()
+        })
+    }
+
+    /// The same text encoder with its RAM page-locked for copies to `gpu`
+    /// ([`Qwen3Encoder::pinned_for`]).
+    pub fn pinned_for(&self, gpu: &Device) -> Self {
+        Self {
+            encoder: self.encoder.pinned_for(gpu),
+            ..self.clone()
+        }
+    }
+
     /// Chat-templated, padded token ids and masks for each prompt: `([B, L] u32, [B, L] u32)`.
     pub fn tokenize(&self, prompts: &[&str]) -> Result<(Tensor, Tensor)> {
         let Some(Prompting {
