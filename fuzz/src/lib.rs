@@ -62,9 +62,16 @@ pub fn run(
     let mut rng = ChaCha8Rng::seed_from_u64(seed);
     let mut report = Report::default();
     let started = Instant::now();
-    // Panics are expected to be caught here; the default hook would print each one.
+    // Panics are expected to be caught here; the default hook would print each one. The
+    // message and location are kept instead, and saved beside the input that caused them.
     let hook = std::panic::take_hook();
-    std::panic::set_hook(Box::new(|_| {}));
+    let last_panic = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
+    let sink = last_panic.clone();
+    std::panic::set_hook(Box::new(move |info| {
+        if let Ok(mut message) = sink.lock() {
+            *message = info.to_string();
+        }
+    }));
     for case in 0..cases {
         let input = if case < corpus.len() as u64 {
             corpus.get(case as usize).cloned().unwrap_or_default()
@@ -85,6 +92,8 @@ pub fn run(
                 std::fs::create_dir_all(parent)?;
             }
             std::fs::write(&path, &input)?;
+            let message = last_panic.lock().map(|m| m.clone()).unwrap_or_default();
+            std::fs::write(path.with_extension("txt"), &message)?;
             report.crashes.push(path);
         }
     }

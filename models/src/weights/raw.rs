@@ -248,7 +248,7 @@ impl<'a> RawTensor<'a> {
 
     /// The bytes as a candle quantized tensor of GGML type `t` on `device`.
     pub fn to_qtensor(&self, t: GgmlDType, device: &Device) -> Result<QTensor> {
-        let storage = QStorage::from_data(Cow::Borrowed(&self.bytes), device, t)
+        let storage = QStorage::from_data(aligned_blocks(&self.bytes)?, device, t)
             .context("reading GGUF blocks")?;
         QTensor::new(storage, self.shape.as_slice()).context("shaping GGUF blocks")
     }
@@ -280,6 +280,26 @@ impl<'a> RawTensor<'a> {
         let rows = self.shape.first().copied().unwrap_or(1);
         Ok(Some(Tensor::from_vec(scale.rows(rows), (rows, 1), device)?))
     }
+}
+
+/// The bytes where candle can read them as blocks: candle reinterprets block bytes in place and
+/// asserts (panics) that they are aligned for the block type, and a GGUF file may place its
+/// tensor data at any offset (`general.alignment` is the file's to choose). Unaligned bytes are
+/// copied into a fresh allocation, which the system allocator aligns to 16 bytes.
+fn aligned_blocks(bytes: &[u8]) -> Result<Cow<'_, [u8]>> {
+    const ALIGN: usize = 16;
+    if (bytes.as_ptr() as usize).is_multiple_of(ALIGN) {
+        return Ok(Cow::Borrowed(bytes));
+    }
+    // At least one aligned allocation, even for no bytes (an empty Vec's pointer is dangling).
+    let mut copy = Vec::with_capacity(bytes.len().max(ALIGN));
+    copy.extend_from_slice(bytes);
+    if !(copy.as_ptr() as usize).is_multiple_of(ALIGN) {
+        return Err(ModelError::InvalidArgument(
+            "cannot place GGUF blocks at an aligned address".into(),
+        ));
+    }
+    Ok(Cow::Owned(copy))
 }
 
 /// Multiplies rows by their scales.
@@ -498,6 +518,27 @@ mod tests {
             .map(|&b| float8::F8E4M3::from_bits(b).to_f32())
             .collect();
         assert_eq!(decoded, finite);
+    }
+
+    #[test]
+    fn gguf_blocks_at_an_unaligned_offset_are_read() {
+        // Two F32 values one byte into a (16-byte aligned) allocation: candle would assert.
+        let mut buffer = vec![0u8; 1];
+        buffer.extend_from_slice(&1.5f32.to_le_bytes());
+        buffer.extend_from_slice(&(-2.0f32).to_le_bytes());
+        let t = RawTensor {
+            dtype: StoredDType::Ggml(GgmlDType::F32),
+            shape: vec![2],
+            bytes: Cow::Borrowed(&buffer[1..]),
+            scale: None,
+        };
+        let q = t.to_qtensor(GgmlDType::F32, &Device::Cpu).unwrap();
+        let values = q
+            .dequantize(&Device::Cpu)
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(values, [1.5, -2.0]);
     }
 
     #[test]
