@@ -64,6 +64,7 @@ pub fn run(
     let started = Instant::now();
     // Panics are expected to be caught here; the default hook would print each one. The
     // message and location are kept instead, and saved beside the input that caused them.
+    let trace = std::env::var_os("VEETANCE_FUZZ_TRACE").is_some();
     let hook = std::panic::take_hook();
     let last_panic = std::sync::Arc::new(std::sync::Mutex::new(String::new()));
     let sink = last_panic.clone();
@@ -78,6 +79,12 @@ pub fn run(
         } else {
             mutate(&corpus, &mut rng)
         };
+        if trace {
+            // An input that kills the process (out of memory, stack overflow) cannot be caught;
+            // with VEETANCE_FUZZ_TRACE set, the input being run is always on disk.
+            std::fs::create_dir_all(crash_dir.join(target.name()))?;
+            std::fs::write(crash_dir.join(target.name()).join("last-input"), &input)?;
+        }
         let one = Instant::now();
         let outcome = catch_unwind(AssertUnwindSafe(|| {
             target.run(&mut state, &input, scratch.path())

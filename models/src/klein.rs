@@ -643,9 +643,25 @@ impl Bundle {
     /// The negative conditioning diffusers' klein pipeline uses for CFG: the empty prompt through the
     /// same template and encoder. `None` for step-distilled checkpoints, which never run CFG.
     pub fn negative_conditioning(&self) -> Result<Option<candle_core::Tensor>> {
+        self.negative_conditioning_on(None)
+    }
+
+    /// [`Bundle::negative_conditioning`], with the text encoder copied to `device` for it when
+    /// its weights live elsewhere (an offloaded encoder stays in RAM; the copy is dropped).
+    pub fn negative_conditioning_on(
+        &self,
+        device: Option<&Device>,
+    ) -> Result<Option<candle_core::Tensor>> {
         if self.is_distilled {
             return Ok(None);
         }
-        self.text_encoder.encode(&[""]).map(Some)
+        match device {
+            Some(device) if !self.text_encoder.encoder().device().same_device(device) => self
+                .text_encoder
+                .to_device(device)?
+                .encode(&[""])
+                .map(Some),
+            _ => self.text_encoder.encode(&[""]).map(Some),
+        }
     }
 }

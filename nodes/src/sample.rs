@@ -112,20 +112,26 @@ impl NodeKind for Sample {
     fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let bundle = &model.bundle;
+        let guidance_given = inputs.opt_float("guidance")?;
+        // Before the transformer moves in: an offloaded text encoder visits the GPU for the empty
+        // prompt and leaves again, so the two are never resident together.
+        let negative = match inputs.opt_object::<TensorValue>("negative")? {
+            Some(value) => Some((*value).clone()),
+            // Like diffusers: a non-distilled model with guidance > 1 always runs CFG, against
+            // the empty prompt when no negative is linked.
+            None if guidance_given.unwrap_or(bundle.defaults.guidance) > 1.0 => bundle
+                .negative_conditioning_on(model.offload_to.as_ref())
+                .map_err(model_error("encoding the empty negative prompt"))?
+                .map(TensorValue),
+            None => None,
+        };
         // Cancelling stops a step between transformer blocks, not only between steps.
         let transformer = transformer_on_device(&model)?.with_interrupt(ctx.cancel_flag());
         let device = transformer.device().clone();
         let positive = on_device(&*inputs.object::<TensorValue>("positive")?, &device)?;
-        let guidance_given = inputs.opt_float("guidance")?;
-        let negative = match inputs.opt_object::<TensorValue>("negative")? {
-            Some(value) => Some(on_device(&value, &device)?),
-            // Like diffusers: a non-distilled model with guidance > 1 always runs CFG, against
-            // the empty prompt when no negative is linked.
-            None if guidance_given.unwrap_or(bundle.defaults.guidance) > 1.0 => bundle
-                .negative_conditioning()
-                .map_err(model_error("encoding the empty negative prompt"))?,
-            None => None,
-        };
+        let negative = negative
+            .map(|value| on_device(&value, &device))
+            .transpose()?;
         let steps = match inputs.opt_int("steps")? {
             Some(steps) => {
                 usize::try_from(steps).map_err(|_| NodeError::msg("steps must be positive"))?
