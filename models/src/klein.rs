@@ -656,11 +656,9 @@ impl Bundle {
             return Ok(None);
         }
         match device {
-            Some(device) if !self.text_encoder.encoder().device().same_device(device) => self
-                .text_encoder
-                .to_device(device)?
-                .encode(&[""])
-                .map(Some),
+            Some(device) if !self.text_encoder.encoder().device().same_device(device) => {
+                self.text_encoder.to_device(device)?.encode(&[""]).map(Some)
+            }
             _ => self.text_encoder.encode(&[""]).map(Some),
         }
     }
