@@ -100,6 +100,20 @@ impl ChatTemplate {
         // template's `{%- ... %}` lines leave stray newlines and indentation in the prompt.
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
+        // A value printed whole is formatted in one instruction whatever its size; refuse
+        // sequences too long to be part of a prompt before they are iterated.
+        env.set_formatter(|out, state, value| {
+            let sequence = value.kind() != minijinja::value::ValueKind::String;
+            if sequence && value.len().is_some_and(|len| len > TEMPLATE_PRINTED_ITEMS) {
+                return Err(minijinja::Error::new(
+                    minijinja::ErrorKind::InvalidOperation,
+                    format!(
+                        "the template prints a sequence of more than {TEMPLATE_PRINTED_ITEMS} items"
+                    ),
+                ));
+            }
+            minijinja::escape_formatter(out, state, value)
+        });
         env.set_unknown_method_callback(minijinja_contrib::pycompat::unknown_method_callback);
         env.add_function(
             "raise_exception",
@@ -123,6 +137,76 @@ impl ChatTemplate {
             bos_token => self.bos_token.clone().unwrap_or_default(),
             eos_token => self.eos_token.clone().unwrap_or_default(),
         };
-        template.render(ctx).map_err(template_error)
+        // Fuel bounds instructions, not what one instruction writes: `{{ messages * 1000000000 }}`
+        // is one instruction that prints a billion messages. The output goes through a writer
+        // that refuses to grow past a bound instead.
+        let content_bytes: usize = messages.iter().map(|m| m.content.len()).sum();
+        let mut out = BoundedOutput {
+            bytes: Vec::new(),
+            limit: TEMPLATE_OUTPUT_BYTES + 4 * content_bytes,
+        };
+        match template.render_captured_to(ctx, &mut out) {
+            Ok(_) => String::from_utf8(out.bytes).map_err(|e| ModelError::Template {
+                reason: format!("the template wrote invalid UTF-8: {e}"),
+            }),
+            Err(_) if out.bytes.len() >= out.limit => Err(ModelError::Template {
+                reason: format!(
+                    "the template's output exceeds {} bytes; a chat template writes a prompt, not more",
+                    out.limit
+                ),
+            }),
+            Err(e) => Err(template_error(e)),
+        }
+    }
+}
+
+/// The longest sequence a template may print whole.
+const TEMPLATE_PRINTED_ITEMS: usize = 100_000;
+
+/// What a template may write besides four times the messages' text.
+const TEMPLATE_OUTPUT_BYTES: usize = 1 << 20;
+
+/// A `Vec` that refuses writes past `limit` bytes.
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    limit: usize,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len() + buf.len() > self.limit {
+            let room = self.limit.saturating_sub(self.bytes.len());
+            self.bytes.extend(buf.iter().take(room));
+            return Err(std::io::Error::other("template output limit"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_template_that_prints_a_billion_messages_is_refused_without_exhausting_memory() {
+        let bomb = ChatTemplate::from_source("{{ messages * 1000000000 }}");
+        let err = bomb.render_user_prompt("a red circle").unwrap_err();
+        assert!(err.to_string().contains("more than 100000 items"), "{err}");
+        // Printed item by item, the output bound stops it.
+        let looped = ChatTemplate::from_source(
+            "{% for i in range(99999) %}{{ messages[0].content * 99999 }}{% endfor %}",
+        );
+        let err = looped.render_user_prompt("a red circle").unwrap_err();
+        assert!(err.to_string().contains("output exceeds"), "{err}");
+        // An ordinary template is unaffected, however long the prompt.
+        let plain = ChatTemplate::from_source("<{{ messages[0].content }}>");
+        let prompt = "a".repeat(3 << 20);
+        let rendered = plain.render_user_prompt(&prompt).unwrap_or_default();
+        assert_eq!(rendered.len(), prompt.len() + 2);
     }
 }
