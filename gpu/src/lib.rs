@@ -7,7 +7,8 @@
 //!
 //! - [`attention`]: fused exact attention and SageAttention (INT8 Q·Kᵀ, f16 P·V), no L×L matrix.
 //! - [`conv`]: convolution (coalesced im2col + cuBLAS) and GroupNorm (+ SiLU) for the VAE.
-//! - [`fused`]: LayerNorm + modulation, gate + residual, SwiGLU, QK-RMSNorm + RoPE + layout.
+//! - [`fused`]: LayerNorm + modulation, gate + residual, SwiGLU, QK-RMSNorm + RoPE + layout, and
+//!   FP8 weight decoding (bytes × row scale).
 //! - [`graph`]: CUDA graph capture and replay around candle work.
 //! - [`memory`]: VRAM in use and peak since a reset (the bench's "peak VRAM"), and page-locking
 //!   of CPU tensors' RAM for fast copies to the GPU.
