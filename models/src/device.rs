@@ -1,7 +1,8 @@
 //! Choosing the device and dtype models run with, by the names workflows and the CLI use
-//! (`auto`, `cpu`, `cuda`; `auto`, `f32`, `f16`, `bf16`).
+//! (`auto`, `cpu`, `cuda`; `auto`, `f32`, `f16`, `bf16`), and page-locking a model's RAM for
+//! copies to a GPU.
 
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 
 use crate::error::{ModelError, Result};
 
@@ -43,4 +44,30 @@ pub fn device_name(device: &Device) -> String {
         candle_core::DeviceLocation::Cuda { gpu_id } => format!("cuda:{gpu_id}"),
         candle_core::DeviceLocation::Metal { gpu_id } => format!("metal:{gpu_id}"),
     }
+}
+
+/// Page-locks for `gpu` the RAM of every tensor `visit` hands to its callback (a model's
+/// weight walk, returning whether it succeeded), so that copies of the model to `gpu` run as
+/// DMA. `None` when there is nothing to do (`weights_on` is not the CPU or `gpu` not a CUDA
+/// device) or the walk fails.
+pub(crate) fn pin_weights(
+    weights_on: &Device,
+    gpu: &Device,
+    visit: impl FnOnce(&dyn Fn(&Tensor) -> candle_core::Result<Tensor>) -> bool,
+) -> Option<std::sync::Arc<veetance_gpu::memory::PinnedHost>> {
+    if !weights_on.is_cpu() || !gpu.is_cuda() {
+        return None;
+    }
+    let all = std::cell::RefCell::new(Vec::new());
+    let collect = |t: &Tensor| -> candle_core::Result<Tensor> {
+        all.borrow_mut().push(t.clone());
+        Ok(t.clone())
+    };
+    if !visit(&collect) {
+        return None;
+    }
+    Some(std::sync::Arc::new(veetance_gpu::memory::pin_host(
+        all.into_inner(),
+        gpu,
+    )))
 }

@@ -14,6 +14,21 @@ use crate::types;
 /// Images with more pixels than this (2048²) decode in tiles.
 pub const TILED_DECODE_ABOVE_PIXELS: usize = 2048 * 2048;
 
+/// The per-tile callback of a tiled VAE pass: reports progress to the run, and stops between
+/// tiles once the run is cancelled.
+pub(crate) fn tile_progress<'a>(
+    ctx: &'a NodeCtx<'_>,
+) -> impl FnMut(usize, usize) -> std::ops::ControlFlow<()> + 'a {
+    move |done, total| {
+        ctx.progress(done as u64, total as u64);
+        if ctx.is_cancelled() {
+            std::ops::ControlFlow::Break(())
+        } else {
+            std::ops::ControlFlow::Continue(())
+        }
+    }
+}
+
 /// The `Decode` node.
 pub struct Decode;
 
@@ -58,14 +73,7 @@ impl NodeKind for Decode {
         // overlapping, blended tiles as diffusers' `enable_tiling` does.
         let image = if pixels > TILED_DECODE_ABOVE_PIXELS {
             // Tile by tile, with progress, and a cancel takes effect after the current tile.
-            vae.decode_tiled_with(&latent, |done, total| {
-                ctx.progress(done as u64, total as u64);
-                if ctx.is_cancelled() {
-                    std::ops::ControlFlow::Break(())
-                } else {
-                    std::ops::ControlFlow::Continue(())
-                }
-            })
+            vae.decode_tiled_with(&latent, tile_progress(ctx))
         } else {
             vae.decode(&latent)
         }

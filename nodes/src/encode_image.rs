@@ -94,14 +94,7 @@ pub(crate) fn encode_picture(
     )
     .map_err(tensor_error("preparing the picture"))?;
     if tiled {
-        vae.encode_tiled_with(&pixels, |done, total| {
-            ctx.progress(done as u64, total as u64);
-            if ctx.is_cancelled() {
-                std::ops::ControlFlow::Break(())
-            } else {
-                std::ops::ControlFlow::Continue(())
-            }
-        })
+        vae.encode_tiled_with(&pixels, crate::decode::tile_progress(ctx))
     } else {
         vae.encode(&pixels)
     }

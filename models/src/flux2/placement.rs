@@ -31,26 +31,16 @@ impl Flux2Transformer {
     /// copies them to it as DMA at the link's rate (Load's `offload` pins its RAM copy once).
     /// A plain clone when the weights are not in RAM or `gpu` is not a CUDA device.
     pub fn pinned_for(&self, gpu: &Device) -> Self {
-        if !self.device.is_cpu() || !gpu.is_cuda() {
-            return self.clone();
-        }
-        let all = std::cell::RefCell::new(Vec::new());
-        let collect = |t: &Tensor| -> candle_core::Result<Tensor> {
-            all.borrow_mut().push(t.clone());
-            Ok(t.clone())
-        };
-        if self
-            .map_weights(&|p| p.map_tensors(&collect), &collect)
-            .is_err()
-        {
-            return self.clone();
-        }
-        Self {
-            pinned: Some(std::sync::Arc::new(veetance_gpu::memory::pin_host(
-                all.into_inner(),
-                gpu,
-            ))),
-            ..self.clone()
+        let pinned = crate::device::pin_weights(&self.device, gpu, |collect| {
+            self.map_weights(&|p| p.map_tensors(collect), collect)
+                .is_ok()
+        });
+        match pinned {
+            Some(pinned) => Self {
+                pinned: Some(pinned),
+                ..self.clone()
+            },
+            None => self.clone(),
         }
     }
 
