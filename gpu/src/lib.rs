@@ -11,7 +11,8 @@
 //!   FP8 weight decoding (bytes × row scale).
 //! - [`graph`]: CUDA graph capture and replay around candle work.
 //! - [`memory`]: VRAM in use and peak since a reset (the bench's "peak VRAM"), and page-locking
-//!   of CPU tensors' RAM for fast copies to the GPU.
+//!   of CPU tensors' RAM for fast copies to the GPU, and a hard VRAM limit (a capped memory pool).
+//! - [`upload`]: copies to the GPU on a second stream, for streaming layers in during compute.
 //!
 //! The kernels are CUDA C++ in `kernels/`, compiled to PTX by `build.rs` with nvcc and loaded by
 //! the driver on first use.
@@ -23,6 +24,7 @@ pub mod graph;
 #[cfg(feature = "cuda")]
 mod launch;
 pub mod memory;
+pub mod upload;
 
 /// Whether this build contains the CUDA kernels.
 pub fn is_built() -> bool {

@@ -62,6 +62,63 @@ pub fn pin_host(tensors: Vec<candle_core::Tensor>, device: &Device) -> PinnedHos
     }
 }
 
+/// The start and length in bytes of a CPU storage's buffer (whatever its element type).
+#[cfg_attr(not(feature = "cuda"), allow(dead_code))]
+pub(crate) fn cpu_bytes(cpu: &candle_core::CpuStorage) -> (*const u8, usize) {
+    use candle_core::CpuStorage as S;
+    fn raw<T>(v: &[T]) -> (*const u8, usize) {
+        (v.as_ptr().cast(), std::mem::size_of_val(v))
+    }
+    match cpu {
+        S::U8(v) | S::F6E2M3(v) | S::F6E3M2(v) | S::F4(v) | S::F8E8M0(v) => raw(v),
+        S::U32(v) => raw(v),
+        S::I16(v) => raw(v),
+        S::I32(v) => raw(v),
+        S::I64(v) => raw(v),
+        S::BF16(v) => raw(v),
+        S::F16(v) => raw(v),
+        S::F32(v) => raw(v),
+        S::F64(v) => raw(v),
+        S::F8E4M3(v) => raw(v),
+    }
+}
+
+/// Why a VRAM limit could not be set.
+#[derive(Debug, thiserror::Error)]
+#[error("could not limit VRAM to {budget_bytes} bytes: {reason}")]
+pub struct LimitError {
+    /// The requested limit.
+    pub budget_bytes: u64,
+    /// What the driver said.
+    pub reason: String,
+}
+
+/// Makes `budget_bytes` a hard limit on the device memory candle can allocate on `device` from
+/// now on: a memory pool with that maximum size becomes the device's current pool, so the
+/// stream-ordered allocator (`cuMemAllocAsync`, which candle uses) fails with out-of-memory
+/// instead of growing past it. The CUDA context, loaded kernels and cuBLAS's workspace are
+/// outside any pool and so outside the limit. Calling it again with the same limit does nothing;
+/// another limit makes a new pool (allocations already made stay in the old one until freed).
+/// A no-op for non-CUDA devices and builds without CUDA.
+pub fn limit_vram(device: &Device, budget_bytes: u64) -> Result<(), LimitError> {
+    imp::limit_vram(device, budget_bytes).map_err(|reason| LimitError {
+        budget_bytes,
+        reason,
+    })
+}
+
+/// The limit [`limit_vram`] set on `device`, if any.
+pub fn vram_limit(device: &Device) -> Option<u64> {
+    imp::vram_limit(device)
+}
+
+/// Whether `err` (from a candle operation) is the device running out of memory: under a
+/// [`limit_vram`] limit this is the limit being reached.
+pub fn is_out_of_memory(err: &candle_core::Error) -> bool {
+    let text = format!("{err:?}");
+    text.contains("CUDA_ERROR_OUT_OF_MEMORY") || text.contains("out of memory")
+}
+
 /// The name of the GPU (e.g. "NVIDIA H100 80GB HBM3"); `None` for other devices.
 pub fn device_name(device: &Device) -> Option<String> {
     imp::device_name(device)
@@ -82,8 +139,9 @@ mod imp {
         let ctx = stream.context();
         ctx.bind_to_thread().ok()?;
         let mut pool: sys::CUmemoryPool = std::ptr::null_mut();
+        // The current pool: the default one, or the capped one of `limit_vram`.
         // SAFETY: the context is current and `pool` is a valid out pointer.
-        let rc = unsafe { sys::cuDeviceGetDefaultMemPool(&mut pool, ctx.cu_device()) };
+        let rc = unsafe { sys::cuDeviceGetMemPool(&mut pool, ctx.cu_device()) };
         (rc == sys::CUresult::CUDA_SUCCESS && !pool.is_null()).then_some(pool)
     }
 
@@ -143,6 +201,76 @@ mod imp {
         cuda.cuda_stream().context().name().ok()
     }
 
+    /// The pools `limit_vram` made, by device ordinal: (limit, pool). Pools live as long as
+    /// the process (memory allocated from one may outlive a later limit).
+    static LIMITS: std::sync::Mutex<Vec<(i32, u64, usize)>> = std::sync::Mutex::new(Vec::new());
+
+    fn limits() -> std::sync::MutexGuard<'static, Vec<(i32, u64, usize)>> {
+        LIMITS
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn vram_limit(device: &Device) -> Option<u64> {
+        let Device::Cuda(cuda) = device else {
+            return None;
+        };
+        let ordinal = cuda.cuda_stream().context().cu_device();
+        let limits = limits();
+        let current = pool(device)? as usize;
+        limits
+            .iter()
+            .find(|&&(d, _, p)| d == ordinal && p == current)
+            .map(|&(_, limit, _)| limit)
+    }
+
+    pub(super) fn limit_vram(device: &Device, budget_bytes: u64) -> Result<(), String> {
+        let Device::Cuda(cuda) = device else {
+            return Ok(());
+        };
+        if vram_limit(device) == Some(budget_bytes) {
+            return Ok(());
+        }
+        let stream = cuda.cuda_stream();
+        let ctx = stream.context();
+        ctx.bind_to_thread().map_err(|e| e.to_string())?;
+        let ordinal = ctx.cu_device();
+        // SAFETY: an all-zero CUmemPoolProps is the documented "defaults" value; the fields set
+        // below are the ones cuMemPoolCreate requires.
+        let mut props: sys::CUmemPoolProps = unsafe { std::mem::zeroed() };
+        props.allocType = sys::CUmemAllocationType::CU_MEM_ALLOCATION_TYPE_PINNED;
+        props.handleTypes = sys::CUmemAllocationHandleType::CU_MEM_HANDLE_TYPE_NONE;
+        props.location.type_ = sys::CUmemLocationType::CU_MEM_LOCATION_TYPE_DEVICE;
+        props.location.id = ordinal;
+        props.maxSize = usize::try_from(budget_bytes).map_err(|e| e.to_string())?;
+        let mut created: sys::CUmemoryPool = std::ptr::null_mut();
+        // SAFETY: `props` is initialised and `created` a valid out pointer.
+        let rc = unsafe { sys::cuMemPoolCreate(&mut created, &props) };
+        if rc != sys::CUresult::CUDA_SUCCESS {
+            return Err(format!("cuMemPoolCreate: {rc:?}"));
+        }
+        // Keep freed memory reserved in the pool (it is capped anyway) instead of returning it
+        // to the driver at every synchronisation, which would make each step allocate afresh.
+        let mut keep: u64 = u64::MAX;
+        // SAFETY: the release threshold is a cuuint64_t attribute.
+        unsafe {
+            sys::cuMemPoolSetAttribute(
+                created,
+                sys::CUmemPool_attribute::CU_MEMPOOL_ATTR_RELEASE_THRESHOLD,
+                (&mut keep as *mut u64).cast(),
+            );
+        }
+        // Work queued against the old pool finishes before the switch.
+        stream.synchronize().map_err(|e| e.to_string())?;
+        // SAFETY: `created` is a pool of this device.
+        let rc = unsafe { sys::cuDeviceSetMemPool(ordinal, created) };
+        if rc != sys::CUresult::CUDA_SUCCESS {
+            return Err(format!("cuDeviceSetMemPool: {rc:?}"));
+        }
+        limits().push((ordinal, budget_bytes, created as usize));
+        Ok(())
+    }
+
     /// Registered host ranges and the tensors that own them.
     pub(crate) struct Pins {
         ctx: Option<std::sync::Arc<candle_core::cuda::cudarc::driver::CudaContext>>,
@@ -153,28 +281,13 @@ mod imp {
     }
 
     fn host_range(t: &candle_core::Tensor) -> Option<(usize, usize)> {
-        use candle_core::{DType, Storage};
         let (storage, _) = t.storage_and_layout();
-        let Storage::Cpu(cpu) = &*storage else {
+        let candle_core::Storage::Cpu(cpu) = &*storage else {
             return None;
         };
-        let elem = t.dtype().size_in_bytes();
-        let (ptr, len) = match t.dtype() {
-            DType::BF16 => cpu
-                .as_slice::<half::bf16>()
-                .ok()
-                .map(|s| (s.as_ptr() as usize, s.len()))?,
-            DType::F16 => cpu
-                .as_slice::<half::f16>()
-                .ok()
-                .map(|s| (s.as_ptr() as usize, s.len()))?,
-            DType::F32 => cpu
-                .as_slice::<f32>()
-                .ok()
-                .map(|s| (s.as_ptr() as usize, s.len()))?,
-            _ => return None,
-        };
-        (len > 0).then_some((ptr, len * elem))
+        // Every storage type (quantized weights are U8 blocks) is a plain buffer.
+        let (ptr, bytes) = super::cpu_bytes(cpu);
+        (bytes > 0).then_some((ptr as usize, bytes))
     }
 
     impl Pins {
@@ -248,6 +361,14 @@ mod imp {
     pub(super) fn reset_peak(_device: &Device) {}
 
     pub(super) fn device_name(_device: &Device) -> Option<String> {
+        None
+    }
+
+    pub(super) fn limit_vram(_device: &Device, _budget_bytes: u64) -> Result<(), String> {
+        Ok(())
+    }
+
+    pub(super) fn vram_limit(_device: &Device) -> Option<u64> {
         None
     }
 

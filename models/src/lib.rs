@@ -116,6 +116,7 @@ pub mod lora;
 pub mod ops;
 pub mod qwen3;
 pub mod sampling;
+pub mod streaming;
 pub mod vae;
 pub mod weights;
 

@@ -16,6 +16,7 @@ use super::keys::{CheckpointLayout, detect_layout, internal_table, table_for};
 use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, Result, read_json};
 use crate::linear::Linear;
+use crate::streaming::Layer as _;
 use crate::weights::table::Params;
 use crate::weights::{QuantMode, Weights};
 
@@ -79,6 +80,9 @@ pub struct Flux2Transformer {
     /// Set by whoever runs the model to stop a forward call between blocks (see
     /// [`Flux2Transformer::with_interrupt`]).
     pub(super) interrupt: Option<std::sync::Arc<std::sync::atomic::AtomicBool>>,
+    /// Blocks that stay in RAM and are copied in for each forward pass (see
+    /// [`Flux2Transformer::placed`]); `None` when every block lives on `device`.
+    pub(super) streaming: Option<std::sync::Arc<crate::streaming::Streaming>>,
 }
 
 impl Flux2Transformer {
@@ -203,6 +207,7 @@ impl Flux2Transformer {
             compiled: None,
             pinned: None,
             interrupt: None,
+            streaming: None,
         })
     }
 
@@ -559,7 +564,10 @@ impl Flux2Transformer {
             }
             None => self.txt_in.forward(&txt.to_dtype(self.dtype)?)?,
         };
+        // A streamed model copies layers in from the host between kernels, which a captured
+        // graph cannot repeat: it runs the fused kernels without a graph.
         if self.fused()
+            && self.streaming.is_none()
             && let Some(compiled) = &self.compiled
         {
             let inputs = super::cuda_graph::StepInputs {
@@ -606,9 +614,16 @@ impl Flux2Transformer {
         let mut img = self.img_in.forward(&img_tokens.to_dtype(self.dtype)?)?;
         let mut txt = txt.clone();
         let txt_len = txt.dim(1)?;
+        let mut stream = self.layer_stream()?;
+        let n_double = self.double_blocks.len();
 
-        for block in &self.double_blocks {
+        for (i, block) in self.double_blocks.iter().enumerate() {
             self.check_interrupt()?;
+            let fetched = match stream.as_mut() {
+                Some(stream) => block.fetched(stream, i)?,
+                None => None,
+            };
+            let block = fetched.as_ref().unwrap_or(block);
             let img_qkv = block.img.qkv.forward(&self.modulate(&img, i_sh1, i_sc1)?)?;
             let txt_qkv = block.txt.qkv.forward(&self.modulate(&txt, t_sh1, t_sc1)?)?;
             let attn = self.joint_attention(
@@ -648,8 +663,13 @@ impl Flux2Transformer {
         }
 
         let mut x = Tensor::cat(&[&txt, &img], 1)?;
-        for block in &self.single_blocks {
+        for (i, block) in self.single_blocks.iter().enumerate() {
             self.check_interrupt()?;
+            let fetched = match stream.as_mut() {
+                Some(stream) => block.fetched(stream, n_double + i)?,
+                None => None,
+            };
+            let block = fetched.as_ref().unwrap_or(block);
             let fused = block.linear1.forward(&self.modulate(&x, s_sh, s_sc)?)?;
             // The attention part reads the first 3·D columns of `fused` in place.
             let attn = self.joint_attention(&[(&fused, &block.q_norm, &block.k_norm)], rope)?;

@@ -1,13 +1,142 @@
 //! Where a transformer's weights live: moving them between RAM and VRAM, page-locking the RAM
-//! copy of an offloaded model, and Compile's optional weight relayout. All three walk the weights
-//! with one function, `Flux2Transformer::map_weights`.
+//! copy of an offloaded model, placing a RAM model on a GPU with some blocks streamed
+//! ([`crate::streaming`]), and Compile's optional weight relayout. All of them walk the weights
+//! with one function, `Flux2Transformer::map_weights`, or per block with `map_layer`.
+
+use std::sync::Arc;
 
 use candle_core::{Device, Tensor};
 
 use super::model::{DoubleBlock, Flux2Transformer, SingleBlock, StreamWeights};
 use crate::error::Result;
 use crate::linear::{CompactFormat, Linear};
+use crate::streaming::{Layer, LayerStream, ProjFn, Streaming, TensorFn, choose_streamed};
 use crate::weights::QuantMode;
+
+impl StreamWeights {
+    fn map_layer(&self, proj: ProjFn<'_>, tensor: TensorFn<'_>) -> candle_core::Result<Self> {
+        Ok(Self {
+            qkv: proj(&self.qkv)?,
+            q_norm: tensor(&self.q_norm)?,
+            k_norm: tensor(&self.k_norm)?,
+            proj: proj(&self.proj)?,
+            mlp_in: proj(&self.mlp_in)?,
+            mlp_out: proj(&self.mlp_out)?,
+        })
+    }
+}
+
+impl Layer for DoubleBlock {
+    fn map_layer(&self, proj: ProjFn<'_>, tensor: TensorFn<'_>) -> candle_core::Result<Self> {
+        Ok(Self {
+            img: self.img.map_layer(proj, tensor)?,
+            txt: self.txt.map_layer(proj, tensor)?,
+        })
+    }
+}
+
+impl Layer for SingleBlock {
+    fn map_layer(&self, proj: ProjFn<'_>, tensor: TensorFn<'_>) -> candle_core::Result<Self> {
+        Ok(Self {
+            linear1: proj(&self.linear1)?,
+            linear2: proj(&self.linear2)?,
+            q_norm: tensor(&self.q_norm)?,
+            k_norm: tensor(&self.k_norm)?,
+        })
+    }
+}
+
+impl Flux2Transformer {
+    /// Bytes of each block's weights, double blocks first, in execution order.
+    pub fn layer_bytes(&self) -> Vec<u64> {
+        self.double_blocks
+            .iter()
+            .map(Layer::bytes)
+            .chain(self.single_blocks.iter().map(Layer::bytes))
+            .collect()
+    }
+
+    /// A copy of this RAM-resident model for `gpu` that keeps at most `resident_block_bytes` of
+    /// its blocks on the GPU and streams the rest from RAM during each forward pass (which ones:
+    /// [`choose_streamed`]). Everything outside the blocks (embedders, modulation, final layer,
+    /// a few MB) is resident. Page-lock the RAM model first ([`Self::pinned_for`]) so the copies
+    /// are asynchronous. With room for every block this is [`Self::to_device`].
+    pub fn placed(&self, gpu: &Device, resident_block_bytes: u64) -> Result<Self> {
+        let streamed = choose_streamed(&self.layer_bytes(), resident_block_bytes);
+        if !streamed.iter().any(|&s| s) || !self.device.is_cpu() {
+            return self.to_device(gpu);
+        }
+        let n_double = self.double_blocks.len();
+        let streams = |name: &str| -> bool {
+            let index = |prefix: &str| {
+                name.strip_prefix(prefix)
+                    .and_then(|rest| rest.split('.').next())
+                    .and_then(|i| i.parse::<usize>().ok())
+            };
+            let layer =
+                index("double_blocks.").or_else(|| index("single_blocks.").map(|i| n_double + i));
+            layer.is_some_and(|i| streamed.get(i).copied().unwrap_or(false))
+        };
+        let mut placed = self.map_weights_named(
+            &|name, p| {
+                if streams(name) {
+                    Ok(p.clone())
+                } else {
+                    p.to_device(gpu)
+                }
+            },
+            &|t| t.to_device(gpu),
+        )?;
+        // Streamed blocks keep their RAM tensors (norm scales included), as the walk expects.
+        for (i, block) in placed.double_blocks.iter_mut().enumerate() {
+            if streamed.get(i).copied().unwrap_or(false)
+                && let Some(original) = self.double_blocks.get(i)
+            {
+                *block = original.clone();
+            }
+        }
+        for (i, block) in placed.single_blocks.iter_mut().enumerate() {
+            if streamed.get(n_double + i).copied().unwrap_or(false)
+                && let Some(original) = self.single_blocks.get(i)
+            {
+                *block = original.clone();
+            }
+        }
+        placed.streaming = Some(Arc::new(Streaming::new(streamed, gpu)?));
+        placed.device = gpu.clone();
+        placed.compiled = None;
+        Ok(placed)
+    }
+
+    /// The streaming state of a [`Self::placed`] model (`None` when every block is resident).
+    pub fn streaming(&self) -> Option<&Streaming> {
+        self.streaming.as_deref()
+    }
+
+    /// A walk over the blocks for one forward pass, when some stream.
+    pub(super) fn layer_stream(&self) -> candle_core::Result<Option<LayerStream<'_>>> {
+        let Some(streaming) = &self.streaming else {
+            return Ok(None);
+        };
+        let mut host = Vec::with_capacity(self.double_blocks.len() + self.single_blocks.len());
+        for (i, block) in self.double_blocks.iter().enumerate() {
+            host.push(if streaming.is_streamed(i) {
+                block.host_tensors()?
+            } else {
+                Vec::new()
+            });
+        }
+        let n_double = self.double_blocks.len();
+        for (i, block) in self.single_blocks.iter().enumerate() {
+            host.push(if streaming.is_streamed(n_double + i) {
+                block.host_tensors()?
+            } else {
+                Vec::new()
+            });
+        }
+        Ok(Some(LayerStream::new(streaming, host, &self.device)?))
+    }
+}
 
 impl Flux2Transformer {
     /// A clone whose projection weights are stored pre-transposed (see [`crate::linear::Linear`]).
@@ -24,6 +153,7 @@ impl Flux2Transformer {
         moved.device = device.clone();
         moved.compiled = None;
         moved.pinned = None;
+        moved.streaming = None;
         Ok(moved)
     }
 

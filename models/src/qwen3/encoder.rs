@@ -18,6 +18,7 @@ use crate::attention::AttentionBackend;
 use crate::error::{CandleContext as _, ModelError, Result, read_json};
 use crate::linear::{Embedding, Linear};
 use crate::ops;
+use crate::streaming::{Layer, LayerStream, ProjFn, Streaming, TensorFn, choose_streamed};
 use crate::weights::table::Params;
 use crate::weights::{QuantMode, Weights};
 
@@ -57,6 +58,27 @@ pub struct Qwen3Encoder {
     /// Page-locked RAM of the weights when the encoder lives in RAM and moves to a GPU for each
     /// prompt ([`Qwen3Encoder::pinned_for`]).
     pinned: Option<std::sync::Arc<veetance_gpu::memory::PinnedHost>>,
+    /// Layers that stay in RAM and are copied in for each prompt (see
+    /// [`Qwen3Encoder::placed`]); `None` when every layer lives on `device`.
+    streaming: Option<std::sync::Arc<Streaming>>,
+}
+
+impl Layer for DecoderLayer {
+    fn map_layer(&self, proj: ProjFn<'_>, tensor: TensorFn<'_>) -> candle_core::Result<Self> {
+        Ok(Self {
+            input_norm: tensor(&self.input_norm)?,
+            q_proj: proj(&self.q_proj)?,
+            k_proj: proj(&self.k_proj)?,
+            v_proj: proj(&self.v_proj)?,
+            o_proj: proj(&self.o_proj)?,
+            q_norm: tensor(&self.q_norm)?,
+            k_norm: tensor(&self.k_norm)?,
+            post_norm: tensor(&self.post_norm)?,
+            gate_proj: proj(&self.gate_proj)?,
+            up_proj: proj(&self.up_proj)?,
+            down_proj: proj(&self.down_proj)?,
+        })
+    }
 }
 
 impl Qwen3Encoder {
@@ -203,6 +225,7 @@ impl Qwen3Encoder {
             device: w.device().clone(),
             differentiable: false,
             pinned: None,
+            streaming: None,
         })
     }
 
@@ -217,21 +240,7 @@ impl Qwen3Encoder {
         let layers = self
             .layers
             .iter()
-            .map(|l| {
-                Ok(DecoderLayer {
-                    input_norm: tensor(&l.input_norm)?,
-                    q_proj: proj(&l.q_proj)?,
-                    k_proj: proj(&l.k_proj)?,
-                    v_proj: proj(&l.v_proj)?,
-                    o_proj: proj(&l.o_proj)?,
-                    q_norm: tensor(&l.q_norm)?,
-                    k_norm: tensor(&l.k_norm)?,
-                    post_norm: tensor(&l.post_norm)?,
-                    gate_proj: proj(&l.gate_proj)?,
-                    up_proj: proj(&l.up_proj)?,
-                    down_proj: proj(&l.down_proj)?,
-                })
-            })
+            .map(|l| l.map_layer(proj, tensor))
             .collect::<candle_core::Result<Vec<_>>>()?;
         Ok(Self {
             embed: self.embed.map_placed(tensor, device)?,
@@ -239,8 +248,70 @@ impl Qwen3Encoder {
             final_norm: self.final_norm.as_ref().map(tensor).transpose()?,
             device: device.clone(),
             pinned: None,
+            streaming: None,
             ..self.clone()
         })
+    }
+
+    /// Bytes of each decoder layer's weights, in order.
+    pub fn layer_bytes(&self) -> Vec<u64> {
+        self.layers.iter().map(Layer::bytes).collect()
+    }
+
+    /// A copy of this RAM-resident encoder for `gpu` that keeps at most `resident_layer_bytes`
+    /// of its decoder layers on the GPU and streams the others from RAM for each prompt (see
+    /// [`crate::streaming`]). When some layers stream, the embedding table stays in RAM too and
+    /// only the looked-up rows travel. With room for every layer this is [`Self::to_device`].
+    pub fn placed(&self, gpu: &Device, resident_layer_bytes: u64) -> Result<Self> {
+        let streamed = choose_streamed(&self.layer_bytes(), resident_layer_bytes);
+        if !streamed.iter().any(|&s| s) || !self.device.is_cpu() {
+            return self.to_device(gpu);
+        }
+        let to_gpu = |t: &Tensor| t.to_device(gpu);
+        let layers = self
+            .layers
+            .iter()
+            .zip(&streamed)
+            .map(|(layer, &streams)| {
+                if streams {
+                    Ok(layer.clone())
+                } else {
+                    layer.map_layer(&|p| p.to_device(gpu), &to_gpu)
+                }
+            })
+            .collect::<candle_core::Result<Vec<_>>>()
+            .context("placing the text encoder")?;
+        Ok(Self {
+            layers,
+            final_norm: self
+                .final_norm
+                .as_ref()
+                .map(to_gpu)
+                .transpose()
+                .context("placing the text encoder")?,
+            device: gpu.clone(),
+            streaming: Some(std::sync::Arc::new(
+                Streaming::new(streamed, gpu).context("placing the text encoder")?,
+            )),
+            ..self.clone()
+        })
+    }
+
+    /// The streaming state of a [`Self::placed`] encoder (`None` when every layer is resident).
+    pub fn streaming(&self) -> Option<&Streaming> {
+        self.streaming.as_deref()
+    }
+
+    /// Token embeddings on the encoder's device; a table left in RAM by [`Self::placed`] looks
+    /// up there and sends only the rows.
+    fn embed_tokens(&self, input_ids: &Tensor) -> candle_core::Result<Tensor> {
+        match &self.embed {
+            Embedding::Dense(table) if !table.device().same_device(&self.device) => self
+                .embed
+                .forward(&input_ids.to_device(table.device())?)?
+                .to_device(&self.device),
+            _ => self.embed.forward(input_ids),
+        }
     }
 
     /// A copy of the weights on `device` (the text encoder of an offloaded model moves to the
@@ -345,12 +416,35 @@ impl Qwen3Encoder {
         let exact = AttentionBackend::default();
         let train = self.differentiable;
 
-        let mut hidden = self.embed.forward(input_ids)?;
+        let mut hidden = self.embed_tokens(input_ids)?;
+        let mut stream = match &self.streaming {
+            Some(streaming) => {
+                let host = self
+                    .layers
+                    .iter()
+                    .enumerate()
+                    .map(|(i, layer)| {
+                        if streaming.is_streamed(i) {
+                            layer.host_tensors()
+                        } else {
+                            Ok(Vec::new())
+                        }
+                    })
+                    .collect::<candle_core::Result<Vec<_>>>()?;
+                Some(LayerStream::new(streaming, host, &self.device)?)
+            }
+            None => None,
+        };
         let mut collected: Vec<(usize, Tensor)> = Vec::new();
         if self.out_layers.contains(&0) {
             collected.push((0, hidden.clone()));
         }
         for (idx, layer) in self.layers.iter().enumerate() {
+            let fetched = match stream.as_mut() {
+                Some(stream) => layer.fetched(stream, idx)?,
+                None => None,
+            };
+            let layer = fetched.as_ref().unwrap_or(layer);
             let residual = hidden.clone();
             let x = ops::rms_norm(&hidden, &layer.input_norm, eps, train)?;
             let q = layer.q_proj.forward(&x)?.reshape((b, len, n_heads, hd))?;
