@@ -38,6 +38,11 @@ pub enum Event {
         /// Nodes served from the cache.
         n_cached: usize,
     },
+    /// Under a VRAM budget, before anything runs: what will be resident and what will stream.
+    MemoryPlanned {
+        /// The plan.
+        plan: Arc<crate::plan::MemoryPlan>,
+    },
     /// A node's outputs came from the cache (memory or disk).
     Cached {
         /// Node id.

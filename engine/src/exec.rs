@@ -21,7 +21,8 @@ use crate::cache::{DiskCache, Fingerprint, MemoryCache, NodeOutputs};
 use crate::cancel::CancelToken;
 use crate::event::{Event, EventSink, RunStatus};
 use crate::graph::{Graph, GraphNode, Slot};
-use crate::node::{NodeCtx, NodeError, NodeInputs, RunEnv};
+use crate::node::{MemoryEstimate, NodeCtx, NodeError, NodeInputs, RunEnv};
+use crate::plan::MemoryPlan;
 use crate::registry::Registry;
 use crate::spec::Purity;
 use crate::value::Value;
@@ -96,6 +97,9 @@ pub enum PlanError {
     /// A requested target does not exist.
     #[error("no node `{0}` to run")]
     UnknownTarget(String),
+    /// A node does not fit the VRAM budget even with every model layer streamed.
+    #[error(transparent)]
+    CannotFit(#[from] crate::plan::CannotFit),
 }
 
 /// Formats a byte count for people, in binary units (`1.5 GiB`).
@@ -227,6 +231,8 @@ struct Shared<'a> {
     sched: Mutex<Sched>,
     wake: Condvar,
     to_run: usize,
+    /// Where model parts live, under a VRAM budget.
+    memory_plan: Option<&'a MemoryPlan>,
     /// Set once a disk-cache write has failed (and been reported) in this run.
     disk_write_failed: std::sync::atomic::AtomicBool,
 }
@@ -306,7 +312,12 @@ impl Session {
             .copied()
             .filter(|idx| matches!(plan.get(*idx), Some(Plan::Run)))
             .collect();
-        self.check_budgets(graph, &to_run, &options.budgets, env)?;
+        let memory_plan = check_budgets(graph, &needed, &to_run, &options.budgets, env)?;
+        if let Some(plan) = &memory_plan {
+            events.emit(Event::MemoryPlanned {
+                plan: Arc::new(plan.clone()),
+            });
+        }
 
         let n_cached = plan.iter().filter(|p| matches!(p, Plan::Cached(_))).count();
         events.emit(Event::RunStarted {
@@ -388,6 +399,7 @@ impl Session {
             }),
             wake: Condvar::new(),
             to_run: to_run.len(),
+            memory_plan: memory_plan.as_ref(),
             disk_write_failed: std::sync::atomic::AtomicBool::new(false),
         };
         if cancel.is_cancelled() {
@@ -574,51 +586,121 @@ impl Session {
         }
         Ok(plan)
     }
+}
 
-    fn check_budgets(
-        &self,
-        graph: &Graph,
-        to_run: &[usize],
-        budgets: &Budgets,
-        env: &RunEnv,
-    ) -> Result<(), PlanError> {
-        if budgets.ram_bytes.is_none() && budgets.vram_bytes.is_none() {
-            return Ok(());
+/// Every node's estimate, in graph order: literal inputs, and linked inputs where the upstream
+/// estimate left a stand-in. `None` for nodes not in `needed`.
+fn estimates(graph: &Graph, needed: &[bool], env: &RunEnv) -> Vec<Option<MemoryEstimate>> {
+    let mut all: Vec<Option<MemoryEstimate>> = vec![None; graph.len()];
+    for &idx in &graph.order {
+        if !needed.get(idx).copied().unwrap_or(false) {
+            continue;
         }
-        for &idx in to_run {
-            let Some(node) = graph.nodes.get(idx) else {
-                continue;
-            };
-            let literals: Vec<Option<Value>> = node
-                .inputs
-                .iter()
-                .map(|slot| match slot {
-                    Slot::Literal(value) => Some(value.clone()),
-                    _ => None,
-                })
-                .collect();
-            let estimate = node
-                .node
-                .estimate(&NodeInputs::new(node.node.spec(), literals), env);
-            for (resource, needed_bytes, budget) in [
-                ("RAM", estimate.ram_bytes, budgets.ram_bytes),
-                ("VRAM", estimate.vram_bytes, budgets.vram_bytes),
-            ] {
-                if let Some(budget_bytes) = budget
-                    && needed_bytes > budget_bytes
-                {
-                    return Err(PlanError::OverBudget {
-                        node: node.id.to_string(),
-                        kind: node.kind.to_string(),
-                        resource,
-                        needed_bytes,
-                        budget_bytes,
-                    });
+        let Some(node) = graph.nodes.get(idx) else {
+            continue;
+        };
+        let values: Vec<Option<Value>> = node
+            .inputs
+            .iter()
+            .map(|slot| match slot {
+                Slot::Literal(value) => Some(value.clone()),
+                Slot::Link { from, output } => {
+                    let name = graph
+                        .nodes
+                        .get(*from)
+                        .and_then(|n| n.node.spec().outputs.get(*output))
+                        .map(|o| o.name.as_str())?;
+                    all.get(*from)?
+                        .as_ref()?
+                        .outputs
+                        .iter()
+                        .find(|(n, _)| n == name)
+                        .map(|(_, v)| v.clone())
                 }
+                Slot::Empty => None,
+            })
+            .collect();
+        let estimate = node
+            .node
+            .estimate(&NodeInputs::new(node.node.spec(), values), env);
+        if let Some(slot) = all.get_mut(idx) {
+            *slot = Some(estimate);
+        }
+    }
+    all
+}
+
+/// Checks the RAM budget per node and, under a VRAM budget, plans where model parts live
+/// ([`crate::plan`]): parts made by any needed node (a cached loader's model is still used),
+/// needs of the nodes that run.
+fn check_budgets(
+    graph: &Graph,
+    needed: &[bool],
+    to_run: &[usize],
+    budgets: &Budgets,
+    env: &RunEnv,
+) -> Result<Option<MemoryPlan>, PlanError> {
+    if budgets.ram_bytes.is_none() && budgets.vram_bytes.is_none() {
+        return Ok(None);
+    }
+    let estimates = estimates(graph, needed, env);
+    let mut parts = Vec::new();
+    for estimate in estimates.iter().flatten() {
+        for part in &estimate.parts {
+            if !parts
+                .iter()
+                .any(|p: &crate::plan::ModelPart| p.key == part.key)
+            {
+                parts.push(part.clone());
             }
         }
-        Ok(())
     }
+    let mut needs = Vec::new();
+    for &idx in to_run {
+        let (Some(node), Some(Some(estimate))) = (graph.nodes.get(idx), estimates.get(idx)) else {
+            continue;
+        };
+        if let Some(budget_bytes) = budgets.ram_bytes
+            && estimate.ram_bytes > budget_bytes
+        {
+            return Err(PlanError::OverBudget {
+                node: node.id.to_string(),
+                kind: node.kind.to_string(),
+                resource: "RAM",
+                needed_bytes: estimate.ram_bytes,
+                budget_bytes,
+            });
+        }
+        if estimate.vram_bytes > 0 || !estimate.uses.is_empty() {
+            needs.push(crate::plan::NodeNeed {
+                node: node.id.to_string(),
+                kind: node.kind.to_string(),
+                uses: estimate.uses.clone(),
+                working_bytes: estimate.vram_bytes,
+            });
+        }
+    }
+    match budgets.vram_bytes {
+        Some(budget_bytes) => Ok(Some(crate::plan::plan(budget_bytes, &parts, &needs)?)),
+        None => Ok(None),
+    }
+}
+
+/// The memory plan a run of `graph` with `options` would make (every needed node counted as
+/// running: nothing is assumed cached), for `validate --json`. `None` without a VRAM budget.
+pub fn memory_plan(
+    graph: &Graph,
+    env: &RunEnv,
+    options: &RunOptions,
+) -> Result<Option<MemoryPlan>, PlanError> {
+    let needed = needed_nodes(graph, options)?;
+    let to_run: Vec<usize> = graph
+        .order
+        .iter()
+        .copied()
+        .filter(|idx| needed.get(*idx).copied().unwrap_or(false))
+        .collect();
+    check_budgets(graph, &needed, &to_run, &options.budgets, env)
 }
 
 fn targets(graph: &Graph, options: &RunOptions) -> Result<Vec<usize>, PlanError> {
@@ -875,7 +957,8 @@ fn run_node(shared: &Shared<'_>, idx: usize) -> Result<(), Stop> {
         shared.cancel,
         shared.events,
         shared.env,
-    );
+    )
+    .with_memory_plan(shared.memory_plan);
     let started = Instant::now();
     let result = match catch_unwind(AssertUnwindSafe(|| node.node.run(&inputs, &ctx))) {
         Ok(Ok(outputs)) => outputs.into_spec_order(spec),

@@ -19,6 +19,7 @@ pub mod exec;
 pub mod graph;
 pub mod node;
 pub mod overrides;
+pub mod plan;
 pub mod pool;
 pub mod registry;
 pub mod spec;
@@ -32,12 +33,13 @@ pub use diagnostic::{Code, Diagnostic, Severity, Span};
 pub use event::{Event, EventSink, NoEvents, RunStatus};
 pub use exec::{
     Budgets, NodeReport, Outcome, PlanError, RunOptions, RunReport, Session, SessionConfig,
-    format_bytes,
+    format_bytes, memory_plan,
 };
 pub use graph::{Graph, GraphNode, Slot, Validation, validate};
 pub use node::{
     FnNode, Kind, MemoryEstimate, Node, NodeCtx, NodeError, NodeInputs, NodeKind, Outputs, RunEnv,
 };
+pub use plan::{CannotFit, MemoryPlan, ModelPart, NodeNeed, PartPlan, PartUse, Placement};
 pub use pool::{ModelPool, available_memory_bytes};
 pub use registry::{Decoder, Registry, RegistryError, TypeInfo};
 pub use spec::{InputSpec, NodeSpec, OutputSpec, Purity, TextWidget};

@@ -70,13 +70,23 @@ impl NodeError {
     }
 }
 
-/// Memory a node expects to need at its peak, in bytes.
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+/// Memory a node expects to need at its peak, in bytes, and what the memory planner
+/// ([`crate::plan`]) needs to know about the models it makes or computes with.
+#[derive(Clone, Debug, Default)]
 pub struct MemoryEstimate {
     /// Host memory.
     pub ram_bytes: u64,
-    /// Accelerator memory.
+    /// Accelerator memory of the node's own (activations, workspaces, outputs), not counting
+    /// the model parts in `uses`.
     pub vram_bytes: u64,
+    /// Model parts this node makes (a loader), for the planner to place.
+    pub parts: Vec<crate::plan::ModelPart>,
+    /// Model parts this node computes with.
+    pub uses: Vec<crate::plan::PartUse>,
+    /// Stand-ins for outputs, by output name, that downstream nodes' estimates read as their
+    /// inputs (a loader's model sizes, a sampler's latent size); the executor passes them on
+    /// along the links.
+    pub outputs: Vec<(String, Value)>,
 }
 
 /// A kind of node: its spec and its behaviour.
@@ -90,7 +100,8 @@ pub trait Node: Send + Sync {
     /// Runs the node.
     fn run(&self, inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError>;
 
-    /// Peak memory for these inputs. Only literal inputs are present when the plan is checked.
+    /// Peak memory for these inputs. Literal inputs are present, and linked ones where the
+    /// upstream node's estimate gave a stand-in ([`MemoryEstimate::outputs`]).
     fn estimate(&self, _inputs: &NodeInputs, _env: &RunEnv) -> MemoryEstimate {
         MemoryEstimate::default()
     }
@@ -392,6 +403,7 @@ pub struct NodeCtx<'a> {
     pub(crate) cancel: &'a CancelToken,
     pub(crate) events: &'a dyn EventSink,
     pub(crate) env: &'a RunEnv,
+    pub(crate) memory_plan: Option<&'a crate::plan::MemoryPlan>,
 }
 
 impl<'a> NodeCtx<'a> {
@@ -409,7 +421,21 @@ impl<'a> NodeCtx<'a> {
             cancel,
             events,
             env,
+            memory_plan: None,
         }
+    }
+
+    /// The same context with the run's memory plan (the executor sets it under a VRAM budget).
+    pub fn with_memory_plan(self, plan: Option<&'a crate::plan::MemoryPlan>) -> NodeCtx<'a> {
+        NodeCtx {
+            memory_plan: plan,
+            ..self
+        }
+    }
+
+    /// The run's memory plan: where each model part lives. `None` without a VRAM budget.
+    pub fn memory_plan(&self) -> Option<&crate::plan::MemoryPlan> {
+        self.memory_plan
     }
 
     /// The id of the running node.

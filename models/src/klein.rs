@@ -143,7 +143,8 @@ impl Part {
         }
     }
 
-    fn open(&self) -> Result<Weights> {
+    /// The part's weights (headers read, nothing loaded).
+    pub(crate) fn open(&self) -> Result<Weights> {
         let weights = Weights::open(&self.path)?;
         Ok(if self.prefix.is_empty() {
             weights

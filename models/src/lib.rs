@@ -114,6 +114,7 @@ pub mod latent;
 pub mod linear;
 pub mod lora;
 pub mod ops;
+pub mod profile;
 pub mod qwen3;
 pub mod sampling;
 pub mod streaming;

@@ -111,3 +111,67 @@ fn a_text_encoder_with_streamed_layers_encodes_what_the_resident_one_does() {
         assert_eq!(values(&placed.forward(&ids, &mask).unwrap()), expected);
     }
 }
+
+#[test]
+fn the_header_profile_matches_the_loaded_model_layer_by_layer() {
+    use veetance_models::profile::BundleProfile;
+    use veetance_models::{Bundle, BundleSources};
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/tiny-klein");
+    let sources = BundleSources::resolve(&dir, None, None).unwrap();
+    let profile = BundleProfile::read(&sources, DType::F32).unwrap();
+    let bundle = Bundle::load(&dir, DType::F32, &Device::Cpu).unwrap();
+    assert_eq!(
+        profile.transformer.layer_bytes,
+        bundle.transformer.layer_bytes()
+    );
+    // The loaded model adds LayerNorm's constant ones and zeros (hidden size each).
+    let hidden = bundle.transformer.config().hidden_size() as u64;
+    assert_eq!(
+        profile.transformer.total_bytes() + 2 * hidden * 4,
+        bundle.transformer.weight_bytes()
+    );
+    assert_eq!(
+        profile.text_encoder.layer_bytes,
+        bundle.text_encoder.encoder().layer_bytes()
+    );
+    assert!(profile.vae_bytes > 0);
+    assert!(profile.sample_working_bytes(16) > profile.sample_working_bytes(4));
+}
+
+#[test]
+fn the_header_profile_counts_compact_layers_at_their_compact_size() {
+    use veetance_models::profile::BundleProfile;
+    use veetance_models::{Bundle, BundleSources, LoadOptions};
+    let formats = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/formats");
+    let te = formats.join("gguf/te-Q8_0.gguf");
+    let vae = formats.join("comfyui/vae/tiny-vae.safetensors");
+    for dit in [
+        "gguf/dit-Q8_0.gguf",
+        "gguf/dit-Q4_0.gguf",
+        "fp8/dit-e4m3_scaled.safetensors",
+    ] {
+        let mut sources =
+            BundleSources::resolve(&formats.join(dit), Some(&te), Some(&vae)).unwrap();
+        // The tiny encoder has four layers; klein reads 9, 18 and 27 of 36.
+        sources.index.text_encoder_out_layers = Some(vec![1, 2, 3]);
+        let profile = BundleProfile::read(&sources, DType::F32).unwrap();
+        let options = LoadOptions {
+            dtype: DType::F32,
+            device: Device::Cpu,
+            transformer_device: Device::Cpu,
+            text_encoder_device: Device::Cpu,
+            quant: QuantMode::Exact,
+        };
+        let bundle = Bundle::load_sources(sources, &options).unwrap();
+        assert_eq!(
+            profile.transformer.layer_bytes,
+            bundle.transformer.layer_bytes(),
+            "{dit}"
+        );
+        assert_eq!(
+            profile.text_encoder.layer_bytes,
+            bundle.text_encoder.encoder().layer_bytes(),
+            "{dit}"
+        );
+    }
+}

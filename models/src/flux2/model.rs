@@ -47,6 +47,23 @@ pub(super) struct SingleBlock {
     pub(super) k_norm: Tensor,
 }
 
+impl Flux2Config {
+    /// The configuration of a transformer opened from `path` (ComfyUI prefixes stripped):
+    /// `path/config.json` when there is one, else inferred from the tensor shapes.
+    pub fn of_checkpoint(weights: &Weights, path: &Path) -> Result<Self> {
+        let cfg_path = crate::files::config_path(path);
+        if cfg_path.is_file() {
+            let cfg = read_json::<Flux2Config>(&cfg_path)?;
+            cfg.validate(&cfg_path)?;
+            Ok(cfg)
+        } else {
+            let cfg = infer_config(weights, detect_layout(weights))?;
+            cfg.validate(path)?;
+            Ok(cfg)
+        }
+    }
+}
+
 /// A loaded FLUX.2 transformer. Cloning is cheap (weights are shared).
 #[derive(Debug, Clone)]
 pub struct Flux2Transformer {
@@ -104,17 +121,8 @@ impl Flux2Transformer {
         quant: QuantMode,
     ) -> Result<Self> {
         let weights = weights.clone().strip_common_prefix(COMFY_PREFIXES);
-        let cfg_path = crate::files::config_path(path);
         let layout = detect_layout(&weights);
-        let cfg = if cfg_path.is_file() {
-            let cfg = read_json::<Flux2Config>(&cfg_path)?;
-            cfg.validate(&cfg_path)?;
-            cfg
-        } else {
-            let cfg = infer_config(&weights, layout)?;
-            cfg.validate(path)?;
-            cfg
-        };
+        let cfg = Flux2Config::of_checkpoint(&weights, path)?;
         Self::from_weights(&weights, cfg, layout, dtype, device, quant)
     }
 

@@ -262,15 +262,21 @@ impl Vae {
         let weights = weights
             .clone()
             .strip_common_prefix(&["vae.", "first_stage_model."]);
+        let cfg = Self::config_of(&weights, path)?;
+        Self::from_weights(&weights, cfg, dtype, device)
+    }
+
+    /// The configuration of a VAE opened from `path` (prefixes stripped): `path/config.json`
+    /// when there is one, else inferred from the tensor shapes.
+    pub fn config_of(weights: &Weights, path: &Path) -> Result<VaeConfig> {
         let cfg_path = crate::files::config_path(path);
-        let cfg = if cfg_path.is_file() {
+        if cfg_path.is_file() {
             let cfg: VaeConfig = read_json(&cfg_path)?;
             cfg.validate(&cfg_path)?;
-            cfg
+            Ok(cfg)
         } else {
-            infer_vae_config(&weights)?
-        };
-        Self::from_weights(&weights, cfg, dtype, device)
+            infer_vae_config(weights)
+        }
     }
 
     /// Builds the VAE from opened weights (diffusers or BFL names).
