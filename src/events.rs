@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use veetance_engine::{Event, EventSink, Outcome, RunReport};
+use veetance_engine::{Event, EventSink, MemoryPlan, Outcome, RunReport};
 
 /// Writes one JSON object per event per line on stdout.
 pub struct JsonEvents {
@@ -38,6 +38,9 @@ impl EventSink for JsonEvents {
         let fields = match event {
             Event::RunStarted { n_to_run, n_cached } => {
                 json!({"event": "run_started", "to_run": n_to_run, "cached": n_cached})
+            }
+            Event::MemoryPlanned { plan } => {
+                json!({"event": "memory_plan", "plan": &*plan})
             }
             Event::Cached { node, kind } => {
                 json!({"event": "cached", "node": &*node, "kind": &*kind})
@@ -87,6 +90,7 @@ impl EventSink for JsonEvents {
 pub struct ProgressEvents {
     multi: MultiProgress,
     bars: Mutex<HashMap<Arc<str>, ProgressBar>>,
+    plan: Mutex<Option<Arc<MemoryPlan>>>,
 }
 
 impl ProgressEvents {
@@ -94,7 +98,16 @@ impl ProgressEvents {
         ProgressEvents {
             multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
             bars: Mutex::new(HashMap::new()),
+            plan: Mutex::new(None),
         }
+    }
+
+    /// The memory plan of the run, if it had a VRAM budget (for the summary).
+    pub fn memory_plan(&self) -> Option<Arc<MemoryPlan>> {
+        self.plan
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
     }
 }
 
@@ -141,6 +154,13 @@ impl EventSink for ProgressEvents {
             }
             Event::Warning { message } => {
                 let _ = self.multi.println(format!("warning: {message}"));
+            }
+            Event::MemoryPlanned { plan } => {
+                // Before anything runs: what will be resident and what will stream.
+                for line in plan.describe() {
+                    let _ = self.multi.println(line);
+                }
+                *self.plan.lock().unwrap_or_else(PoisonError::into_inner) = Some(plan);
             }
             _ => {}
         }

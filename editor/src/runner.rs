@@ -10,7 +10,8 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use veetance_engine::{
-    Budgets, CancelToken, Event, Graph, ModelPool, RunEnv, RunOptions, RunStatus, Session,
+    Budgets, CancelToken, Event, Graph, MemoryPlan, ModelPool, RunEnv, RunOptions, RunStatus,
+    Session,
 };
 
 /// What a node is doing in the current or last run.
@@ -69,6 +70,8 @@ struct ActiveRun {
 pub struct Runner {
     session: Arc<Session>,
     pool: Arc<ModelPool>,
+    /// Layers placed on the GPU under a memory plan, kept between runs.
+    placed: Arc<ModelPool>,
     out_dir: PathBuf,
     active: Option<ActiveRun>,
     /// Per-node states of the current or last run.
@@ -84,6 +87,8 @@ pub struct Runner {
     pub model_dirs: Vec<PathBuf>,
     /// Warnings of the current or last run (the disk cache could not be written, ...).
     pub warnings: Vec<String>,
+    /// The memory plan of the current or last run (with a VRAM budget).
+    pub memory_plan: Option<Arc<MemoryPlan>>,
 }
 
 impl Runner {
@@ -92,6 +97,7 @@ impl Runner {
         Runner {
             session,
             pool: Arc::new(ModelPool::default()),
+            placed: Arc::new(ModelPool::new(u64::MAX)),
             out_dir,
             active: None,
             states: HashMap::new(),
@@ -101,6 +107,7 @@ impl Runner {
             status: None,
             model_dirs: Vec::new(),
             warnings: Vec::new(),
+            memory_plan: None,
         }
     }
 
@@ -125,6 +132,7 @@ impl Runner {
         let cancel = CancelToken::new();
         self.states.clear();
         self.warnings.clear();
+        self.memory_plan = None;
         for node in graph.nodes() {
             self.states
                 .insert(node.id.to_string(), NodeRunState::Queued);
@@ -138,6 +146,8 @@ impl Runner {
             device: "auto".to_owned(),
             model_dirs: self.model_dirs.clone(),
             pool: self.pool.clone(),
+            vram_budget_bytes,
+            placed: self.placed.clone(),
             // The editor shows a picture's workflow before it runs, and the user presses Run.
             read_roots: None,
         };
@@ -257,6 +267,7 @@ impl Runner {
                     .insert(node.to_string(), NodeRunState::Failed(error));
             }
             Event::Warning { message } => self.warnings.push(message.to_string()),
+            Event::MemoryPlanned { plan } => self.memory_plan = Some(plan),
             Event::Cancelled { .. } | Event::RunFinished { .. } => {}
         }
     }

@@ -532,8 +532,8 @@ impl veetance_engine::Node for NeedsVram {
         _env: &veetance_engine::RunEnv,
     ) -> veetance_engine::MemoryEstimate {
         veetance_engine::MemoryEstimate {
-            ram_bytes: 0,
             vram_bytes: 10 << 30,
+            ..Default::default()
         }
     }
 }

@@ -352,6 +352,12 @@ pub struct RunEnv {
     pub model_dirs: Vec<PathBuf>,
     /// Where loaded models live between nodes and runs.
     pub pool: Arc<ModelPool>,
+    /// The VRAM budget of the run (`--vram-budget`, the editor's slider): a hard limit on the
+    /// GPU memory models and nodes allocate, planned for by [`crate::plan`].
+    pub vram_budget_bytes: Option<u64>,
+    /// Models placed on the GPU under a memory plan (their resident layers), kept between
+    /// nodes and runs; keys start with the model part's key.
+    pub placed: Arc<ModelPool>,
     /// Folders inside which nodes may read files, or `None` for anywhere. Set for workflows that
     /// came inside a picture (untrusted): see [`RunEnv::check_read`] and docs/security.md.
     pub read_roots: Option<Vec<PathBuf>>,
@@ -366,6 +372,8 @@ impl RunEnv {
             device: "auto".to_owned(),
             model_dirs: Vec::new(),
             pool: Arc::new(ModelPool::default()),
+            vram_budget_bytes: None,
+            placed: Arc::new(ModelPool::new(u64::MAX)),
             read_roots: None,
         }
     }

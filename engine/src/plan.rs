@@ -20,7 +20,7 @@ use crate::exec::format_bytes;
 pub const LAYERS_IN_FLIGHT: u64 = 3;
 
 /// A model part a loader produces (its weights as they will sit in VRAM).
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ModelPart {
     /// Identifies the part across nodes (the loader's file identity and the part's name).
     pub key: String,
@@ -36,7 +36,7 @@ pub struct ModelPart {
 }
 
 /// A node's use of a part.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartUse {
     /// The [`ModelPart::key`].
     pub key: String,
@@ -58,7 +58,8 @@ pub struct NodeNeed {
 }
 
 /// Where a part lives during the run.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Placement {
     /// Entirely on the GPU.
     Resident,
@@ -73,7 +74,7 @@ pub enum Placement {
 }
 
 /// The plan for one part.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct PartPlan {
     /// The part.
     pub part: ModelPart,
@@ -124,7 +125,7 @@ impl PartPlan {
 }
 
 /// One node's expected VRAM peak under the plan.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct NodePeak {
     /// Node id.
     pub node: String,
@@ -135,7 +136,7 @@ pub struct NodePeak {
 }
 
 /// What will be resident and what will stream.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct MemoryPlan {
     /// The VRAM budget planned for.
     pub budget_bytes: u64,
@@ -157,6 +158,31 @@ impl MemoryPlan {
             .iter()
             .map(PartPlan::streamed_bytes_per_run)
             .sum()
+    }
+
+    /// The plan for people, a line each: the budget, each part, each node's expected peak,
+    /// and the bytes copied per run.
+    pub fn describe(&self) -> Vec<String> {
+        let mut lines = vec![format!(
+            "memory plan for a VRAM budget of {}:",
+            format_bytes(self.budget_bytes)
+        )];
+        lines.extend(self.parts.iter().map(|p| format!("  {}", p.describe())));
+        if !self.nodes.is_empty() {
+            let peaks: Vec<String> = self
+                .nodes
+                .iter()
+                .map(|n| format!("{} {}", n.node, format_bytes(n.peak_bytes)))
+                .collect();
+            lines.push(format!("  expected peaks: {}", peaks.join(", ")));
+        }
+        if self.streams() {
+            lines.push(format!(
+                "  copied from RAM per run: {}",
+                format_bytes(self.streamed_bytes_per_run())
+            ));
+        }
+        lines
     }
 
     /// Whether anything streams.
@@ -230,22 +256,22 @@ pub fn plan(
         .iter()
         .map(|n| (fixed_total + node_overhead(&|_| true, n), n))
         .max_by_key(|(needed, _)| *needed);
-    if let Some((needed, n)) = neediest {
-        if needed > budget_bytes {
-            let detail = format!(
-                "{} of it working memory, {} resident model parts, {} copy buffers",
-                format_bytes(n.working_bytes),
-                format_bytes(fixed_total),
-                format_bytes(needed - fixed_total - n.working_bytes)
-            );
-            return Err(CannotFit {
-                node: n.node.clone(),
-                kind: n.kind.clone(),
-                needed_bytes: needed,
-                detail,
-                budget_bytes,
-            });
-        }
+    if let Some((needed, n)) = neediest
+        && needed > budget_bytes
+    {
+        let detail = format!(
+            "{} of it working memory, {} resident model parts, {} copy buffers",
+            format_bytes(n.working_bytes),
+            format_bytes(fixed_total),
+            format_bytes(needed - fixed_total - n.working_bytes)
+        );
+        return Err(CannotFit {
+            node: n.node.clone(),
+            kind: n.kind.clone(),
+            needed_bytes: needed,
+            detail,
+            budget_bytes,
+        });
     }
 
     // Most-read parts first, then the smaller (a small part made resident saves its copy

@@ -157,6 +157,14 @@ impl ModelPool {
         }
     }
 
+    /// Drops the pool's handles of every model whose key starts with `prefix` (a model part's
+    /// placements before it is placed anew; nodes holding one keep it until they let go).
+    pub fn remove_prefix(&self, prefix: &str) {
+        self.lock()
+            .entries
+            .retain(|key, _| !key.starts_with(prefix));
+    }
+
     /// Bytes of models currently resident.
     pub fn resident_bytes(&self) -> u64 {
         self.lock().entries.values().map(|e| e.size_bytes).sum()
@@ -198,5 +206,29 @@ mod tests {
         assert_eq!(loads, 1);
         pool.get_or_load::<u32, ()>("b", || Ok((2, 60))).unwrap();
         assert_eq!(pool.resident_keys(), vec!["b".to_owned()]);
+    }
+
+    #[test]
+    fn eviction_never_frees_a_model_a_node_still_holds() {
+        let pool = ModelPool::new(100);
+        let held = pool
+            .get_or_load::<Vec<u8>, ()>("a", || Ok((vec![7; 4], 60)))
+            .unwrap();
+        pool.get_or_load::<Vec<u8>, ()>("b", || Ok((vec![1; 4], 60)))
+            .unwrap();
+        // `a` left the pool but the running node's handle still reads it.
+        assert_eq!(pool.resident_keys(), vec!["b".to_owned()]);
+        assert_eq!(*held, vec![7; 4]);
+        assert_eq!(pool.resident_bytes(), 60);
+    }
+
+    #[test]
+    fn removing_a_prefix_drops_only_those_placements() {
+        let pool = ModelPool::new(u64::MAX);
+        for key in ["m/transformer|1", "m/transformer|2", "m/text_encoder|1"] {
+            pool.insert(key, Arc::new(0u8), 1);
+        }
+        pool.remove_prefix("m/transformer|");
+        assert_eq!(pool.resident_keys(), vec!["m/text_encoder|1".to_owned()]);
     }
 }

@@ -71,3 +71,10 @@ pub(crate) fn pin_weights(
         gpu,
     )))
 }
+
+/// Makes `budget_bytes` a hard limit on what this process allocates on `device` from now on
+/// (a capped CUDA memory pool, see [`veetance_gpu::memory::limit_vram`]); a no-op off CUDA.
+pub fn limit_vram(device: &Device, budget_bytes: u64) -> Result<()> {
+    veetance_gpu::memory::limit_vram(device, budget_bytes)
+        .map_err(|err| ModelError::InvalidArgument(err.to_string()))
+}

@@ -17,7 +17,7 @@ use crate::vae::VaeConfig;
 use crate::weights::{StoredDType, Weights, is_quant_side_tensor};
 
 /// Allocator slack and library workspaces added to every working-memory estimate.
-const WORKING_MARGIN_BYTES: u64 = 256 << 20;
+pub const WORKING_MARGIN_BYTES: u64 = 256 << 20;
 
 /// A part's weights as loaded: the layers that may stream, and everything else.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -246,7 +246,7 @@ impl BundleProfile {
 
 /// Working VRAM of decoding a `height_px × width_px` picture in one piece (or one tile of that
 /// size): the top level's im2col matrix of a 3×3 convolution (the largest buffer) and four
-/// full-resolution activations, plus the margin.
+/// full-resolution activations; without [`WORKING_MARGIN_BYTES`].
 pub fn decode_working_bytes(cfg: &VaeConfig, height_px: u64, width_px: u64, dtype: DType) -> u64 {
     let channels = cfg
         .decoder_block_out_channels
@@ -257,7 +257,7 @@ pub fn decode_working_bytes(cfg: &VaeConfig, height_px: u64, width_px: u64, dtyp
         .unwrap_or(128) as u64;
     let pixels = height_px * width_px;
     let elem = dtype.size_in_bytes() as u64;
-    (channels * 9 + 1 + 4 * channels) * pixels * elem + WORKING_MARGIN_BYTES
+    (channels * 9 + 1 + 4 * channels) * pixels * elem
 }
 
 #[cfg(test)]

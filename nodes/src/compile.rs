@@ -34,6 +34,17 @@ impl NodeKind for Compile {
         .output(OutputSpec::new("model", types::MODEL, "The prepared model."))
     }
 
+    fn estimate(
+        inputs: &NodeInputs,
+        _env: &veetance_engine::RunEnv,
+    ) -> veetance_engine::MemoryEstimate {
+        // The same weights go on: downstream estimates see Load's model sizes.
+        veetance_engine::MemoryEstimate {
+            outputs: crate::placement::pass_model_through(inputs),
+            ..veetance_engine::MemoryEstimate::default()
+        }
+    }
+
     fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let width_px = usize::try_from(inputs.int("width")?)

@@ -2,12 +2,16 @@
 
 use candle_core::DType;
 use veetance_engine::{
-    InputSpec, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec, Outputs,
+    InputSpec, MemoryEstimate, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec,
+    Outputs, RunEnv,
 };
 use veetance_imaging::rgb8_from_chw_f32;
+use veetance_models::VaeConfig;
+use veetance_models::profile::{WORKING_MARGIN_BYTES, decode_working_bytes};
 
-use crate::device::{model_error, tensor_error};
+use crate::device::tensor_error;
 use crate::payload::{ImageValue, TensorValue, VaeValue};
+use crate::placement::{LatentSizeValue, budget_error, part_use, profile_input, vae_key};
 use crate::preview::preview_png;
 use crate::types;
 
@@ -29,6 +33,45 @@ pub(crate) fn tile_progress<'a>(
     }
 }
 
+/// Tile sides Decode falls back to under a tight VRAM budget, largest first.
+const BUDGET_TILES_PX: [usize; 3] = [1024, 512, 256];
+
+/// The tile side Decode uses for a `height_px × width_px` picture: `None` for its usual way
+/// (whole, or diffusers' tiles above 2048²); under a VRAM budget, when that would take more than
+/// a quarter of the budget (activations only), the largest tile that takes less (else the
+/// smallest).
+pub(crate) fn budget_tile_px(
+    cfg: &VaeConfig,
+    height_px: u64,
+    width_px: u64,
+    dtype: DType,
+    budget_bytes: Option<u64>,
+) -> Option<usize> {
+    let budget_bytes = budget_bytes?;
+    let usual_side = |side: u64| {
+        if height_px * width_px > TILED_DECODE_ABOVE_PIXELS as u64 {
+            side.min(cfg.sample_size as u64)
+        } else {
+            side
+        }
+    };
+    let usual = decode_working_bytes(cfg, usual_side(height_px), usual_side(width_px), dtype);
+    if usual <= budget_bytes / 4 {
+        return None;
+    }
+    let fits = |tile: usize| {
+        let side = tile as u64;
+        decode_working_bytes(cfg, side.min(height_px), side.min(width_px), dtype)
+            <= budget_bytes / 4
+    };
+    Some(
+        BUDGET_TILES_PX
+            .into_iter()
+            .find(|&tile| fits(tile))
+            .unwrap_or(BUDGET_TILES_PX[BUDGET_TILES_PX.len() - 1]),
+    )
+}
+
 /// The `Decode` node.
 pub struct Decode;
 
@@ -46,6 +89,35 @@ impl NodeKind for Decode {
             types::IMAGE,
             "The decoded RGB image.",
         ))
+    }
+
+    fn estimate(inputs: &NodeInputs, env: &RunEnv) -> MemoryEstimate {
+        let (Some(value), Ok(Some(size))) = (
+            profile_input(inputs, "vae"),
+            inputs.opt_object::<LatentSizeValue>("latent"),
+        ) else {
+            return MemoryEstimate::default();
+        };
+        let p = &value.profile;
+        let (h, w) = (size.height_px, size.width_px);
+        let working = match budget_tile_px(&p.vae_config, h, w, p.dtype, env.vram_budget_bytes) {
+            Some(tile) => {
+                let side = tile as u64;
+                decode_working_bytes(&p.vae_config, side.min(h), side.min(w), p.dtype)
+            }
+            None if h * w > TILED_DECODE_ABOVE_PIXELS as u64 => {
+                let side = p.vae_config.sample_size as u64;
+                decode_working_bytes(&p.vae_config, side.min(h), side.min(w), p.dtype)
+            }
+            None => decode_working_bytes(&p.vae_config, h, w, p.dtype),
+        };
+        MemoryEstimate {
+            // The decoded picture comes back to RAM as f32.
+            ram_bytes: h * w * 3 * 4,
+            vram_bytes: working + WORKING_MARGIN_BYTES,
+            uses: vec![part_use(vae_key(&value.key), 1)],
+            ..MemoryEstimate::default()
+        }
     }
 
     fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
@@ -71,13 +143,24 @@ impl NodeKind for Decode {
         // Whole-image decode matches diffusers exactly; above this size the decoder's
         // activations (128 channels at full resolution) would take gigabytes, so decode in
         // overlapping, blended tiles as diffusers' `enable_tiling` does.
-        let image = if pixels > TILED_DECODE_ABOVE_PIXELS {
+        let side_px = vae.pixels_per_token();
+        let budget_tile = budget_tile_px(
+            vae.config(),
+            (grid_h * side_px) as u64,
+            (grid_w * side_px) as u64,
+            vae.dtype(),
+            ctx.env().vram_budget_bytes,
+        );
+        let image = match budget_tile {
+            // Under a VRAM budget the whole decode would take too much of it: smaller tiles.
+            Some(tile_px) => vae.decode_tiled_at(&latent, tile_px, tile_progress(ctx)),
             // Tile by tile, with progress, and a cancel takes effect after the current tile.
-            vae.decode_tiled_with(&latent, tile_progress(ctx))
-        } else {
-            vae.decode(&latent)
+            None if pixels > TILED_DECODE_ABOVE_PIXELS => {
+                vae.decode_tiled_with(&latent, tile_progress(ctx))
+            }
+            None => vae.decode(&latent),
         }
-        .map_err(model_error("decoding the latent"))?;
+        .map_err(budget_error(ctx, "decoding the latent"))?;
         let (_, _, height_px, width_px) = image
             .dims4()
             .map_err(tensor_error("reading the image's shape"))?;
@@ -91,5 +174,37 @@ impl NodeKind for Decode {
         // Whoever watches the run (the editor) sees the picture on the Decode node itself.
         ctx.preview(preview_png(&rgb)?);
         Ok(Outputs::new().with_object("image", types::IMAGE, ImageValue(rgb)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const GIB: u64 = 1 << 30;
+
+    #[test]
+    fn decode_tiles_only_when_the_whole_picture_would_take_a_quarter_of_the_budget() {
+        let cfg = VaeConfig::flux2();
+        // 1024² in bf16 needs about 3.5 GB of activations whole.
+        for (budget, expected) in [
+            (None, None),
+            (Some(80 * GIB), None),
+            (Some(16 * GIB), None),
+            (Some(12 * GIB), Some(512)),
+            (Some(8 * GIB), Some(512)),
+            (Some(2 * GIB), Some(256)),
+        ] {
+            assert_eq!(
+                budget_tile_px(&cfg, 1024, 1024, DType::BF16, budget),
+                expected,
+                "{budget:?}"
+            );
+        }
+        // Above 2048² the usual way is already diffusers' 1024 px tiles.
+        assert_eq!(
+            budget_tile_px(&cfg, 4096, 4096, DType::BF16, Some(16 * GIB)),
+            None
+        );
     }
 }

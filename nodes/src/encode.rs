@@ -1,12 +1,18 @@
 //! Encode: prompt text to conditioning.
 
+use std::sync::Arc;
+
 use veetance_engine::{
-    DataType, InputSpec, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec, Outputs,
-    TextWidget,
+    DataType, InputSpec, MemoryEstimate, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec,
+    OutputSpec, Outputs, RunEnv, TextWidget,
 };
+use veetance_models::TextEncoder;
 
 use crate::device::model_error;
 use crate::payload::{TensorValue, TextEncoderValue};
+use crate::placement::{
+    budget_error, part_use, placed, profile_input, resident_layer_bytes, text_encoder_key,
+};
 use crate::types;
 
 /// The `Encode` node.
@@ -29,27 +35,59 @@ impl NodeKind for Encode {
         .output(OutputSpec::new("conditioning", types::CONDITIONING, "Text embeddings [B, L, C]."))
     }
 
-    fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
+    fn estimate(inputs: &NodeInputs, _env: &RunEnv) -> MemoryEstimate {
+        let Some(value) = profile_input(inputs, "text_encoder") else {
+            return MemoryEstimate::default();
+        };
+        MemoryEstimate {
+            vram_bytes: value.profile.encode_working_bytes(),
+            uses: vec![part_use(text_encoder_key(&value.key), 1)],
+            ..MemoryEstimate::default()
+        }
+    }
+
+    fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let encoder = inputs.object::<TextEncoderValue>("text_encoder")?;
         let prompt = inputs.text("prompt")?;
-        let resident = &encoder.bundle.text_encoder;
-        // An offloaded encoder is copied to the GPU for this prompt; the copy is dropped when
-        // the node returns, before Sample moves the transformer in.
-        let moved = match &encoder.offload_to {
-            Some(device) => Some(resident.to_device(device).map_err(model_error(
-                "moving the offloaded text encoder to the device",
-            ))?),
-            None => None,
-        };
-        let conditioning = moved
-            .as_ref()
-            .unwrap_or(resident)
+        let placed = text_encoder_on_device(&encoder, ctx)?;
+        let conditioning = placed
             .encode(&[prompt])
-            .map_err(model_error("encoding the prompt"))?;
+            .map_err(budget_error(ctx, "encoding the prompt"))?;
         Ok(Outputs::new().with_object(
             "conditioning",
             types::CONDITIONING,
             TensorValue(conditioning),
         ))
+    }
+}
+
+/// The text encoder to encode with: the bundle's own when it is resident; under a memory plan
+/// the copy placed as the plan says (its resident layers kept for later runs, the rest
+/// streamed); for Load's `offload` a whole copy on the device, dropped when the node returns,
+/// before Sample moves the transformer in.
+pub(crate) fn text_encoder_on_device(
+    encoder: &TextEncoderValue,
+    ctx: &NodeCtx<'_>,
+) -> Result<Arc<TextEncoder>, NodeError> {
+    let resident = &encoder.bundle.text_encoder;
+    let Some(device) = &encoder.offload_to else {
+        return Ok(Arc::new(resident.clone()));
+    };
+    match (ctx.memory_plan(), &encoder.part_key) {
+        (Some(plan), Some(key)) => {
+            let layers: u64 = resident.encoder().layer_bytes().iter().sum();
+            let keep = resident_layer_bytes(plan, key, layers);
+            placed(ctx, key, keep, keep, || {
+                resident
+                    .placed(device, keep)
+                    .map_err(budget_error(ctx, "placing the text encoder on the device"))
+            })
+        }
+        _ => resident
+            .to_device(device)
+            .map(Arc::new)
+            .map_err(model_error(
+                "moving the offloaded text encoder to the device",
+            )),
     }
 }

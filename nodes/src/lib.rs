@@ -22,6 +22,7 @@ mod load_image;
 mod load_lora;
 pub mod models;
 mod payload;
+mod placement;
 mod preview;
 mod reference;
 mod sage_attention;

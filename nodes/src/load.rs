@@ -13,10 +13,15 @@ use veetance_engine::{
     DataType, InputSpec, Literal, MemoryEstimate, NodeCtx, NodeError, NodeInputs, NodeKind,
     NodeSpec, OutputSpec, Outputs, RunEnv, TextWidget,
 };
+use veetance_models::profile::BundleProfile;
 use veetance_models::{Bundle, BundleSources, LoadOptions, QuantMode};
 
 use crate::device::{choose_device, choose_dtype, device_name, model_error};
 use crate::payload::{ModelValue, TextEncoderValue, VaeValue};
+use crate::placement::{
+    ProfileValue, budget_error, bundle_parts, bundle_stand_ins, limit_device, text_encoder_key,
+    transformer_key,
+};
 use crate::types;
 
 /// Where the built-in `tiny` model lives: `$VEETANCE_TINY_DIR`, a `tiny/` folder next to the
@@ -281,25 +286,58 @@ impl NodeKind for Load {
     }
 
     fn identity(inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
-        let (identity, _) = files_identity(&sources(inputs, env)?)?;
+        let (mut identity, _) = files_identity(&sources(inputs, env)?)?;
+        // Under a VRAM budget the model loads into RAM for the planner to place, without one
+        // onto the device: two different results from the same files.
+        identity.push(u8::from(env.vram_budget_bytes.is_some()));
         Ok(Some(identity))
     }
 
     fn estimate(inputs: &NodeInputs, env: &RunEnv) -> MemoryEstimate {
-        let bytes = sources(inputs, env)
-            .and_then(|s| files_identity(&s))
-            .map_or(0, |(_, bytes)| bytes);
-        MemoryEstimate {
+        let Ok(sources) = sources(inputs, env) else {
+            return MemoryEstimate::default();
+        };
+        let Ok((identity, bytes)) = files_identity(&sources) else {
+            return MemoryEstimate::default();
+        };
+        let mut estimate = MemoryEstimate {
             ram_bytes: bytes,
-            vram_bytes: 0,
+            ..MemoryEstimate::default()
+        };
+        // The dtype the run will choose (`auto` depends on the device).
+        let dtype = inputs
+            .text("device")
+            .ok()
+            .and_then(|choice| choose_device(choice, &env.device).ok())
+            .and_then(|device| choose_dtype(inputs.text("dtype").ok()?, &device).ok())
+            .unwrap_or(DType::BF16);
+        if let (Ok(profile), Ok(key)) = (
+            BundleProfile::read(&sources, dtype),
+            part_key(inputs, &identity),
+        ) {
+            let value = ProfileValue {
+                profile: Arc::new(profile),
+                key,
+            };
+            estimate.parts = bundle_parts(&value);
+            estimate.outputs = bundle_stand_ins(value);
         }
+        estimate
     }
 
     fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let sources = sources(inputs, ctx.env())?;
         let device = choose_device(inputs.text("device")?, &ctx.env().device)?;
         let dtype = choose_dtype(inputs.text("dtype")?, &device)?;
-        let offload = inputs.bool("offload")? && !device.is_cpu();
+        // Under a memory plan the transformer and the text encoder load into RAM and the nodes
+        // that use them place their layers on the GPU as the plan says (resident or streamed).
+        // On the CPU a VRAM budget simulates a GPU of that size: the same placement and
+        // streaming (copies within RAM), so tests and plans can be checked without one.
+        let planned = ctx.memory_plan().is_some();
+        if planned {
+            limit_device(ctx, &device)?;
+        }
+        let offload = planned || (inputs.bool("offload")? && !device.is_cpu());
         let resident_device = if offload { Device::Cpu } else { device.clone() };
         let (identity, weight_bytes) = files_identity(&sources)?;
         let key = format!(
@@ -319,15 +357,20 @@ impl NodeKind for Load {
             Bundle::load_sources(sources, &options)
                 .map(|mut bundle| {
                     if offload {
-                        // Page-locked once per pooled bundle: each Sample's copy to the GPU
-                        // then runs as DMA instead of through pageable staging buffers.
+                        // Page-locked once per pooled bundle: copies to the GPU (whole or layer
+                        // by layer) then run as DMA instead of through pageable staging buffers.
                         bundle.transformer = bundle.transformer.pinned_for(&device);
                         bundle.text_encoder = bundle.text_encoder.pinned_for(&device);
                     }
                     (bundle, weight_bytes)
                 })
-                .map_err(model_error("loading the model"))
+                .map_err(budget_error(ctx, "loading the model"))
         })?;
+        let part_key = if planned {
+            Some(part_key(inputs, &identity)?)
+        } else {
+            None
+        };
         let size_px = bundle.defaults.size_px;
         Ok(Outputs::new()
             .with_object(
@@ -340,6 +383,7 @@ impl NodeKind for Load {
                     default_size_px: (size_px, size_px),
                     offload_to: offload.then(|| device.clone()),
                     compile_on_device: None,
+                    part_key: part_key.as_deref().map(transformer_key),
                 },
             )
             .with_object(
@@ -348,8 +392,20 @@ impl NodeKind for Load {
                 TextEncoderValue {
                     bundle: bundle.clone(),
                     offload_to: offload.then(|| device.clone()),
+                    part_key: part_key.as_deref().map(text_encoder_key),
                 },
             )
             .with_object("vae", types::VAE, VaeValue(bundle)))
     }
+}
+
+/// The key a bundle's parts are planned under: the files' identity and the inputs that change
+/// what loads (the same in the estimate and the run).
+fn part_key(inputs: &NodeInputs, identity: &[u8]) -> Result<String, NodeError> {
+    Ok(format!(
+        "{}|{}|{}",
+        blake3::hash(identity).to_hex(),
+        inputs.text("dtype")?,
+        inputs.text("device")?
+    ))
 }

@@ -78,7 +78,8 @@ impl NodeKind for LoadLoRA {
             .map_or(0, |meta| meta.len().saturating_mul(2));
         MemoryEstimate {
             ram_bytes: bytes,
-            vram_bytes: 0,
+            outputs: crate::placement::pass_model_through(inputs),
+            ..MemoryEstimate::default()
         }
     }
 
@@ -97,9 +98,31 @@ impl NodeKind for LoadLoRA {
             .transformer
             .with_lora(&lora, inputs.float("strength")?, merge)
             .map_err(model_error("applying the LoRA"))?;
+        // A model kept in RAM for the device gets its new weights page-locked like the old.
+        let transformer = match &model.offload_to {
+            Some(device) => transformer.pinned_for(device),
+            None => transformer,
+        };
+        // Placed copies of the adapted model are not the base model's: its own key (the plan
+        // still finds the part by the text before `#`).
+        let file = std::fs::metadata(&path)
+            .map(|m| format!("{}|{:?}", m.len(), m.modified().ok()))
+            .unwrap_or_default();
+        let variant = blake3::hash(
+            format!(
+                "{}|{file}|{}|{merge:?}",
+                path.display(),
+                inputs.float("strength")?
+            )
+            .as_bytes(),
+        );
         let adapted = ModelValue {
             weight_bytes: transformer.weight_bytes(),
             transformer,
+            part_key: model
+                .part_key
+                .as_ref()
+                .map(|key| format!("{key}#lora-{}", variant.to_hex())),
             ..(*model).clone()
         };
         Ok(Outputs::new().with_object("model", types::MODEL, adapted))

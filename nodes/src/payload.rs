@@ -225,6 +225,9 @@ pub struct ModelValue {
     pub offload_to: Option<Device>,
     /// Compile settings recorded for an offloaded transformer; Sample compiles the device copy.
     pub compile_on_device: Option<CompileOptions>,
+    /// The transformer's key in the run's memory plan, when Load loaded it for the planner:
+    /// Sample places it with the plan's resident layers and streams the rest.
+    pub part_key: Option<String>,
 }
 
 impl Payload for ModelValue {
@@ -241,6 +244,8 @@ pub struct TextEncoderValue {
     /// Set when the encoder's weights stay in RAM: Encode moves a copy to this device for the
     /// prompt and drops it afterwards.
     pub offload_to: Option<Device>,
+    /// The encoder's key in the run's memory plan (see [`ModelValue::part_key`]).
+    pub part_key: Option<String>,
 }
 
 impl Payload for TextEncoderValue {

@@ -34,6 +34,17 @@ impl NodeKind for SageAttention {
         .output(OutputSpec::new("model", types::MODEL, "The same weights with SageAttention."))
     }
 
+    fn estimate(
+        inputs: &NodeInputs,
+        _env: &veetance_engine::RunEnv,
+    ) -> veetance_engine::MemoryEstimate {
+        // The same weights go on: downstream estimates see Load's model sizes.
+        veetance_engine::MemoryEstimate {
+            outputs: crate::placement::pass_model_through(inputs),
+            ..veetance_engine::MemoryEstimate::default()
+        }
+    }
+
     fn run(inputs: &NodeInputs, _ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let pv = match inputs.text("pv")? {

@@ -4,14 +4,19 @@ use std::ops::ControlFlow;
 
 use candle_core::{Device, Tensor};
 use veetance_engine::{
-    DataType, InputSpec, Literal, NodeCtx, NodeError, NodeInputs, NodeKind, NodeSpec, OutputSpec,
-    Outputs,
+    DataType, InputSpec, Literal, MemoryEstimate, NodeCtx, NodeError, NodeInputs, NodeKind,
+    NodeSpec, OutputSpec, Outputs, RunEnv,
 };
 use veetance_models::latent::grid_for_requested_size;
 use veetance_models::{Flux2Transformer, SampleRequest, Start, sample, seeded_noise};
 
 use crate::device::{model_error, tensor_error};
-use crate::payload::{ModelValue, ReferencesValue, TensorValue};
+use crate::encode::text_encoder_on_device;
+use crate::payload::{ModelValue, ReferencesValue, TensorValue, TextEncoderValue};
+use crate::placement::{
+    budget_error, latent_stand_in, part_use, placed, profile_input, resident_layer_bytes,
+    text_encoder_key, transformer_key,
+};
 use crate::types;
 
 fn on_device(value: &TensorValue, device: &Device) -> Result<Tensor, NodeError> {
@@ -21,20 +26,68 @@ fn on_device(value: &TensorValue, device: &Device) -> Result<Tensor, NodeError> 
         .map_err(tensor_error("moving a tensor to the model's device"))
 }
 
-/// The transformer to sample with: the model's own, or for an offloaded model a device copy of
-/// its RAM-resident weights (compiled if Compile asked for it), dropped when sampling ends.
-fn transformer_on_device(model: &ModelValue) -> Result<Flux2Transformer, NodeError> {
+/// The transformer to sample with: the model's own; under a memory plan the copy placed as the
+/// plan says (its resident blocks kept for later runs, the rest streamed during each step); for
+/// Load's `offload` a whole device copy, dropped when sampling ends. Compiled if Compile asked
+/// for it.
+fn transformer_on_device(
+    model: &ModelValue,
+    ctx: &NodeCtx<'_>,
+) -> Result<Flux2Transformer, NodeError> {
     let Some(device) = &model.offload_to else {
         return Ok(model.transformer.clone());
     };
-    let on_device = model.transformer.to_device(device).map_err(model_error(
-        "moving the offloaded transformer to the device",
-    ))?;
+    let on_device = match (ctx.memory_plan(), &model.part_key) {
+        (Some(plan), Some(key)) => {
+            let layers: u64 = model.transformer.layer_bytes().iter().sum();
+            let keep = resident_layer_bytes(plan, key, layers);
+            let placed = placed(ctx, key, keep, keep, || {
+                model
+                    .transformer
+                    .placed(device, keep)
+                    .map_err(budget_error(ctx, "placing the transformer on the device"))
+            })?;
+            // A pooled copy may come from a run with another attention backend.
+            placed.with_attention(model.transformer.attention().clone())
+        }
+        _ => model.transformer.to_device(device).map_err(model_error(
+            "moving the offloaded transformer to the device",
+        ))?,
+    };
     match &model.compile_on_device {
         Some(options) => on_device
             .compile(options)
             .map_err(model_error("compiling the model")),
         None => Ok(on_device),
+    }
+}
+
+/// The empty prompt's conditioning for CFG (`None` for step-distilled models), encoded before
+/// the transformer moves in; under a memory plan with the text encoder placed as the plan says.
+fn negative_prompt(model: &ModelValue, ctx: &NodeCtx<'_>) -> Result<Option<Tensor>, NodeError> {
+    let bundle = &model.bundle;
+    if bundle.is_distilled {
+        return Ok(None);
+    }
+    match (ctx.memory_plan(), &model.part_key) {
+        (Some(_), Some(key)) => {
+            let bundle_key = key.split('#').next().unwrap_or(key);
+            let encoder = TextEncoderValue {
+                bundle: bundle.clone(),
+                offload_to: model.offload_to.clone(),
+                part_key: bundle_key
+                    .strip_suffix("/transformer")
+                    .map(text_encoder_key),
+            };
+            let placed = text_encoder_on_device(&encoder, ctx)?;
+            placed
+                .encode(&[""])
+                .map(Some)
+                .map_err(budget_error(ctx, "encoding the empty negative prompt"))
+        }
+        _ => bundle
+            .negative_conditioning_on(model.offload_to.as_ref())
+            .map_err(model_error("encoding the empty negative prompt")),
     }
 }
 
@@ -109,6 +162,49 @@ impl NodeKind for Sample {
         ))
     }
 
+    fn estimate(inputs: &NodeInputs, _env: &RunEnv) -> MemoryEstimate {
+        let Some(value) = profile_input(inputs, "model") else {
+            return MemoryEstimate::default();
+        };
+        let p = &value.profile;
+        let side = p.default_size_px as u64;
+        let size = |name: &str| {
+            inputs
+                .opt_int(name)
+                .ok()
+                .flatten()
+                .map_or(side, |v| v.max(0) as u64)
+        };
+        let (width_px, height_px) = (size("width"), size("height"));
+        let token_px = (p.vae_config.spatial_factor() * 2).max(1) as u64;
+        let image_tokens = (width_px / token_px) * (height_px / token_px);
+        let steps = inputs
+            .opt_int("steps")
+            .ok()
+            .flatten()
+            .map_or(p.default_steps as u64, |v| v.max(1) as u64);
+        let guidance = inputs
+            .opt_float("guidance")
+            .ok()
+            .flatten()
+            .unwrap_or(p.default_guidance);
+        // Like the sampler: a non-distilled model with guidance above 1 runs two passes a step.
+        let passes_per_step = if !p.is_distilled && guidance > 1.0 {
+            2
+        } else {
+            1
+        };
+        MemoryEstimate {
+            vram_bytes: p.sample_working_bytes(image_tokens),
+            uses: vec![part_use(
+                transformer_key(&value.key),
+                steps * passes_per_step,
+            )],
+            outputs: vec![latent_stand_in(height_px, width_px)],
+            ..MemoryEstimate::default()
+        }
+    }
+
     fn run(inputs: &NodeInputs, ctx: &NodeCtx<'_>) -> Result<Outputs, NodeError> {
         let model = inputs.object::<ModelValue>("model")?;
         let bundle = &model.bundle;
@@ -119,14 +215,13 @@ impl NodeKind for Sample {
             Some(value) => Some((*value).clone()),
             // Like diffusers: a non-distilled model with guidance > 1 always runs CFG, against
             // the empty prompt when no negative is linked.
-            None if guidance_given.unwrap_or(bundle.defaults.guidance) > 1.0 => bundle
-                .negative_conditioning_on(model.offload_to.as_ref())
-                .map_err(model_error("encoding the empty negative prompt"))?
-                .map(TensorValue),
+            None if guidance_given.unwrap_or(bundle.defaults.guidance) > 1.0 => {
+                negative_prompt(&model, ctx)?.map(TensorValue)
+            }
             None => None,
         };
         // Cancelling stops a step between transformer blocks, not only between steps.
-        let transformer = transformer_on_device(&model)?.with_interrupt(ctx.cancel_flag());
+        let transformer = transformer_on_device(&model, ctx)?.with_interrupt(ctx.cancel_flag());
         let device = transformer.device().clone();
         let positive = on_device(&*inputs.object::<TensorValue>("positive")?, &device)?;
         let negative = negative
@@ -222,7 +317,7 @@ impl NodeKind for Sample {
                 ControlFlow::Continue(())
             }
         })
-        .map_err(model_error("sampling"))?;
+        .map_err(budget_error(ctx, "sampling"))?;
         Ok(Outputs::new().with_object("latent", types::LATENT, TensorValue(latent)))
     }
 }

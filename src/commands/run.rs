@@ -46,6 +46,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         args.ram_budget
             .unwrap_or_else(veetance_engine::ModelPool::default_budget_bytes),
     ));
+    // Resident layers placed on the GPU under the memory plan, shared by the files of the run
+    // (the plan bounds them).
+    let placed = Arc::new(veetance_engine::ModelPool::new(u64::MAX));
 
     // Validate every file before running any, so a typo in the last file does not waste the
     // time of the first.
@@ -83,14 +86,14 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             device: args.device.name().to_owned(),
             model_dirs: super::models::model_dirs(&args.models_dirs),
             pool: pool.clone(),
+            vram_budget_bytes: args.vram_budget,
+            placed: placed.clone(),
             read_roots,
         };
-        let sink: Box<dyn EventSink> = if args.json {
-            Box::new(JsonEvents::new(&shown))
-        } else {
-            Box::new(ProgressEvents::new())
-        };
-        let report = match session.run(&graph, &env, &options, sink.as_ref(), &cancel) {
+        let json_events = JsonEvents::new(&shown);
+        let progress = ProgressEvents::new();
+        let sink: &dyn EventSink = if args.json { &json_events } else { &progress };
+        let report = match session.run(&graph, &env, &options, sink, &cancel) {
             Ok(report) => report,
             Err(err) => {
                 eprintln!("error: {shown}: {err}");
@@ -102,6 +105,11 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 outln!("{shown}:")?;
             }
             out!("{}", summary_table(&report))?;
+            if let Some(plan) = progress.memory_plan() {
+                for line in plan.describe() {
+                    outln!("{line}")?;
+                }
+            }
         }
         match report.status {
             RunStatus::Succeeded => {}

@@ -40,7 +40,7 @@ impl Node for HugeNode {
         let mib = inputs.opt_int("mib").ok().flatten().unwrap_or(0).max(0) as u64;
         MemoryEstimate {
             ram_bytes: mib << 20,
-            vram_bytes: 0,
+            ..MemoryEstimate::default()
         }
     }
 }

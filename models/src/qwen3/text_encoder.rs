@@ -105,6 +105,15 @@ impl TextEncoder {
         })
     }
 
+    /// The same text encoder placed on `gpu` with at most `resident_layer_bytes` of its layers
+    /// resident and the rest streamed ([`Qwen3Encoder::placed`]).
+    pub fn placed(&self, gpu: &Device, resident_layer_bytes: u64) -> Result<Self> {
+        Ok(Self {
+            encoder: self.encoder.placed(gpu, resident_layer_bytes)?,
+            ..self.clone()
+        })
+    }
+
     /// The same text encoder with its RAM page-locked for copies to `gpu`
     /// ([`Qwen3Encoder::pinned_for`]).
     pub fn pinned_for(&self, gpu: &Device) -> Self {

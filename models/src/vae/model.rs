@@ -613,15 +613,28 @@ impl Vae {
         latent: &Tensor,
         progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
     ) -> Result<Tensor> {
+        self.decode_tiled_at(latent, self.cfg.sample_size, progress)
+    }
+
+    /// [`Vae::decode_tiled_with`] with tiles of `tile_px` pixels instead of diffusers'
+    /// `sample_size` (Decode under a tight VRAM budget: a smaller tile needs less memory, and
+    /// its seams are blended the same way).
+    pub fn decode_tiled_at(
+        &self,
+        latent: &Tensor,
+        tile_px: usize,
+        progress: impl FnMut(usize, usize) -> std::ops::ControlFlow<()>,
+    ) -> Result<Tensor> {
         let raw = self.denormalize(latent)?;
         let (_, _, h, w) = raw.dims4()?;
-        let tile_latent = self.cfg.sample_size / self.cfg.spatial_factor();
+        let factor = self.cfg.spatial_factor();
+        let tile_latent = (tile_px / factor).max(4);
         let image = if h > tile_latent || w > tile_latent {
             self.tiled(
                 &raw,
                 Tiles {
                     input: tile_latent,
-                    output: self.cfg.sample_size,
+                    output: tile_latent * factor,
                 },
                 |tile| self.decode_raw_inner(tile),
                 progress,
