@@ -120,6 +120,16 @@ pub struct ValidateArgs {
     /// Print the diagnostics as JSON (one object per file per line).
     #[arg(long)]
     pub json: bool,
+    /// Also plan memory for this VRAM budget (e.g. 16GiB), as `run` would: what stays on the
+    /// GPU, what streams, each node's expected peak, or why nothing fits.
+    #[arg(long, value_parser = parse_bytes)]
+    pub vram_budget: Option<u64>,
+    /// Device the plan is for (as `run --device`).
+    #[arg(long, value_enum, default_value_t = Device::Auto)]
+    pub device: Device,
+    /// A folder Load searches for model names (as `run --models-dir`; repeatable).
+    #[arg(long = "models-dir", value_name = "DIR")]
+    pub models_dirs: Vec<PathBuf>,
 }
 
 #[derive(Debug, Args)]

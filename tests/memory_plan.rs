@@ -118,3 +118,40 @@ fn a_budget_no_node_fits_even_streamed_is_refused_before_anything_runs() {
     assert!(stderr.contains("--vram-budget"), "{stderr}");
     assert!(!root.path().join("txt2img.png").exists());
 }
+
+#[test]
+fn validate_shows_the_plan_a_run_would_make_or_why_nothing_fits() {
+    let out = veetance(&[
+        "validate",
+        "workflows/golden.ron",
+        "--json",
+        "--device",
+        "cpu",
+        "--vram-budget",
+        "64GiB",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    let report: serde_json::Value = serde_json::from_str(text(&out.stdout).trim()).unwrap();
+    let plan = &report["memory_plan"];
+    for label in ["transformer", "text encoder", "VAE"] {
+        assert_eq!(part(plan, label)["placement"]["kind"], "resident", "{plan}");
+    }
+    let nodes: Vec<&str> = plan["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node"].as_str().unwrap())
+        .collect();
+    assert_eq!(nodes, ["encode", "sample", "decode"]);
+
+    let refused = veetance(&[
+        "validate",
+        "workflows/golden.ron",
+        "--device",
+        "cpu",
+        "--vram-budget",
+        "10MiB",
+    ]);
+    assert_eq!(refused.status.code(), Some(2));
+    assert!(text(&refused.stderr).contains("node `sample` (Sample) needs at least"));
+}

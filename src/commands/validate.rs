@@ -16,32 +16,50 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode> {
     let mut any_errors = false;
     for path in &args.files {
         let shown = path.display().to_string();
-        let (source, diagnostics) = match read_workflow_source(path) {
+        let (source, diagnostics, graph) = match read_workflow_source(path) {
             Err(err) => {
                 eprintln!("error: {err:#}");
                 any_errors = true;
                 continue;
             }
-            Ok(source) => {
-                let diagnostics = match Workflow::parse(&source) {
-                    Err(diagnostics) => diagnostics,
-                    Ok(workflow) => {
-                        validate_workflow(&workflow, &registry, Some(&source)).diagnostics
-                    }
-                };
-                (source, diagnostics)
-            }
+            Ok(source) => match Workflow::parse(&source) {
+                Err(diagnostics) => (source, diagnostics, None),
+                Ok(workflow) => {
+                    let validation = validate_workflow(&workflow, &registry, Some(&source));
+                    (source, validation.diagnostics, validation.graph)
+                }
+            },
         };
         let n_errors = diagnostics.iter().filter(|d| d.is_error()).count();
         any_errors |= n_errors > 0;
+        let plan = match (args.vram_budget, &graph) {
+            (Some(budget), Some(graph)) => Some(plan_memory(graph, budget, args)),
+            _ => None,
+        };
+        if let Some(Err(_)) = &plan {
+            any_errors = true;
+        }
         if args.json {
-            outln!(
-                "{}",
-                json!({"file": shown, "ok": n_errors == 0, "diagnostics": diagnostics})
-            )?;
+            let mut object =
+                json!({"file": shown, "ok": n_errors == 0, "diagnostics": diagnostics});
+            match &plan {
+                Some(Ok(plan)) => object["memory_plan"] = json!(plan),
+                Some(Err(err)) => object["memory_plan_error"] = json!(err.to_string()),
+                None => {}
+            }
+            outln!("{object}")?;
         } else {
             print_diagnostics(&diagnostics, &source, &shown);
-            if n_errors == 0 {
+            match &plan {
+                Some(Ok(plan)) => {
+                    for line in plan.describe() {
+                        outln!("{line}")?;
+                    }
+                }
+                Some(Err(err)) => eprintln!("error: {shown}: {err}"),
+                None => {}
+            }
+            if n_errors == 0 && !matches!(plan, Some(Err(_))) {
                 outln!("{shown}: ok")?;
             }
         }
@@ -51,6 +69,28 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode> {
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The memory plan `run` would make for `graph` under `budget_bytes` (nothing assumed cached).
+fn plan_memory(
+    graph: &veetance_engine::Graph,
+    budget_bytes: u64,
+    args: &ValidateArgs,
+) -> Result<veetance_engine::MemoryPlan, veetance_engine::PlanError> {
+    let env = veetance_engine::RunEnv {
+        device: args.device.name().to_owned(),
+        model_dirs: super::models::model_dirs(&args.models_dirs),
+        vram_budget_bytes: Some(budget_bytes),
+        ..veetance_engine::RunEnv::new(std::env::temp_dir())
+    };
+    let options = veetance_engine::RunOptions {
+        targets: None,
+        budgets: veetance_engine::Budgets {
+            ram_bytes: None,
+            vram_bytes: Some(budget_bytes),
+        },
+    };
+    veetance_engine::memory_plan(graph, &env, &options).map(|plan| plan.unwrap_or_default())
 }
 
 /// Renders diagnostics on stderr, with colour on a terminal, and a count line.
