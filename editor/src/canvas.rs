@@ -421,6 +421,20 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
                     other => other.badge(),
                 });
         }
+        // Under a VRAM budget: the node's expected peak and where its model lives.
+        if let Some(summary) = self
+            .inputs
+            .runner
+            .memory_plan
+            .as_ref()
+            .and_then(|plan| plan.node_summary(&view.id))
+        {
+            ui.label(
+                egui::RichText::new(summary)
+                    .small()
+                    .color(Color32::from_rgb(0xa0, 0xa0, 0xc8)),
+            );
+        }
     }
 
     fn inputs(&mut self, node: &ViewNode) -> usize {

@@ -575,6 +575,26 @@ fn the_vram_budget_slider_feeds_the_engines_preflight_check() {
 }
 
 #[test]
+fn a_run_under_the_vram_budget_shows_the_memory_plan_on_the_nodes() {
+    let (_dir, mut h) = open_app(TXT2IMG_PREVIEW);
+    h.get_by_role_and_label(Role::CheckBox, "VRAM budget")
+        .click();
+    frames(&mut h, 2);
+    h.get_by_label("▶ Run").click();
+    frames(&mut h, 1);
+    wait_for(&mut h, "the run", |app| !app.is_running());
+    assert!(
+        h.query_by_label("run succeeded").is_some(),
+        "{}",
+        h.state().status()
+    );
+    frames(&mut h, 2);
+    // Encode, Sample and Decode each show their expected peak and where their model lives.
+    assert_eq!(h.query_all_by_label_contains("VRAM ≈").count(), 3);
+    assert!(h.query_by_label_contains("transformer: resident").is_some());
+}
+
+#[test]
 fn closing_the_window_with_unsaved_edits_asks_first() {
     let (_dir, mut h) = new_app();
     add_node(&mut h, "Load");

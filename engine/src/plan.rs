@@ -133,6 +133,8 @@ pub struct NodePeak {
     pub kind: String,
     /// Expected peak bytes while it runs.
     pub peak_bytes: u64,
+    /// Keys of the parts it computes with.
+    pub parts: Vec<String>,
 }
 
 /// What will be resident and what will stream.
@@ -150,6 +152,20 @@ impl MemoryPlan {
     /// The plan for the part `key`.
     pub fn part(&self, key: &str) -> Option<&PartPlan> {
         self.parts.iter().find(|p| p.part.key == key)
+    }
+
+    /// What the plan says about node `node`, for showing on it: its expected peak and where
+    /// each part it uses lives (`None` when the plan does not mention the node).
+    pub fn node_summary(&self, node: &str) -> Option<String> {
+        let peak = self.nodes.iter().find(|n| n.node == node)?;
+        let mut text = format!("VRAM ≈ {}", format_bytes(peak.peak_bytes));
+        for key in &peak.parts {
+            if let Some(part) = self.part(key) {
+                text.push_str(" · ");
+                text.push_str(&part.describe());
+            }
+        }
+        Some(text)
     }
 
     /// Bytes copied to the GPU per run, over all parts.
@@ -347,6 +363,7 @@ pub fn plan(
             node: n.node.clone(),
             kind: n.kind.clone(),
             peak_bytes: resident_total + node_overhead(&is_streaming, n),
+            parts: n.uses.iter().map(|u| u.key.clone()).collect(),
         })
         .collect();
     Ok(MemoryPlan {

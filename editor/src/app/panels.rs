@@ -292,6 +292,19 @@ impl EditorApp {
                                 used as f64 / GIB,
                                 total as f64 / GIB
                             ));
+                            if self.vram_budget_on {
+                                // Live use against the budget the run is held to.
+                                let fraction = used as f64 / (self.vram_budget_gib * GIB);
+                                ui.add(
+                                    egui::ProgressBar::new(fraction.clamp(0.0, 1.0) as f32).text(
+                                        format!(
+                                            "{:.1} of the {:.1} GiB budget",
+                                            used as f64 / GIB,
+                                            self.vram_budget_gib
+                                        ),
+                                    ),
+                                );
+                            }
                         }
                         let mut line = Vec::new();
                         if let Some(u) = gpu.utilization_percent {
@@ -318,7 +331,10 @@ impl EditorApp {
             }
         }
         ui.checkbox(&mut self.vram_budget_on, "VRAM budget")
-            .on_hover_text("refuse runs whose nodes are estimated to need more accelerator memory");
+            .on_hover_text(
+                "a hard limit on GPU memory: model layers that do not fit stay in RAM and \
+                 stream in while their node runs; the plan shows on the nodes",
+            );
         let max = vram_total_gib.unwrap_or(80.0).max(1.0);
         ui.add_enabled(
             self.vram_budget_on,
