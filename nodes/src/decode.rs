@@ -91,6 +91,13 @@ impl NodeKind for Decode {
         ))
     }
 
+    fn identity(_inputs: &NodeInputs, env: &RunEnv) -> Result<Option<Vec<u8>>, NodeError> {
+        // A VRAM budget may make Decode tile (slightly different seams): not the same result.
+        Ok(env
+            .vram_budget_bytes
+            .map(|budget| budget.to_le_bytes().to_vec()))
+    }
+
     fn estimate(inputs: &NodeInputs, env: &RunEnv) -> MemoryEstimate {
         let (Some(value), Ok(Some(size))) = (
             profile_input(inputs, "vae"),
