@@ -19,12 +19,12 @@ as real ones):
       plan, peak VRAM used by the device (nvidia-smi every 50 ms: the whole process, CUDA
       context included) and peak RSS (VmHWM).
 
-  peers --model M [--caps unlimited,16,12,8] [--modes resident,model,group,sequential]
+  peers --model M [--caps 16,12,8] [--modes resident,model,group,sequential]
       diffusers' Flux2KleinPipeline (random weights, 1024x1024, 4 steps, guidance 1, the
       offline tokenizer stand-in of torch_gpu.py) under `torch.cuda.set_per_process_memory_fraction`
-      = cap / total. Modes: resident (all on the GPU), model (`enable_model_cpu_offload`), group
-      (`enable_group_offload`, block level, one block per group, `use_stream=True`, on the
-      transformer, text encoder and VAE), sequential (`enable_sequential_cpu_offload`). One
+      = cap / total. Modes: resident (all on the GPU, uncapped), model (`enable_model_cpu_offload`),
+      group (`apply_group_offloading`, block level, one block per group, `use_stream=True`, on
+      the transformer, text encoder and VAE), sequential (`enable_sequential_cpu_offload`). One
       warm-up picture, then the median of --images - 1 timed ones; an OOM is recorded as "does
       not fit".
 
@@ -222,40 +222,47 @@ def peers(args) -> None:
     total = torch.cuda.get_device_properties(0).total_memory
     res, layers, steps = 1024, torch_gpu.OUT_LAYERS, 4
     for mode in args.modes.split(","):
-        for cap in args.caps.split(","):
-            rec = {"bench": "memory_plan", "impl": "diffusers", "model": args.model, "budget": cap,
-                   "mode": mode, "res": res, "steps": steps, "torch": torch.__version__,
-                   "gpu": torch.cuda.get_device_name(0)}
-            if mode == "resident" and cap != "unlimited":
-                continue
+        # One pipeline per mode; the caps change in place (the allocator checks the fraction at
+        # each allocation).
+        caps = ["unlimited"] if mode == "resident" else args.caps.split(",")
+        base = {"bench": "memory_plan", "impl": "diffusers", "model": args.model, "mode": mode,
+                "res": res, "steps": steps, "torch": torch.__version__, "gpu": torch.cuda.get_device_name(0)}
+        if time.perf_counter() - b.t_start > args.budget_s:
+            emit(dict(base, skipped="time budget"), out)
+            continue
+        pipe = None
+        try:
+            torch.cuda.set_per_process_memory_fraction(1.0)
+            tr, _, _ = b.build_transformer(args.model)
+            pipe = b.build_pipeline(args.model, tr)
+            del tr
+            if mode != "resident":
+                pipe.to("cpu")
+                b.free()
+            if mode == "model":
+                pipe.enable_model_cpu_offload()
+            elif mode == "sequential":
+                pipe.enable_sequential_cpu_offload()
+            elif mode == "group":
+                from diffusers.hooks import apply_group_offloading
+                for part in (pipe.transformer, pipe.vae, pipe.text_encoder):
+                    apply_group_offloading(part, onload_device=torch.device("cuda"),
+                                           offload_device=torch.device("cpu"), offload_type="block_level",
+                                           num_blocks_per_group=1, use_stream=True)
+        except Exception as exc:  # noqa: BLE001
+            emit(dict(base, error=f"{type(exc).__name__}: {exc}"[:600]), out)
+            del pipe
+            b.free()
+            continue
+        for cap in caps:
+            rec = dict(base, budget=cap)
             if time.perf_counter() - b.t_start > args.budget_s:
                 emit(dict(rec, skipped="time budget"), out)
                 continue
-            pipe = None
             try:
-                torch.cuda.set_per_process_memory_fraction(1.0)
-                tr, _, _ = b.build_transformer(args.model)
-                pipe = b.build_pipeline(args.model, tr)
-                del tr
-                if mode != "resident":
-                    pipe.to("cpu")
-                    torch.cuda.empty_cache()
-                if cap != "unlimited":
-                    torch.cuda.set_per_process_memory_fraction(float(cap) * GIB / total)
-                if mode == "model":
-                    pipe.enable_model_cpu_offload()
-                elif mode == "sequential":
-                    pipe.enable_sequential_cpu_offload()
-                elif mode == "group":
-                    for part in (pipe.transformer, pipe.vae):
-                        part.enable_group_offload(onload_device=torch.device("cuda"),
-                                                  offload_device=torch.device("cpu"),
-                                                  offload_type="block_level", num_blocks_per_group=1,
-                                                  use_stream=True)
-                    from diffusers.hooks import apply_group_offloading
-                    apply_group_offloading(pipe.text_encoder, onload_device=torch.device("cuda"),
-                                           offload_device=torch.device("cpu"), offload_type="block_level",
-                                           num_blocks_per_group=1, use_stream=True)
+                b.free()
+                fraction = 1.0 if cap == "unlimited" else float(cap) * GIB / total
+                torch.cuda.set_per_process_memory_fraction(fraction)
                 b.reset_peak()
                 times = []
                 with torch.no_grad(), VramSampler() as vram:
@@ -282,9 +289,9 @@ def peers(args) -> None:
             except Exception as exc:  # noqa: BLE001
                 rec["error"] = f"{type(exc).__name__}: {exc}"[:600]
             emit(rec, out)
-            del pipe
-            b.free()
-            torch.cuda.set_per_process_memory_fraction(1.0)
+        del pipe
+        b.free()
+        torch.cuda.set_per_process_memory_fraction(1.0)
 
 
 def main(argv=None):
@@ -308,7 +315,7 @@ def main(argv=None):
     o.add_argument("extra", nargs="*", help="more arguments for `veetance run` (after --)")
     q = sub.add_parser("peers")
     q.add_argument("--model", default="klein-4b")
-    q.add_argument("--caps", default="unlimited,16,12,8")
+    q.add_argument("--caps", default="16,12,8", help="GiB; the resident mode runs uncapped")
     q.add_argument("--modes", default="resident,model,group,sequential")
     q.add_argument("--images", type=int, default=2)
     q.add_argument("--budget-s", type=float, default=400)

@@ -11,7 +11,8 @@ use veetance_models::TextEncoder;
 use crate::device::model_error;
 use crate::payload::{TensorValue, TextEncoderValue};
 use crate::placement::{
-    budget_error, part_use, placed, profile_input, resident_layer_bytes, text_encoder_key,
+    budget_error, limit_device, part_use, placed, profile_input, resident_layer_bytes,
+    text_encoder_key,
 };
 use crate::types;
 
@@ -75,6 +76,8 @@ pub(crate) fn text_encoder_on_device(
     };
     match (ctx.memory_plan(), &encoder.part_key) {
         (Some(plan), Some(key)) => {
+            // The budget may have changed since Load ran (the editor's slider): hold to this one.
+            limit_device(ctx, device)?;
             let layers: u64 = resident.encoder().layer_bytes().iter().sum();
             let keep = resident_layer_bytes(plan, key, layers);
             placed(ctx, key, keep, keep, || {

@@ -14,8 +14,8 @@ use crate::device::{model_error, tensor_error};
 use crate::encode::text_encoder_on_device;
 use crate::payload::{ModelValue, ReferencesValue, TensorValue, TextEncoderValue};
 use crate::placement::{
-    budget_error, latent_stand_in, part_use, placed, profile_input, resident_layer_bytes,
-    text_encoder_key, transformer_key,
+    budget_error, latent_stand_in, limit_device, part_use, placed, profile_input,
+    resident_layer_bytes, text_encoder_key, transformer_key,
 };
 use crate::types;
 
@@ -39,6 +39,8 @@ fn transformer_on_device(
     };
     let on_device = match (ctx.memory_plan(), &model.part_key) {
         (Some(plan), Some(key)) => {
+            // The budget may have changed since Load ran (the editor's slider): hold to this one.
+            limit_device(ctx, device)?;
             let layers: u64 = model.transformer.layer_bytes().iter().sum();
             let keep = resident_layer_bytes(plan, key, layers);
             let placed = placed(ctx, key, keep, keep, || {
