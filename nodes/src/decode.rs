@@ -80,7 +80,7 @@ impl NodeKind for Decode {
         NodeSpec::new(
             "Decode",
             "latent",
-            "VAE decode of a latent to an RGB image; images above 2048² decode in overlapping blended tiles so memory stays bounded.",
+            "VAE decode of a latent to an RGB image; images above 2048² decode in overlapping blended tiles so memory stays bounded, and so do images whose whole decode would take more than a quarter of the VRAM budget (in smaller tiles).",
         )
         .input(InputSpec::new("vae", types::VAE).doc("From Load."))
         .input(InputSpec::new("latent", types::LATENT).doc("From Sample or LoadLatent."))

@@ -265,7 +265,8 @@ impl NodeKind for Load {
                     "Keep the transformer's and the text encoder's weights in RAM and move each to \
                      the device only while its node runs (Sample, Encode), so the two are never on \
                      the GPU together (frees VRAM between runs and for other models; costs one \
-                     transfer per node run).",
+                     transfer per node run). Under a VRAM budget (--vram-budget, the editor's \
+                     slider) the memory plan decides instead, layer by layer.",
                 ),
         )
         .output(OutputSpec::new(
