@@ -19,6 +19,12 @@ use crate::exec::format_bytes;
 /// Layers of a streamed part held on the GPU at once: the running one and those being copied.
 pub const LAYERS_IN_FLIGHT: u64 = 3;
 
+/// Device memory the GPU runtime takes outside the memory pool the budget limits: the CUDA
+/// context, the loaded kernels and cuBLAS's handle (measured on an H200 with CUDA 13, see
+/// docs/benchmarks.md). The plan and the hard limit leave it out of the budget, so the whole
+/// process stays within it.
+pub const DEVICE_RESERVE_BYTES: u64 = 512 << 20;
+
 /// A model part a loader produces (its weights as they will sit in VRAM).
 #[derive(Clone, Debug, PartialEq, Eq, serde::Serialize)]
 pub struct ModelPart {
@@ -142,6 +148,9 @@ pub struct NodePeak {
 pub struct MemoryPlan {
     /// The VRAM budget planned for.
     pub budget_bytes: u64,
+    /// Of it, what the GPU runtime takes outside the planned allocations
+    /// ([`DEVICE_RESERVE_BYTES`]).
+    pub reserve_bytes: u64,
     /// Per part.
     pub parts: Vec<PartPlan>,
     /// Per node that uses a part or needs working memory.
@@ -149,6 +158,12 @@ pub struct MemoryPlan {
 }
 
 impl MemoryPlan {
+    /// The most the process may allocate itself: the budget less the runtime's reserve (the
+    /// hard limit set on the device).
+    pub fn allocation_limit_bytes(&self) -> u64 {
+        self.budget_bytes.saturating_sub(self.reserve_bytes)
+    }
+
     /// The plan for the part `key`.
     pub fn part(&self, key: &str) -> Option<&PartPlan> {
         self.parts.iter().find(|p| p.part.key == key)
@@ -180,8 +195,9 @@ impl MemoryPlan {
     /// and the bytes copied per run.
     pub fn describe(&self) -> Vec<String> {
         let mut lines = vec![format!(
-            "memory plan for a VRAM budget of {}:",
-            format_bytes(self.budget_bytes)
+            "memory plan for a VRAM budget of {} ({} of it kept for the GPU runtime):",
+            format_bytes(self.budget_bytes),
+            format_bytes(self.reserve_bytes)
         )];
         lines.extend(self.parts.iter().map(|p| format!("  {}", p.describe())));
         if !self.nodes.is_empty() {
@@ -242,6 +258,18 @@ pub fn plan(
     parts: &[ModelPart],
     nodes: &[NodeNeed],
 ) -> Result<MemoryPlan, CannotFit> {
+    plan_with_reserve(budget_bytes, DEVICE_RESERVE_BYTES, parts, nodes)
+}
+
+/// [`plan`] keeping `reserve_bytes` of the budget for the GPU runtime.
+pub fn plan_with_reserve(
+    budget_bytes: u64,
+    reserve_bytes: u64,
+    parts: &[ModelPart],
+    nodes: &[NodeNeed],
+) -> Result<MemoryPlan, CannotFit> {
+    let user_budget_bytes = budget_bytes;
+    let budget_bytes = budget_bytes.saturating_sub(reserve_bytes);
     let used: Vec<&ModelPart> = parts
         .iter()
         .filter(|p| nodes.iter().any(|n| n.uses.iter().any(|u| u.key == p.key)))
@@ -276,17 +304,18 @@ pub fn plan(
         && needed > budget_bytes
     {
         let detail = format!(
-            "{} of it working memory, {} resident model parts, {} copy buffers",
+            "{} of it working memory, {} resident model parts, {} copy buffers, {} for the GPU runtime",
             format_bytes(n.working_bytes),
             format_bytes(fixed_total),
-            format_bytes(needed - fixed_total - n.working_bytes)
+            format_bytes(needed - fixed_total - n.working_bytes),
+            format_bytes(reserve_bytes)
         );
         return Err(CannotFit {
             node: n.node.clone(),
             kind: n.kind.clone(),
-            needed_bytes: needed,
+            needed_bytes: needed + reserve_bytes,
             detail,
-            budget_bytes,
+            budget_bytes: user_budget_bytes,
         });
     }
 
@@ -362,12 +391,13 @@ pub fn plan(
         .map(|n| NodePeak {
             node: n.node.clone(),
             kind: n.kind.clone(),
-            peak_bytes: resident_total + node_overhead(&is_streaming, n),
+            peak_bytes: reserve_bytes + resident_total + node_overhead(&is_streaming, n),
             parts: n.uses.iter().map(|u| u.key.clone()).collect(),
         })
         .collect();
     Ok(MemoryPlan {
-        budget_bytes,
+        budget_bytes: user_budget_bytes,
+        reserve_bytes,
         parts: part_plans,
         nodes: peaks,
     })
@@ -436,7 +466,7 @@ mod tests {
     #[test]
     fn everything_is_resident_when_it_fits() {
         let (parts, nodes) = klein_4b();
-        let plan = plan(80 * GIB, &parts, &nodes).unwrap();
+        let plan = plan_with_reserve(80 * GIB, 0, &parts, &nodes).unwrap();
         assert!(!plan.streams());
         assert_eq!(plan.streamed_bytes_per_run(), 0);
         for peak in &plan.nodes {
@@ -462,7 +492,7 @@ mod tests {
             // is moved in for Decode.
             (8 * GIB, vec![("transformer", 5652), ("vae", 0), ("te", 0)]),
         ] {
-            let plan = plan(budget, &parts, &nodes).unwrap();
+            let plan = plan_with_reserve(budget, 0, &parts, &nodes).unwrap();
             let expected: Vec<(String, u64)> = expected
                 .into_iter()
                 .map(|(k, v)| (k.to_owned(), v))
@@ -488,7 +518,7 @@ mod tests {
     #[test]
     fn a_node_that_cannot_fit_even_streamed_is_refused_with_the_numbers() {
         let (parts, nodes) = klein_4b();
-        let err = plan(GIB, &parts, &nodes).unwrap_err();
+        let err = plan_with_reserve(GIB, 0, &parts, &nodes).unwrap_err();
         // Sample's working memory and three transformer blocks in flight need the most.
         assert_eq!(err.node, "sample");
         let message = err.to_string();
@@ -502,7 +532,7 @@ mod tests {
     fn parts_nobody_uses_are_not_placed() {
         let (parts, nodes) = klein_4b();
         let only_sample: Vec<NodeNeed> = nodes.into_iter().filter(|n| n.node == "sample").collect();
-        let plan = plan(8 * GIB, &parts, &only_sample).unwrap();
+        let plan = plan_with_reserve(8 * GIB, 0, &parts, &only_sample).unwrap();
         assert_eq!(
             placements(&plan),
             vec![("transformer".to_owned(), u64::MAX)]
@@ -513,7 +543,7 @@ mod tests {
     fn streamed_bytes_per_run_count_every_pass() {
         let parts = vec![part("t", 0, 1000, 100)];
         let nodes = vec![need("sample", "t", 4, 100)];
-        let plan = plan(900, &parts, &nodes).unwrap();
+        let plan = plan_with_reserve(900, 0, &parts, &nodes).unwrap();
         // 900 − 100 working − 300 buffers = 500 resident, 500 streamed × 4 passes.
         assert_eq!(
             plan.parts[0].placement,
@@ -524,5 +554,38 @@ mod tests {
         );
         assert_eq!(plan.streamed_bytes_per_run(), 2000);
         assert_eq!(plan.nodes[0].peak_bytes, 900);
+    }
+}
+
+#[cfg(test)]
+mod reserve_tests {
+    use super::*;
+
+    #[test]
+    fn the_runtime_reserve_comes_out_of_the_budget_and_is_in_every_peak() {
+        let parts = vec![ModelPart {
+            key: "t".into(),
+            label: "transformer".into(),
+            fixed_bytes: 0,
+            layer_bytes: 1000,
+            largest_layer_bytes: 100,
+        }];
+        let nodes = vec![NodeNeed {
+            node: "sample".into(),
+            kind: "Sample".into(),
+            uses: vec![PartUse {
+                key: "t".into(),
+                passes: 1,
+            }],
+            working_bytes: 100,
+        }];
+        // 1100 fits without a reserve; with 200 reserved the transformer streams.
+        let plan = plan_with_reserve(1100, 200, &parts, &nodes).unwrap();
+        assert_eq!(plan.allocation_limit_bytes(), 900);
+        assert!(plan.streams());
+        assert!(plan.nodes[0].peak_bytes <= 1100);
+        let err = plan_with_reserve(450, 200, &parts, &nodes).unwrap_err();
+        assert_eq!(err.budget_bytes, 450);
+        assert_eq!(err.needed_bytes, 600);
     }
 }

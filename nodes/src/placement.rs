@@ -217,10 +217,11 @@ pub fn budget_error<'a>(
     }
 }
 
-/// Sets the hard VRAM limit of the run on `device` (a no-op without a budget or off CUDA).
+/// Sets the hard VRAM limit of the run on `device`: the plan's allocation limit (the budget
+/// less the GPU runtime's own memory). A no-op without a plan or off CUDA.
 pub fn limit_device(ctx: &NodeCtx<'_>, device: &Device) -> Result<(), NodeError> {
-    if let Some(budget) = ctx.env().vram_budget_bytes {
-        veetance_models::device::limit_vram(device, budget)
+    if let Some(plan) = ctx.memory_plan() {
+        veetance_models::device::limit_vram(device, plan.allocation_limit_bytes())
             .map_err(|err| NodeError::with_context("limiting VRAM to the budget", err))?;
     }
     Ok(())
