@@ -28,6 +28,9 @@ as real ones):
       warm-up picture, then the median of --images - 1 timed ones; an OOM is recorded as "does
       not fit".
 
+  report FILE...
+      Markdown tables (docs/benchmarks.md) from the JSON lines the others wrote.
+
 Every record is one JSON line on stdout (and appended to --out). See docs/benchmarks.md.
 """
 
@@ -294,6 +297,49 @@ def peers(args) -> None:
         torch.cuda.set_per_process_memory_fraction(1.0)
 
 
+def report(args) -> None:
+    """Markdown tables from the JSON lines of `ours` and `peers`."""
+    recs = []
+    for path in args.files:
+        with open(path) as f:
+            recs += [json.loads(line) for line in f if line.strip().startswith("{")]
+    ours = [r for r in recs if r.get("impl") == "veetance"]
+    theirs = [r for r in recs if r.get("impl") == "diffusers"]
+    bw = args.link_gib_s
+    print("| model | budget | Veetance s/image (encode/sample/decode) | peak VRAM MiB (nvidia-smi) | "
+          "peak RSS MiB | streamed per image GiB | at 25 GB/s | fastest diffusers mode that fits: s/image | ratio |")
+    print("|---|---|---|---|---|---|---|---|---|")
+    base = {r["model"]: r.get("s_per_image") for r in ours if r["budget"] == "unlimited"}
+    for r in ours:
+        cap = r["budget"].replace("GiB", "")
+        fits = [t for t in theirs if t["model"] == r["model"] and "s_per_image" in t
+                and (t["budget"] == cap or (t["mode"] == "resident" and cap == "unlimited"))]
+        best = min(fits, key=lambda t: t["s_per_image"], default=None)
+        streamed = (r.get("plan") or {}).get("parts", [])
+        per_run = sum(p["placement"].get("streamed_bytes", 0) * p["passes"] for p in streamed) / GIB
+        at_link = per_run * GIB / 25e9
+        if "s_per_image" not in r:
+            print(f"| {r['model']} | {r['budget']} | failed (rc {r.get('rc')}) | | | | | | |")
+            continue
+        ratio_base = base.get(r["model"])
+        rel = f" ({r['s_per_image'] / ratio_base:.2f}x unlimited)" if ratio_base else ""
+        print(f"| {r['model']} | {r['budget']} | {r['s_per_image']:.3f}{rel} ({r.get('encode_s')}/"
+              f"{r.get('sample_s')}/{r.get('decode_s')}) | {r.get('peak_vram_mib')} | {r.get('peak_rss_mib')} | "
+              f"{per_run:.1f} | {at_link:.2f} s | "
+              + (f"{best['mode']}: {best['s_per_image']:.3f} | {best['s_per_image'] / r['s_per_image']:.2f}x |"
+                 if best else "none fits | |"))
+    print()
+    print("| model | diffusers mode | cap GiB | s/image | peak allocated MiB | peak VRAM MiB (nvidia-smi) |")
+    print("|---|---|---|---|---|---|")
+    for t in theirs:
+        if "s_per_image" in t:
+            print(f"| {t['model']} | {t['mode']} | {t['budget']} | {t['s_per_image']:.3f} | "
+                  f"{t.get('peak_alloc_mib')} | {t.get('peak_vram_mib')} |")
+        else:
+            why = "does not fit" if "does_not_fit" in t else t.get("skipped") or t.get("error", "")[:80]
+            print(f"| {t['model']} | {t['mode']} | {t.get('budget', '')} | {why} | | |")
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
@@ -320,8 +366,11 @@ def main(argv=None):
     q.add_argument("--images", type=int, default=2)
     q.add_argument("--budget-s", type=float, default=400)
     q.add_argument("--out", default=None)
+    r = sub.add_parser("report")
+    r.add_argument("files", nargs="+")
+    r.add_argument("--link-gib-s", type=float, default=25.0)
     args = p.parse_args(argv)
-    {"write": write, "ours": ours, "peers": peers}[args.cmd](args)
+    {"write": write, "ours": ours, "peers": peers, "report": report}[args.cmd](args)
 
 
 if __name__ == "__main__":
