@@ -1,8 +1,9 @@
 //! The CUDA paths against the CPU f32 paths: fused attention, the SageAttention kernel, the fused
 //! block kernels, and whole transformers (eager, compiled, Sage) in bf16.
 //!
-//! Built only with `--features cuda` and run on a GPU machine:
-//! `cargo test -p veetance-models --features cuda --test cuda`. Tolerances (documented in
+//! Built only with `--features cuda` and run on a GPU machine, one test at a time (one test
+//! changes the device's memory pool): `cargo test -p veetance-models --features cuda --test cuda
+//! -- --test-threads 1`. Tolerances (documented in
 //! docs/TESTING.md): bf16 kernels vs f32 references cos ≥ 0.9999 and relative L1 ≤ 1 %;
 //! SageAttention vs exact attention the published INT8 + f16 P·V gates (cos ≥ 0.9999, relative
 //! L1 ≤ 1.5 %); whole bf16 transformers vs the f32 CPU model relative L2 ≤ 3 % (5 % with Sage).
@@ -572,4 +573,68 @@ fn bf16_text_encoder_and_transformer_on_cuda_match_the_diffusers_fixtures() {
     let (cos, _, rel_l2) = metrics(&out, &reference("dit.out"));
     println!("transformer bf16 vs diffusers f32: cos {cos:.6}, rel L2 {rel_l2:.4}");
     assert!(rel_l2 < 0.03, "transformer rel L2 {rel_l2}");
+}
+
+#[test]
+fn streamed_blocks_on_cuda_compute_what_resident_blocks_do_and_the_limit_holds() {
+    use veetance_models::linear::CompactFormat;
+    let cfg = Flux2Config {
+        num_attention_heads: 2,
+        attention_head_dim: 128,
+        num_layers: 3,
+        num_single_layers: 4,
+        joint_attention_dim: 96,
+        in_channels: 32,
+        axes_dims_rope: vec![32, 32, 32, 32],
+        ..Flux2Config::klein_4b()
+    };
+    let ram = Flux2Transformer::random(cfg.clone(), DType::BF16, &Device::Cpu).unwrap();
+    let device = gpu();
+    let (grid_h, grid_w, txt_len) = (4, 4, 8);
+    let img = to_gpu_bf16(&Tensor::randn(0f32, 1.0, (1, grid_h * grid_w, 32), &Device::Cpu).unwrap());
+    let txt = to_gpu_bf16(&Tensor::randn(0f32, 1.0, (1, txt_len, 96), &Device::Cpu).unwrap());
+    let run = |model: &Flux2Transformer| {
+        cpu_f64(
+            &model
+                .forward(
+                    &img,
+                    &image_ids(grid_h, grid_w, &device).unwrap(),
+                    &txt,
+                    &text_ids(txt_len, &device).unwrap(),
+                    &Tensor::new(&[0.5f32], &device).unwrap(),
+                    None,
+                )
+                .unwrap(),
+        )
+    };
+    for compact in [None, Some(CompactFormat::Fp8E4M3)] {
+        let ram = match compact {
+            Some(format) => ram.with_compact_blocks(format, QuantMode::Exact).unwrap(),
+            None => ram.clone(),
+        }
+        .pinned_for(&device);
+        let resident = run(&ram.to_device(&device).unwrap());
+        let total: u64 = ram.layer_bytes().iter().sum();
+        for keep in [0, total / 2] {
+            let placed = ram.placed(&device, keep).unwrap();
+            assert!(placed.streaming().unwrap().streamed_count() > 0);
+            // The same kernels on the same bytes: identical, whichever stream copied them.
+            assert_eq!(run(&placed), resident, "{compact:?}, {keep} resident");
+            assert!(placed.streaming().unwrap().bytes_copied() > 0);
+        }
+    }
+}
+
+/// Changes the device's memory pool for the whole process: run this file with
+/// `--test-threads 1` (as docs/TESTING.md says).
+#[test]
+fn allocations_past_the_vram_limit_fail_as_out_of_memory() {
+    let device = gpu();
+    veetance_models::device::limit_vram(&device, 64 << 20).unwrap();
+    assert_eq!(veetance_gpu::memory::vram_limit(&device), Some(64 << 20));
+    let err = Tensor::zeros((256 << 20) / 4, DType::F32, &device)
+        .expect_err("allocating past the limit fails");
+    assert!(veetance_gpu::memory::is_out_of_memory(&err), "{err}");
+    veetance_models::device::limit_vram(&device, 100 << 30).unwrap();
+    assert!(Tensor::zeros((256 << 20) / 4, DType::F32, &device).is_ok());
 }
