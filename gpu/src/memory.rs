@@ -107,6 +107,13 @@ pub fn limit_vram(device: &Device, budget_bytes: u64) -> Result<(), LimitError> 
     })
 }
 
+/// Waits for the device's queued work and releases the memory its current pool reserves but no
+/// allocation uses (`cuMemPoolTrimTo`), so that a large allocation under a [`limit_vram`] limit
+/// is not refused because freed memory sits in the pool in pieces. A no-op off CUDA.
+pub fn trim(device: &Device) {
+    imp::trim(device);
+}
+
 /// The limit [`limit_vram`] set on `device`, if any.
 pub fn vram_limit(device: &Device) -> Option<u64> {
     imp::vram_limit(device)
@@ -209,6 +216,21 @@ mod imp {
         LIMITS
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    pub(super) fn trim(device: &Device) {
+        let Device::Cuda(cuda) = device else {
+            return;
+        };
+        if cuda.cuda_stream().synchronize().is_err() {
+            return;
+        }
+        if let Some(pool) = pool(device) {
+            // SAFETY: `pool` is the device's current pool; trimming only releases unused memory.
+            unsafe {
+                sys::cuMemPoolTrimTo(pool, 0);
+            }
+        }
     }
 
     pub(super) fn vram_limit(device: &Device) -> Option<u64> {
@@ -367,6 +389,8 @@ mod imp {
     pub(super) fn limit_vram(_device: &Device, _budget_bytes: u64) -> Result<(), String> {
         Ok(())
     }
+
+    pub(super) fn trim(_device: &Device) {}
 
     pub(super) fn vram_limit(_device: &Device) -> Option<u64> {
         None

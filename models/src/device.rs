@@ -78,3 +78,10 @@ pub fn limit_vram(device: &Device, budget_bytes: u64) -> Result<()> {
     veetance_gpu::memory::limit_vram(device, budget_bytes)
         .map_err(|err| ModelError::InvalidArgument(err.to_string()))
 }
+
+/// Returns the memory the device's pool holds but no tensor uses (after the queued work
+/// finishes), so that a large allocation under a hard limit is not refused because freed
+/// memory sits in pieces (see [`veetance_gpu::memory::trim`]).
+pub fn trim_vram(device: &Device) {
+    veetance_gpu::memory::trim(device);
+}

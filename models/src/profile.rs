@@ -245,19 +245,21 @@ impl BundleProfile {
 }
 
 /// Working VRAM of decoding a `height_px × width_px` picture in one piece (or one tile of that
-/// size): the top level's im2col matrix of a 3×3 convolution (the largest buffer) and four
-/// full-resolution activations; without [`WORKING_MARGIN_BYTES`].
+/// size), without [`WORKING_MARGIN_BYTES`]: the first convolution at full resolution, which
+/// takes the upsampled activations of the level below (256 channels in the FLUX.2 VAE) and
+/// writes the top level's (128): its im2col matrix (the largest buffer; `veetance_gpu::conv`
+/// builds it whole), its input, and its output with two more top-level activations beside it.
+/// Measured on an H200: a whole 1024² decode needs about 6 GB.
 pub fn decode_working_bytes(cfg: &VaeConfig, height_px: u64, width_px: u64, dtype: DType) -> u64 {
     let channels = cfg
         .decoder_block_out_channels
         .as_ref()
-        .unwrap_or(&cfg.block_out_channels)
-        .first()
-        .copied()
-        .unwrap_or(128) as u64;
+        .unwrap_or(&cfg.block_out_channels);
+    let top = channels.first().copied().unwrap_or(128) as u64;
+    let below = channels.get(1).copied().unwrap_or(top as usize) as u64;
     let pixels = height_px * width_px;
     let elem = dtype.size_in_bytes() as u64;
-    (channels * 9 + 1 + 4 * channels) * pixels * elem
+    ((below * 9 + 1) + below + 3 * top) * pixels * elem
 }
 
 #[cfg(test)]

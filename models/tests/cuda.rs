@@ -591,7 +591,8 @@ fn streamed_blocks_on_cuda_compute_what_resident_blocks_do_and_the_limit_holds()
     let ram = Flux2Transformer::random(cfg.clone(), DType::BF16, &Device::Cpu).unwrap();
     let device = gpu();
     let (grid_h, grid_w, txt_len) = (4, 4, 8);
-    let img = to_gpu_bf16(&Tensor::randn(0f32, 1.0, (1, grid_h * grid_w, 32), &Device::Cpu).unwrap());
+    let img =
+        to_gpu_bf16(&Tensor::randn(0f32, 1.0, (1, grid_h * grid_w, 32), &Device::Cpu).unwrap());
     let txt = to_gpu_bf16(&Tensor::randn(0f32, 1.0, (1, txt_len, 96), &Device::Cpu).unwrap());
     let run = |model: &Flux2Transformer| {
         cpu_f64(

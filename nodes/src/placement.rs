@@ -223,6 +223,8 @@ pub fn limit_device(ctx: &NodeCtx<'_>, device: &Device) -> Result<(), NodeError>
     if let Some(plan) = ctx.memory_plan() {
         veetance_models::device::limit_vram(device, plan.allocation_limit_bytes())
             .map_err(|err| NodeError::with_context("limiting VRAM to the budget", err))?;
+        // What the previous node freed returns to the limit in one piece.
+        veetance_models::device::trim_vram(device);
     }
     Ok(())
 }
