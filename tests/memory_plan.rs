@@ -66,7 +66,8 @@ fn a_tight_vram_budget_streams_transformer_blocks_and_draws_the_same_picture() {
     let transformer = part(&plan, "transformer");
     assert_eq!(transformer["placement"]["kind"], "resident", "{plan}");
 
-    // Room for every node's peak but half of the transformer's blocks.
+    // Room for every node's peak but three quarters of the transformer's blocks (the text
+    // encoder's few layers take some of the room back).
     let peak = plan["nodes"]
         .as_array()
         .unwrap()
@@ -74,8 +75,9 @@ fn a_tight_vram_budget_streams_transformer_blocks_and_draws_the_same_picture() {
         .map(|n| n["peak_bytes"].as_u64().unwrap())
         .max()
         .unwrap();
-    let half_blocks = transformer["part"]["layer_bytes"].as_u64().unwrap() / 2;
-    let budget = (peak - half_blocks).to_string();
+    let blocks = transformer["part"]["layer_bytes"].as_u64().unwrap();
+    let half_blocks = blocks / 2;
+    let budget = (peak - blocks * 3 / 4).to_string();
     let tight = root.path().join("tight");
     let plan = plan_of(&run(&tight, &budget, true));
     let transformer = part(&plan, "transformer");
@@ -153,5 +155,7 @@ fn validate_shows_the_plan_a_run_would_make_or_why_nothing_fits() {
         "10MiB",
     ]);
     assert_eq!(refused.status.code(), Some(2));
-    assert!(text(&refused.stderr).contains("node `sample` (Sample) needs at least"));
+    let stderr = text(&refused.stderr);
+    assert!(stderr.contains("needs at least"), "{stderr}");
+    assert!(stderr.contains("for the GPU runtime"), "{stderr}");
 }
