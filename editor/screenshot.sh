@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Starts the real editor window under Xvfb on workflows/golden.ron and saves a screenshot
 # (default docs/editor.png); with SCREENSHOT_RUN=1 it runs the workflow first (the Run button) and
-# captures the editor after the run, previews and status included. Needs the Debian packages xvfb xauth libgl1-mesa-dri libegl1
+# captures the editor after the run, previews and status included; SCREENSHOT_BUDGET=1 first
+# turns the VRAM budget on, so the nodes show the memory plan. Needs the Debian packages xvfb xauth libgl1-mesa-dri libegl1
 # libegl-mesa0 libxkbcommon-x11-0 libx11-xcb1 libxcursor1 libxrandr2 libxi6 imagemagick
 # xdotool. Set VEETANCE_BIN to use an already built binary.
 set -euo pipefail
@@ -62,6 +63,12 @@ sleep "${SCREENSHOT_WAIT_S:-4}"
 DISPLAY=$display xdotool mousemove "${SCREENSHOT_CLICK_X:-862}" "${SCREENSHOT_CLICK_Y:-143}" \
     sleep 0.3 mousedown 1 sleep 0.2 mouseup 1 sleep 0.3 mousemove 1270 790 || true
 sleep 1
+if [ "${SCREENSHOT_BUDGET:-0}" = 1 ]; then
+    # The telemetry panel's "VRAM budget" checkbox (the slider's default, 8 GiB): the run is
+    # planned and each node shows its part of the plan.
+    DISPLAY=$display xdotool mousemove "${SCREENSHOT_BUDGET_X:-1025}" "${SCREENSHOT_BUDGET_Y:-200}" \
+        sleep 0.2 click 1 sleep 0.3 || true
+fi
 if [ "${SCREENSHOT_RUN:-0}" = 1 ]; then
     # The Run button at the top left (clicking works where synthetic key events may not).
     DISPLAY=$display xdotool mousemove "${SCREENSHOT_RUN_X:-370}" "${SCREENSHOT_RUN_Y:-11}" \

@@ -356,6 +356,11 @@ impl Viewer<'_, '_> {
         let input = self.spec(node)?.inputs.get(pin.id.input)?;
         Some((Port::new(&node.id, &input.name), input.data_type))
     }
+
+    /// The memory plan's badge and details for node `id` (with a VRAM budget).
+    fn plan_summary(&self, id: &str) -> Option<(String, String)> {
+        self.inputs.runner.memory_plan.as_ref()?.node_summary(id)
+    }
 }
 
 impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
@@ -420,20 +425,6 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
                     NodeRunState::Failed(message) => message.clone(),
                     other => other.badge(),
                 });
-        }
-        // Under a VRAM budget: the node's expected peak and where its model lives.
-        if let Some(summary) = self
-            .inputs
-            .runner
-            .memory_plan
-            .as_ref()
-            .and_then(|plan| plan.node_summary(&view.id))
-        {
-            ui.label(
-                egui::RichText::new(summary)
-                    .small()
-                    .color(Color32::from_rgb(0xa0, 0xa0, 0xc8)),
-            );
         }
     }
 
@@ -525,7 +516,8 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
     }
 
     fn has_footer(&mut self, node: &ViewNode) -> bool {
-        self.inputs.problems.contains_key(&node.id)
+        self.plan_summary(&node.id).is_some()
+            || self.inputs.problems.contains_key(&node.id)
             || self.inputs.textures.contains_key(&node.id)
             || matches!(
                 self.inputs.runner.states.get(&node.id),
@@ -546,6 +538,18 @@ impl SnarlViewer<ViewNode> for Viewer<'_, '_> {
         };
         ui.vertical(|ui| {
             ui.set_max_width(260.0);
+            // Under a VRAM budget: the node's expected peak, one short line per fact so the node
+            // keeps its width; where its model lives is on hover.
+            if let Some((badge, details)) = self.plan_summary(&view.id) {
+                let color = Color32::from_rgb(0xa0, 0xa0, 0xc8);
+                ui.vertical(|ui| {
+                    for line in badge.split(" · ") {
+                        ui.label(egui::RichText::new(line).small().color(color));
+                    }
+                })
+                .response
+                .on_hover_text(details);
+            }
             if let Some(NodeRunState::Failed(message)) = self.inputs.runner.states.get(&view.id) {
                 ui.colored_label(Color32::from_rgb(0xe0, 0x50, 0x50), message);
             }

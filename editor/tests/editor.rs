@@ -589,9 +589,9 @@ fn a_run_under_the_vram_budget_shows_the_memory_plan_on_the_nodes() {
         h.state().status()
     );
     frames(&mut h, 2);
-    // Encode, Sample and Decode each show their expected peak and where their model lives.
+    // Encode, Sample and Decode each show their expected peak (where their model lives is in
+    // the tooltip).
     assert_eq!(h.query_all_by_label_contains("VRAM ≈").count(), 3);
-    assert!(h.query_by_label_contains("transformer: resident").is_some());
 }
 
 #[test]

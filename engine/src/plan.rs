@@ -169,18 +169,25 @@ impl MemoryPlan {
         self.parts.iter().find(|p| p.part.key == key)
     }
 
-    /// What the plan says about node `node`, for showing on it: its expected peak and where
-    /// each part it uses lives (`None` when the plan does not mention the node).
-    pub fn node_summary(&self, node: &str) -> Option<String> {
+    /// What the plan says about node `node`, for showing on it: a short badge (its expected
+    /// peak, and how much of its model stays resident when some streams) and the details
+    /// (where each part it uses lives). `None` when the plan does not mention the node.
+    pub fn node_summary(&self, node: &str) -> Option<(String, String)> {
         let peak = self.nodes.iter().find(|n| n.node == node)?;
-        let mut text = format!("VRAM ≈ {}", format_bytes(peak.peak_bytes));
-        for key in &peak.parts {
-            if let Some(part) = self.part(key) {
-                text.push_str(" · ");
-                text.push_str(&part.describe());
+        let mut badge = format!("VRAM ≈ {}", format_bytes(peak.peak_bytes));
+        let mut details = format!("expected peak {}", format_bytes(peak.peak_bytes));
+        for part in peak.parts.iter().filter_map(|key| self.part(key)) {
+            if let Placement::Streamed { resident_bytes, .. } = part.placement {
+                let total = part.part.layer_bytes.max(1);
+                badge.push_str(&format!(
+                    " · {} % resident",
+                    resident_bytes.saturating_mul(100) / total
+                ));
             }
+            details.push('\n');
+            details.push_str(&part.describe());
         }
-        Some(text)
+        Some((badge, details))
     }
 
     /// Bytes copied to the GPU per run, over all parts.
