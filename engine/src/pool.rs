@@ -165,6 +165,12 @@ impl ModelPool {
             .retain(|key, _| !key.starts_with(prefix));
     }
 
+    /// Drops the pool's handles of every model whose key fails `keep` (placements of parts a
+    /// new plan no longer has).
+    pub fn retain(&self, keep: impl Fn(&str) -> bool) {
+        self.lock().entries.retain(|key, _| keep(key));
+    }
+
     /// Bytes of models currently resident.
     pub fn resident_bytes(&self) -> u64 {
         self.lock().entries.values().map(|e| e.size_bytes).sum()
@@ -230,5 +236,7 @@ mod tests {
         }
         pool.remove_prefix("m/transformer|");
         assert_eq!(pool.resident_keys(), vec!["m/text_encoder|1".to_owned()]);
+        pool.retain(|key| !key.starts_with("m/text_encoder"));
+        assert!(pool.resident_keys().is_empty());
     }
 }

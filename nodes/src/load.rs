@@ -336,6 +336,13 @@ impl NodeKind for Load {
         // streaming (copies within RAM), so tests and plans can be checked without one.
         let planned = ctx.memory_plan().is_some();
         if planned {
+            // Models an earlier run without a budget left on the GPU would hold memory the
+            // plan gives to others (keys: dtype|device|where the weights live|files).
+            ctx.env().pool.retain(|key| {
+                key.split('|')
+                    .nth(2)
+                    .is_none_or(|resident| resident == "cpu")
+            });
             limit_device(ctx, &device)?;
         }
         let offload = planned || (inputs.bool("offload")? && !device.is_cpu());

@@ -191,6 +191,15 @@ pub fn placed<T: Send + Sync + 'static>(
         return Ok(found);
     }
     pool.remove_prefix(&format!("{key}|"));
+    // Placements of parts this run's plan does not have (another model loaded before) would
+    // hold VRAM the plan gives to others.
+    if let Some(plan) = ctx.memory_plan() {
+        pool.retain(|entry| {
+            let part = entry.rsplit_once('|').map_or(entry, |(part, _)| part);
+            let part = part.split('#').next().unwrap_or(part);
+            plan.part(part).is_some()
+        });
+    }
     let made = Arc::new(place()?);
     if resident > 0 {
         pool.insert(&entry, made.clone(), size_bytes);
