@@ -27,6 +27,10 @@ pub enum Command {
     /// Measure the engine or the models.
     #[command(subcommand)]
     Bench(BenchCommand),
+    /// Renders one chat template job (JSON on stdin) for the parent process; see
+    /// `commands/template.rs`.
+    #[command(name = "__render-template", hide = true)]
+    RenderTemplate,
 }
 
 #[derive(Debug, Args)]

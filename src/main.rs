@@ -34,6 +34,8 @@ use clap::Parser as _;
 fn main() -> ExitCode {
     restore_sigpipe();
     tune_allocator();
+    // Checkpoints' chat templates run in a child process under limits (commands/template.rs).
+    veetance_nodes::isolate_chat_templates(commands::template::render_in_child);
     let args = match cli::Cli::try_parse() {
         Ok(args) => args,
         Err(err) => {

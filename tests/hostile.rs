@@ -322,3 +322,83 @@ fn a_workflow_from_a_picture_reads_only_inside_allowed_folders() {
     let trusted = run(&["--trust"]);
     assert_eq!(trusted.status.code(), Some(0), "{}", text(&trusted.stderr));
 }
+
+/// Copies the built-in tiny model to `dir` with `template` as its chat template.
+fn tiny_with_template(dir: &Path, template: &str) {
+    let tiny = common::repo().join("models/tiny");
+    for entry in walk(&tiny) {
+        let relative = entry.strip_prefix(&tiny).unwrap();
+        let target = dir.join(relative);
+        std::fs::create_dir_all(target.parent().unwrap()).unwrap();
+        std::fs::copy(&entry, &target).unwrap();
+    }
+    std::fs::write(dir.join("tokenizer/chat_template.jinja"), template).unwrap();
+}
+
+fn walk(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            files.extend(walk(&path));
+        } else {
+            files.push(path);
+        }
+    }
+    files
+}
+
+#[cfg(unix)]
+#[test]
+fn a_chat_template_that_doubles_a_string_ends_with_an_error_in_bounded_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("model");
+    // Each iteration is one instruction that doubles a string: fuel cannot stop it, the child
+    // process's memory limit does.
+    tiny_with_template(
+        &model,
+        "{% set s = namespace(v='a' * 10000000) %}{% for i in range(40) %}{% set s.v = s.v ~ s.v %}{% endfor %}{{ s.v|length }}",
+    );
+    let out_dir = dir.path().join("out");
+    let out = run_within(
+        Duration::from_secs(60),
+        &[
+            "run",
+            "workflows/txt2img.ron",
+            "--no-cache",
+            "--device",
+            "cpu",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--set",
+            &format!("load.model={}", model.display()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out.stderr));
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("node `encode` failed"), "{stderr}");
+    assert!(stderr.contains("exceeded its limits"), "{stderr}");
+    assert!(!out_dir.join("txt2img.png").exists());
+
+    // The same model with its real template still draws.
+    tiny_with_template(
+        &model,
+        &std::fs::read_to_string(common::repo().join("models/tiny/tokenizer/chat_template.jinja"))
+            .unwrap(),
+    );
+    let out = run_within(
+        Duration::from_secs(60),
+        &[
+            "run",
+            "workflows/txt2img.ron",
+            "--no-cache",
+            "--device",
+            "cpu",
+            "--out",
+            out_dir.to_str().unwrap(),
+            "--set",
+            &format!("load.model={}", model.display()),
+        ],
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+}

@@ -34,6 +34,11 @@ pub mod types;
 use veetance_engine::{Registry, RegistryError};
 
 pub use load::{builtin_tiny_dir, resolve_model_path};
+/// Chat templates: what one rendering needs, and routing every rendering of the process through
+/// another renderer (the binary runs them in a child process under limits).
+pub use veetance_models::qwen3::{
+    RenderJob as ChatTemplateJob, isolate_renders as isolate_chat_templates,
+};
 
 /// Every built-in node and the data types they pass.
 pub fn registry() -> Result<Registry, RegistryError> {

@@ -4,6 +4,7 @@ mod edit;
 mod models;
 mod nodes;
 mod run;
+pub mod template;
 mod validate;
 
 use std::process::ExitCode;
@@ -21,5 +22,6 @@ pub fn dispatch(cli: Cli) -> Result<ExitCode> {
         Command::Models(args) => models::models(&args),
         Command::Bench(BenchCommand::Engine(args)) => veetance_bench::engine::run(&args),
         Command::Bench(BenchCommand::Gpu(args)) => veetance_bench::gpu::run(&args),
+        Command::RenderTemplate => template::child(),
     }
 }

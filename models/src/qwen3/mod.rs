@@ -21,6 +21,6 @@ pub mod tokenizer;
 
 pub use config::Qwen3Config;
 pub use encoder::{KLEIN_OUT_LAYERS, Qwen3Encoder, qwen3_tensor_specs};
-pub use template::{ChatMessage, ChatTemplate};
+pub use template::{ChatMessage, ChatTemplate, IsolatedRenderer, RenderJob, isolate_renders};
 pub use text_encoder::{MAX_TEXT_TOKENS, TextEncoder};
 pub use tokenizer::{PromptTokenizer, TokenizerFiles};

@@ -14,7 +14,7 @@ use crate::error::{ModelError, Result};
 const TEMPLATE_FUEL: u64 = 1_000_000;
 
 /// One chat message for [`ChatTemplate::render`].
-#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
 pub struct ChatMessage {
     /// `system`, `user` or `assistant`.
     pub role: String,
@@ -85,13 +85,66 @@ impl ChatTemplate {
         )
     }
 
-    /// Renders a conversation the way transformers' `apply_chat_template(tokenize=False)` does.
+    /// Renders a conversation the way transformers' `apply_chat_template(tokenize=False)` does:
+    /// through the renderer [`isolate_renders`] installed (the binary runs templates in a child
+    /// process under memory and time limits), else in this process.
     pub fn render(
         &self,
         messages: &[ChatMessage],
         add_generation_prompt: bool,
         enable_thinking: bool,
     ) -> Result<String> {
+        let job = RenderJob {
+            source: self.source.clone(),
+            bos_token: self.bos_token.clone(),
+            eos_token: self.eos_token.clone(),
+            messages: messages.to_vec(),
+            add_generation_prompt,
+            enable_thinking,
+        };
+        match ISOLATED.get() {
+            Some(render) => render(&job).map_err(|reason| ModelError::Template { reason }),
+            None => job.render_here(),
+        }
+    }
+}
+
+/// Renders a [`RenderJob`] somewhere else; `Err` is a reason for people.
+pub type IsolatedRenderer = fn(&RenderJob) -> std::result::Result<String, String>;
+
+static ISOLATED: std::sync::OnceLock<IsolatedRenderer> = std::sync::OnceLock::new();
+
+/// Makes every [`ChatTemplate::render`] of this process go through `render` (set once, by the
+/// binary). Fuel and the output bound limit a template's instructions and what it prints, but
+/// not what one instruction allocates (string concatenation that doubles, filters over huge
+/// lazy sequences): only another process, under memory and time limits, bounds that.
+pub fn isolate_renders(render: IsolatedRenderer) {
+    let _ = ISOLATED.set(render);
+}
+
+/// Everything one rendering needs, to hand to another process (as JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Deserialize, serde::Serialize)]
+pub struct RenderJob {
+    /// The template's source.
+    pub source: String,
+    /// `bos_token`, if the tokenizer has one.
+    pub bos_token: Option<String>,
+    /// `eos_token`, if the tokenizer has one.
+    pub eos_token: Option<String>,
+    /// The conversation.
+    pub messages: Vec<ChatMessage>,
+    /// transformers' `add_generation_prompt`.
+    pub add_generation_prompt: bool,
+    /// Qwen3's `enable_thinking`.
+    pub enable_thinking: bool,
+}
+
+impl RenderJob {
+    /// Renders in this process, under the fuel and output bounds.
+    pub fn render_here(&self) -> Result<String> {
+        let messages = &self.messages;
+        let (add_generation_prompt, enable_thinking) =
+            (self.add_generation_prompt, self.enable_thinking);
         let mut env = minijinja::Environment::new();
         // A template is checkpoint data: bound its work, so a hostile loop ends with an error
         // instead of running forever (each instruction costs one unit of fuel).
