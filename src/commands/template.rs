@@ -4,6 +4,13 @@
 //! every template in a copy of itself (`veetance __render-template`, hidden) limited to
 //! [`CHILD_MEMORY_BYTES`] of heap and [`CHILD_CPU_S`] of CPU, and kills it after
 //! [`CHILD_WALL_S`]; a template past a limit becomes an error naming it, not a dead process.
+//!
+//! The child sets its own limits before it reads the job, so the parent spawns it without a
+//! `pre_exec` hook: that keeps `Command::spawn` on `posix_spawn` (a vfork that shares the
+//! parent's memory) instead of `fork`. A fork copies at once every page the CUDA driver has
+//! pinned for DMA (Linux does not share pinned pages copy-on-write), which took 6–13 s per
+//! prompt with a streamed model's 14–30 GB of page-locked weights, and it left the parent's
+//! CUDA context invalid in one run.
 
 use std::io::{Read as _, Write as _};
 use std::process::{Command, ExitCode, Stdio};
@@ -25,6 +32,7 @@ const CHILD_OUTPUT_BYTES: u64 = 256 << 20;
 /// The child side: a job as JSON on standard input, `{"prompt": ...}` or `{"error": ...}` on
 /// standard output.
 pub fn child() -> Result<ExitCode> {
+    limit_self()?;
     let mut input = String::new();
     std::io::stdin()
         .take(CHILD_OUTPUT_BYTES)
@@ -74,7 +82,6 @@ fn spawn_and_wait(job: &ChatTemplateJob) -> Result<Result<String, String>, Spawn
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::null());
-    limit_child(&mut command);
     let mut child = command.spawn().map_err(|_| SpawnError::Unavailable)?;
     let input = serde_json::to_vec(job).map_err(|e| SpawnError::Failed(e.to_string()))?;
     if let Some(mut stdin) = child.stdin.take() {
@@ -119,28 +126,43 @@ fn spawn_and_wait(job: &ChatTemplateJob) -> Result<Result<String, String>, Spawn
     })
 }
 
-/// Heap and CPU limits for the child, set between fork and exec.
+/// Limits this process (the child) to [`CHILD_MEMORY_BYTES`] of heap and [`CHILD_CPU_S`] of
+/// CPU, before it reads anything it was sent.
 #[cfg(unix)]
-fn limit_child(command: &mut Command) {
-    use std::os::unix::process::CommandExt as _;
-    let set = |resource, value: u64| {
-        let limit = libc::rlimit {
-            rlim_cur: value as libc::rlim_t,
-            rlim_max: value as libc::rlim_t,
+fn limit_self() -> Result<()> {
+    for (resource, value) in [
+        (libc::RLIMIT_DATA, CHILD_MEMORY_BYTES),
+        (libc::RLIMIT_CPU, CHILD_CPU_S),
+    ] {
+        let mut current = libc::rlimit {
+            rlim_cur: 0,
+            rlim_max: 0,
         };
-        // SAFETY: setrlimit only reads the struct; it is async-signal-safe, as code between
-        // fork and exec must be.
-        unsafe { libc::setrlimit(resource, &limit) }
-    };
-    // SAFETY: the closure calls only setrlimit (async-signal-safe) and allocates nothing.
-    unsafe {
-        command.pre_exec(move || {
-            set(libc::RLIMIT_DATA, CHILD_MEMORY_BYTES);
-            set(libc::RLIMIT_CPU, CHILD_CPU_S);
-            Ok(())
-        });
+        // SAFETY: getrlimit writes only the struct it is given, which lives across the call.
+        if unsafe { libc::getrlimit(resource, &mut current) } != 0 {
+            anyhow::bail!(
+                "reading the template's process limits: {}",
+                std::io::Error::last_os_error()
+            );
+        }
+        // A limit may only be lowered: keep a stricter one the user already set.
+        let value = (value as libc::rlim_t).min(current.rlim_max);
+        let limit = libc::rlimit {
+            rlim_cur: value,
+            rlim_max: value,
+        };
+        // SAFETY: setrlimit only reads the struct, which lives across the call.
+        if unsafe { libc::setrlimit(resource, &limit) } != 0 {
+            anyhow::bail!(
+                "limiting the template's process: {}",
+                std::io::Error::last_os_error()
+            );
+        }
     }
+    Ok(())
 }
 
 #[cfg(not(unix))]
-fn limit_child(_command: &mut Command) {}
+fn limit_self() -> Result<()> {
+    Ok(())
+}
