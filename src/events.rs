@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use veetance_engine::{Event, EventSink, MemoryPlan, Outcome, RunReport};
+use veetance_engine::{Event, EventSink, MemoryPlan, Outcome, RunReport, Value};
 
 /// Writes one JSON object per event per line on stdout.
 pub struct JsonEvents {
@@ -30,10 +30,8 @@ fn millis(duration: Duration) -> f64 {
 
 impl EventSink for JsonEvents {
     fn emit(&self, event: Event) {
-        let time_ms = millis(self.started.elapsed());
         let mut object = json!({
-            "file": self.file, "time_ms": time_ms, "node": null, "kind": null,
-            "step": null, "total": null, "error": null,
+            "node": null, "kind": null, "step": null, "total": null, "error": null,
         });
         let fields = match event {
             Event::RunStarted { n_to_run, n_cached } => {
@@ -75,30 +73,214 @@ impl EventSink for JsonEvents {
                 json!({"event": "run_finished", "status": status.name(), "duration_ms": millis(duration)})
             }
         };
-        if let (Some(object), Some(fields)) = (object.as_object_mut(), fields.as_object()) {
-            for (key, value) in fields {
-                object.insert(key.clone(), value.clone());
-            }
+        merge(&mut object, &fields);
+        self.emit_object(object);
+    }
+}
+
+/// Copies `fields`' keys into `object` (both JSON objects).
+fn merge(object: &mut serde_json::Value, fields: &serde_json::Value) {
+    if let (Some(object), Some(fields)) = (object.as_object_mut(), fields.as_object()) {
+        for (key, value) in fields {
+            object.insert(key.clone(), value.clone());
         }
+    }
+}
+
+impl JsonEvents {
+    /// The files the run wrote (or that cached outputs name), as one `files` event.
+    pub fn files(&self, files: &[WrittenFile]) {
+        let list: Vec<serde_json::Value> = files
+            .iter()
+            .map(|f| json!({"node": &*f.node, "path": f.path, "cached": f.cached}))
+            .collect();
+        self.emit_object(json!({"event": "files", "files": list}));
+    }
+
+    fn emit_object(&self, fields: serde_json::Value) {
+        let time_ms = millis(self.started.elapsed());
+        let mut object = json!({"file": self.file, "time_ms": time_ms});
+        merge(&mut object, &fields);
         let mut stdout = std::io::stdout().lock();
         let _ = writeln!(stdout, "{object}");
         let _ = stdout.flush();
     }
 }
 
-/// A progress bar per running node on stderr (hidden when stderr is not a terminal).
+/// A file a node's `files` output names (Export, SaveLatent, SaveConditioning).
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenFile {
+    /// The node that wrote it.
+    pub node: Arc<str>,
+    /// Where it is.
+    pub path: String,
+    /// The node's output came from the cache: an earlier run wrote the file.
+    pub cached: bool,
+}
+
+/// Every file named by a `files` output of a node that ran or was cached, in run order.
+pub fn written_files(report: &RunReport) -> Vec<WrittenFile> {
+    report
+        .nodes
+        .iter()
+        .filter(|n| matches!(n.outcome, Outcome::Ran { .. } | Outcome::Cached))
+        .filter_map(|n| {
+            let Some(Value::Text(text)) = report.output(&n.node, "files") else {
+                return None;
+            };
+            let cached = matches!(n.outcome, Outcome::Cached);
+            Some(
+                text.lines()
+                    .filter(|line| !line.is_empty())
+                    .map(|path| WrittenFile {
+                        node: n.node.clone(),
+                        path: path.to_owned(),
+                        cached,
+                    })
+                    .collect::<Vec<_>>(),
+            )
+        })
+        .flatten()
+        .collect()
+}
+
+/// The summary's lines for written files: "wrote PATH", or "cached PATH (written by an
+/// earlier run)".
+pub fn files_lines(files: &[WrittenFile]) -> Vec<String> {
+    files
+        .iter()
+        .map(|f| {
+            if f.cached {
+                format!("cached {} (written by an earlier run)", f.path)
+            } else {
+                format!("wrote {}", f.path)
+            }
+        })
+        .collect()
+}
+
+/// A progress bar per running node on stderr; when stderr is not a terminal (piped, logged),
+/// a line per running node every [`PIPED_PROGRESS_EVERY`] instead, so a long run is never
+/// silent.
 pub struct ProgressEvents {
     multi: MultiProgress,
     bars: Mutex<HashMap<Arc<str>, ProgressBar>>,
     plan: Mutex<Option<Arc<MemoryPlan>>>,
+    /// Set when stderr is not a terminal: what the ticker thread reports.
+    piped: Option<Arc<Running>>,
+}
+
+/// How often a piped run reports its running nodes.
+pub const PIPED_PROGRESS_EVERY: Duration = Duration::from_secs(5);
+
+/// The running nodes of a piped run, and whether the run is over.
+#[derive(Default)]
+struct Running {
+    nodes: Mutex<Vec<RunningNode>>,
+    over: std::sync::atomic::AtomicBool,
+}
+
+struct RunningNode {
+    node: Arc<str>,
+    kind: Arc<str>,
+    started: Instant,
+    progress: Option<(u64, u64)>,
+}
+
+impl Running {
+    fn update(&self, event: &Event) {
+        let mut nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        match event {
+            Event::NodeStarted { node, kind } => nodes.push(RunningNode {
+                node: node.clone(),
+                kind: kind.clone(),
+                started: Instant::now(),
+                progress: None,
+            }),
+            Event::Progress {
+                node, step, total, ..
+            } => {
+                if let Some(running) = nodes.iter_mut().find(|n| n.node == *node) {
+                    running.progress = Some((*step, *total));
+                }
+            }
+            Event::NodeFinished { node, .. } | Event::NodeFailed { node, .. } => {
+                nodes.retain(|n| n.node != *node);
+            }
+            Event::RunFinished { .. } => nodes.clear(),
+            _ => {}
+        }
+    }
+
+    /// One line per node running for at least [`PIPED_PROGRESS_EVERY`].
+    fn lines(&self) -> Vec<String> {
+        let nodes = self.nodes.lock().unwrap_or_else(PoisonError::into_inner);
+        nodes
+            .iter()
+            .filter(|n| n.started.elapsed() >= PIPED_PROGRESS_EVERY)
+            .map(|n| {
+                let elapsed = format!("{:.0} s", n.started.elapsed().as_secs_f64());
+                match n.progress {
+                    Some((step, total)) => {
+                        format!("{} ({}): {step}/{total}, {elapsed}", n.node, n.kind)
+                    }
+                    None => format!("{} ({}): running, {elapsed}", n.node, n.kind),
+                }
+            })
+            .collect()
+    }
+
+    /// Prints [`Running::lines`] every [`PIPED_PROGRESS_EVERY`] until the run is over.
+    fn tick(self: Arc<Self>) {
+        use std::sync::atomic::Ordering;
+        let mut last = Instant::now();
+        while !self.over.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(200));
+            if last.elapsed() >= PIPED_PROGRESS_EVERY {
+                last = Instant::now();
+                for line in self.lines() {
+                    eprintln!("{line}");
+                }
+            }
+        }
+    }
+}
+
+impl Drop for ProgressEvents {
+    fn drop(&mut self) {
+        if let Some(running) = &self.piped {
+            running
+                .over
+                .store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
 }
 
 impl ProgressEvents {
     pub fn new() -> ProgressEvents {
+        let multi = MultiProgress::with_draw_target(ProgressDrawTarget::stderr());
+        let piped = multi.is_hidden().then(|| {
+            let running = Arc::new(Running::default());
+            let ticker = running.clone();
+            // A detached thread: it ends within 200 ms of the run.
+            std::thread::spawn(move || ticker.tick());
+            running
+        });
         ProgressEvents {
-            multi: MultiProgress::with_draw_target(ProgressDrawTarget::stderr()),
+            multi,
             bars: Mutex::new(HashMap::new()),
             plan: Mutex::new(None),
+            piped,
+        }
+    }
+
+    /// A line above the bars; printed directly when there are none to draw (indicatif drops
+    /// lines for a hidden target, which lost warnings and the plan in piped runs).
+    fn line(&self, text: String) {
+        if self.multi.is_hidden() {
+            eprintln!("{text}");
+        } else {
+            let _ = self.multi.println(text);
         }
     }
 
@@ -113,6 +295,9 @@ impl ProgressEvents {
 
 impl EventSink for ProgressEvents {
     fn emit(&self, event: Event) {
+        if let Some(running) = &self.piped {
+            running.update(&event);
+        }
         let mut bars = self.bars.lock().unwrap_or_else(PoisonError::into_inner);
         match event {
             Event::NodeStarted { node, kind } => {
@@ -153,12 +338,12 @@ impl EventSink for ProgressEvents {
                 }
             }
             Event::Warning { message } => {
-                let _ = self.multi.println(format!("warning: {message}"));
+                self.line(format!("warning: {message}"));
             }
             Event::MemoryPlanned { plan } => {
                 // Before anything runs: what will be resident and what will stream.
                 for line in plan.describe() {
-                    let _ = self.multi.println(line);
+                    self.line(line);
                 }
                 *self.plan.lock().unwrap_or_else(PoisonError::into_inner) = Some(plan);
             }
@@ -209,5 +394,50 @@ pub fn format_duration(duration: Duration) -> String {
         format!("{secs:.2} s")
     } else {
         format!("{:.1} ms", secs * 1e3)
+    }
+}
+
+#[cfg(test)]
+mod piped_tests {
+    use super::*;
+
+    #[test]
+    fn a_piped_run_reports_nodes_running_longer_than_the_interval_with_their_steps() {
+        let running = Running::default();
+        running.update(&Event::NodeStarted {
+            node: Arc::from("sample"),
+            kind: Arc::from("Sample"),
+        });
+        running.update(&Event::NodeStarted {
+            node: Arc::from("load"),
+            kind: Arc::from("Load"),
+        });
+        assert!(running.lines().is_empty(), "nothing before the interval");
+        for node in running
+            .nodes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .iter_mut()
+        {
+            node.started = Instant::now()
+                .checked_sub(PIPED_PROGRESS_EVERY + Duration::from_secs(1))
+                .unwrap_or_else(Instant::now);
+        }
+        running.update(&Event::Progress {
+            node: Arc::from("sample"),
+            kind: Arc::from("Sample"),
+            step: 3,
+            total: 8,
+        });
+        assert_eq!(
+            running.lines(),
+            ["sample (Sample): 3/8, 6 s", "load (Load): running, 6 s"]
+        );
+        running.update(&Event::NodeFinished {
+            node: Arc::from("sample"),
+            kind: Arc::from("Sample"),
+            duration: Duration::from_secs(6),
+        });
+        assert_eq!(running.lines(), ["load (Load): running, 6 s"]);
     }
 }

@@ -20,11 +20,13 @@ fn validate_shows_line_and_column_of_a_syntax_error() {
     let out = veetance(&["validate", "tests/data/syntax_error.ron"]);
     assert_eq!(out.status.code(), Some(2));
     insta::assert_snapshot!(text(&out.stderr), @r#"
-    error[syntax]: Expected comma
-     --> tests/data/syntax_error.ron:5:9
+    error[syntax]: expected a comma after this
+     --> tests/data/syntax_error.ron:4:67
       |
-    5 |         "encode": Node(kind: "Encode"),
-      |         ^
+    4 |         "load": Node(kind: "Load", inputs: {"model": Text("tiny")})
+      |                                                                   ^
+      |
+    help: add `,` at the end of line 4: entries are separated by commas (the next one starts on line 5)
 
     tests/data/syntax_error.ron: 1 error
     "#);
@@ -96,6 +98,24 @@ fn unreadable_file_and_bad_override_exit_2_with_a_clear_message() {
             "`seven` is not a valid Int",
         ),
         (golden_with("sample.steps=0"), "out-of-range"),
+        (golden_with("sampel.seed=3"), "did you mean `sample`?"),
+        (golden_with("sample.sede=3"), "did you mean `seed`?"),
+        (
+            vec![
+                "run",
+                "--no-cache",
+                "workflows/golden.ron",
+                "--set",
+                "encode.prompt=a",
+                "red",
+                "square",
+            ],
+            "--set 'encode.prompt=a red square'",
+        ),
+        (
+            vec!["run", "--device", "cuda", "workflows/golden.ron"],
+            "no CUDA support",
+        ),
         (
             vec!["run", "--bogus-flag", "workflows/golden.ron"],
             "--bogus-flag",
@@ -417,4 +437,71 @@ fn a_reader_that_goes_away_ends_the_output_quietly() {
     // Ended by SIGPIPE, as `cat` would be: the shell reports 141 and prints nothing.
     assert_eq!(status.signal(), Some(13), "{status:?}: {stderr}");
     assert!(stderr.is_empty(), "{stderr}");
+}
+
+#[test]
+fn the_summary_and_json_name_every_file_written_even_when_the_rest_is_cached() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let out_dir = dir.path().join("out");
+    let run = |json: bool| {
+        let mut args = vec![
+            "run",
+            "workflows/txt2img.ron",
+            "--cache-dir",
+            cache.to_str().unwrap(),
+            "--out",
+            out_dir.to_str().unwrap(),
+        ];
+        if json {
+            args.push("--json");
+        }
+        let out = veetance(&args);
+        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+        text(&out.stdout)
+    };
+    let picture = out_dir.join("txt2img.png");
+    let first = run(false);
+    assert!(
+        first.contains(&format!("wrote {}", picture.display())),
+        "{first}"
+    );
+    assert!(picture.exists());
+    let second = run(true);
+    let files = second
+        .lines()
+        .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
+        .find(|event| event["event"] == "files")
+        .unwrap_or_else(|| panic!("no files event in {second}"));
+    assert_eq!(
+        files["files"],
+        // Export always runs (never overwriting), so the cached run writes a new, numbered file.
+        serde_json::json!([{
+            "node": "export",
+            "path": out_dir.join("txt2img_00001.png").to_str().unwrap(),
+            "cached": false,
+        }])
+    );
+}
+
+#[test]
+fn a_piped_run_still_prints_its_warnings() {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("cache");
+    std::fs::write(&blocked, "not a folder").unwrap();
+    // stderr is a pipe here: indicatif draws nothing, the lines must still come.
+    let out = veetance(&[
+        "run",
+        "workflows/txt2img.ron",
+        "--cache-dir",
+        blocked.to_str().unwrap(),
+        "--out",
+        dir.path().join("out").to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(
+        text(&out.stderr).contains("warning:"),
+        "{}",
+        text(&out.stderr)
+    );
 }

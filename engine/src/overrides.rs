@@ -10,18 +10,26 @@ pub enum OverrideError {
     /// Not of the form `node.input=value`.
     #[error("`{0}` is not of the form node.input=value")]
     Syntax(String),
-    /// No node with that id.
-    #[error("`--set {0}`: the workflow has no node `{1}`")]
-    UnknownNode(String, String),
+    /// No node with that id; the last field is a hint (a close id, or the ids there are).
+    #[error("`--set {0}`: the workflow has no node `{1}`; {2}")]
+    UnknownNode(String, String, String),
     /// The node's kind is unknown, so its inputs are too.
     #[error("`--set {0}`: node `{1}` has an unknown kind `{2}`")]
     UnknownKind(String, String, String),
-    /// The kind has no such input.
-    #[error("`--set {0}`: `{1}` has no input `{2}` (inputs: {3})")]
+    /// The kind has no such input; the last field is a hint (a close name, or the inputs).
+    #[error("`--set {0}`: `{1}` has no input `{2}`; {3}")]
     UnknownInput(String, String, String, String),
     /// The value does not parse as the input's type.
     #[error("`--set {0}`: `{1}` is not a valid {2}")]
     BadValue(String, String, DataType),
+}
+
+/// "did you mean `x`?" when one name is close to `word`, else the whole list.
+fn hint(word: &str, names: &[&str], list_intro: &str) -> String {
+    match crate::suggest::did_you_mean(word, names.iter().copied()) {
+        Some(close) => format!("did you mean `{close}`?"),
+        None => format!("{list_intro}: {}", names.join(", ")),
+    }
 }
 
 /// Sets one input of `workflow` from `assignment` (`node.input=value`).
@@ -39,11 +47,19 @@ pub fn apply_override(
     if node_id.is_empty() || input_name.is_empty() {
         return Err(syntax());
     }
+    if !workflow.nodes.0.contains_key(node_id) {
+        let ids: Vec<&str> = workflow.nodes.0.keys().map(String::as_str).collect();
+        return Err(OverrideError::UnknownNode(
+            assignment.to_owned(),
+            node_id.to_owned(),
+            hint(node_id, &ids, "its nodes are"),
+        ));
+    }
     let node = workflow
         .nodes
         .0
         .get_mut(node_id)
-        .ok_or_else(|| OverrideError::UnknownNode(assignment.to_owned(), node_id.to_owned()))?;
+        .ok_or_else(|| OverrideError::Syntax(assignment.to_owned()))?;
     let implementation = registry.get(&node.kind).ok_or_else(|| {
         OverrideError::UnknownKind(assignment.to_owned(), node_id.to_owned(), node.kind.clone())
     })?;
@@ -54,7 +70,7 @@ pub fn apply_override(
             assignment.to_owned(),
             spec.kind.clone(),
             input_name.to_owned(),
-            names.join(", "),
+            hint(input_name, &names, "its inputs are"),
         ));
     };
     let bad = || OverrideError::BadValue(assignment.to_owned(), raw.to_owned(), input.data_type);

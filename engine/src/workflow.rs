@@ -258,6 +258,19 @@ fn parse_diagnostic(source: &str, err: &ron::error::SpannedError) -> Diagnostic 
     } else {
         1
     };
+    // A missing comma is found at the next entry's first token, often on the next line; the
+    // comma belongs at the end of the entry before it, so point there.
+    if matches!(err.code, E::ExpectedComma)
+        && let Some((line, col)) = end_of_previous_entry(source, start.line, start.col)
+    {
+        return Diagnostic::error(Code::Syntax, "expected a comma after this".to_owned())
+            .span(Some(Span::at_line_column(source, line, col, 1)))
+            .help(format!(
+                "add `,` at the end of line {line}: entries are separated by commas (the next \
+                 one starts on line {})",
+                start.line
+            ));
+    }
     let span = Some(Span::at_line_column(
         source, start.line, start.col, len_chars,
     ));
@@ -307,6 +320,49 @@ fn parse_diagnostic(source: &str, err: &ron::error::SpannedError) -> Diagnostic 
         diagnostic = diagnostic.help(help);
     }
     diagnostic
+}
+
+/// When the token at `line`:`col` (1-based, in characters) is the first on its line, the line
+/// and column of the last character of the nearest line before it with code on it (not blank,
+/// not only a `//` comment; a trailing comment is skipped when it follows the code).
+fn end_of_previous_entry(source: &str, line: usize, col: usize) -> Option<(usize, usize)> {
+    let lines: Vec<&str> = source.lines().collect();
+    let this = lines.get(line.checked_sub(1)?)?;
+    if !this
+        .chars()
+        .take(col.saturating_sub(1))
+        .all(char::is_whitespace)
+    {
+        return None;
+    }
+    (1..line).rev().find_map(|number| {
+        let text = lines.get(number - 1)?;
+        let code = strip_line_comment(text).trim_end();
+        if code.trim_start().is_empty() {
+            return None;
+        }
+        Some((number, code.chars().count()))
+    })
+}
+
+/// `text` without a trailing `//` comment (a `//` inside a string is kept).
+fn strip_line_comment(text: &str) -> &str {
+    let mut in_string = false;
+    let mut escaped = false;
+    let mut previous_slash = false;
+    for (i, c) in text.char_indices() {
+        match c {
+            _ if escaped => escaped = false,
+            '\\' if in_string => escaped = true,
+            '"' => in_string = !in_string,
+            '/' if !in_string && previous_slash => {
+                return text.get(..i.saturating_sub(1)).unwrap_or(text);
+            }
+            _ => {}
+        }
+        previous_slash = c == '/' && !in_string;
+    }
+    text
 }
 
 /// Where nodes and inputs sit in the source text, for pointing diagnostics at them.

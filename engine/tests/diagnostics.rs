@@ -34,6 +34,19 @@ fn syntax_error_shows_line_and_column() {
 }
 
 #[test]
+fn a_missing_comma_at_the_end_of_a_line_points_at_that_line_not_the_next() {
+    insta::assert_snapshot!(check(
+        r#"Workflow(
+    version: 1,
+    nodes: {
+        "a": Node(kind: "Number", inputs: {"value": Float(1.0)}) // the first "//" node
+        "b": Node(kind: "Number", inputs: {"value": Float(2.0)}),
+    },
+)"#
+    ));
+}
+
+#[test]
 fn unknown_field_suggests_the_right_one() {
     insta::assert_snapshot!(check(
         r#"Workflow(

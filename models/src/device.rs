@@ -23,6 +23,18 @@ pub fn choose_device(choice: &str, preference: &str) -> Result<Device> {
     }
 }
 
+/// Refuses a device this build cannot use at all (`cuda` in a build without `--features
+/// cuda`), so a run can say so before anything runs, even when every output is cached.
+pub fn check_build_supports(choice: &str) -> Result<()> {
+    if choice == "cuda" && !candle_core::utils::cuda_is_available() {
+        return Err(ModelError::InvalidArgument(
+            "CUDA was requested but this build has no CUDA support (build with `--features cuda`)"
+                .into(),
+        ));
+    }
+    Ok(())
+}
+
 /// The dtype named `choice`: `auto` is f32 on CPU and bf16 on accelerators.
 pub fn choose_dtype(choice: &str, device: &Device) -> Result<DType> {
     match choice {

@@ -34,6 +34,9 @@ pub mod types;
 use veetance_engine::{Registry, RegistryError};
 
 pub use load::{builtin_tiny_dir, resolve_model_path};
+/// Whether this build can use a device at all (`--device cuda` without CUDA support is refused
+/// before a run, even a fully cached one).
+pub use veetance_models::device::check_build_supports;
 /// Chat templates: what one rendering needs, and routing every rendering of the process through
 /// another renderer (the binary runs them in a child process under limits).
 pub use veetance_models::qwen3::{

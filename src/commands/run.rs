@@ -14,10 +14,16 @@ use veetance_engine::{
 
 use crate::cli::RunArgs;
 use crate::commands::validate::print_diagnostics;
-use crate::events::{JsonEvents, ProgressEvents, summary_table};
+use crate::events::{JsonEvents, ProgressEvents, files_lines, summary_table, written_files};
 use crate::input::{is_picture, read_workflow_source};
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
+    // Before anything else: a fully cached run would otherwise "succeed" on a device it
+    // cannot use.
+    if let Err(err) = veetance_nodes::check_build_supports(args.device.name()) {
+        eprintln!("error: --device {}: {err}", args.device.name());
+        return Ok(ExitCode::from(2));
+    }
     let registry = Arc::new(veetance_nodes::registry()?);
     let cache_dir = if args.no_cache {
         None
@@ -54,12 +60,17 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     // time of the first.
     let mut prepared = Vec::new();
     let mut invalid = false;
+    let mut shown_errors = std::collections::HashSet::new();
     for path in &args.files {
         match prepare(path, args, &registry) {
             Ok(Some(item)) => prepared.push(item),
             Ok(None) => invalid = true,
             Err(err) => {
-                eprintln!("error: {err:#}");
+                // Several files can fail for one reason (the words of an unquoted --set value).
+                let message = format!("error: {err:#}");
+                if shown_errors.insert(message.clone()) {
+                    eprintln!("{message}");
+                }
                 invalid = true;
             }
         }
@@ -100,7 +111,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         };
-        if !args.json {
+        let files = written_files(&report);
+        if args.json {
+            json_events.files(&files);
+        } else {
             if args.files.len() > 1 {
                 outln!("{shown}:")?;
             }
@@ -109,6 +123,9 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 for line in plan.describe() {
                     outln!("{line}")?;
                 }
+            }
+            for line in files_lines(&files) {
+                outln!("{line}")?;
             }
         }
         match report.status {
