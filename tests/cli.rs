@@ -6,7 +6,7 @@ mod common;
 
 use std::path::Path;
 
-use common::{command, text, veetance};
+use common::{command, repo, text, veetance};
 
 #[test]
 fn validate_reports_every_problem_in_a_broken_workflow_and_exits_2() {
@@ -504,4 +504,22 @@ fn a_piped_run_still_prints_its_warnings() {
         "{}",
         text(&out.stderr)
     );
+}
+
+#[test]
+fn a_workflow_reads_its_assets_beside_it_from_any_current_directory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = command()
+        .current_dir(dir.path())
+        .args([
+            "run",
+            repo().join("workflows/img2img.ron").to_str().unwrap(),
+            "--no-cache",
+            "--out",
+            dir.path().join("out").to_str().unwrap(),
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    assert!(dir.path().join("out/img2img.png").exists());
 }

@@ -85,6 +85,8 @@ pub struct Runner {
     pub status: Option<String>,
     /// Folders searched for model names.
     pub model_dirs: Vec<PathBuf>,
+    /// The open file's folder, where the workflow's relative paths are looked up first.
+    pub workflow_dir: Option<PathBuf>,
     /// Warnings of the current or last run (the disk cache could not be written, ...).
     pub warnings: Vec<String>,
     /// The memory plan of the current or last run (with a VRAM budget).
@@ -106,6 +108,7 @@ impl Runner {
             n_planned: 0,
             status: None,
             model_dirs: Vec::new(),
+            workflow_dir: None,
             warnings: Vec::new(),
             memory_plan: None,
         }
@@ -150,6 +153,7 @@ impl Runner {
             placed: self.placed.clone(),
             // The editor shows a picture's workflow before it runs, and the user presses Run.
             read_roots: None,
+            workflow_dir: self.workflow_dir.clone(),
         };
         let options = RunOptions {
             targets: None,

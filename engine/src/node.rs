@@ -361,6 +361,10 @@ pub struct RunEnv {
     /// Folders inside which nodes may read files, or `None` for anywhere. Set for workflows that
     /// came inside a picture (untrusted): see [`RunEnv::check_read`] and docs/security.md.
     pub read_roots: Option<Vec<PathBuf>>,
+    /// The folder of the workflow file being run (or of the picture it came in), where the
+    /// relative paths it names are looked up first ([`RunEnv::input_path`]); `None` when it has
+    /// no file.
+    pub workflow_dir: Option<PathBuf>,
 }
 
 impl RunEnv {
@@ -375,7 +379,33 @@ impl RunEnv {
             vram_budget_bytes: None,
             placed: Arc::new(ModelPool::new(u64::MAX)),
             read_roots: None,
+            workflow_dir: None,
         }
+    }
+
+    /// The folder of a workflow `file`, for [`RunEnv::workflow_dir`] (`None` for a bare file
+    /// name: the current directory is where it is looked up anyway).
+    pub fn folder_of(file: &Path) -> Option<PathBuf> {
+        file.parent()
+            .filter(|dir| !dir.as_os_str().is_empty())
+            .map(Path::to_path_buf)
+    }
+
+    /// Where a path a workflow names is read from: a relative path is looked up in the
+    /// workflow's folder first, so a workflow works from any current directory, and is taken
+    /// as given (the current directory) when nothing is there, as a path typed in `--set`
+    /// expects. Absolute paths are as given.
+    pub fn input_path(&self, path: impl AsRef<Path>) -> PathBuf {
+        let path = path.as_ref();
+        if path.is_relative()
+            && let Some(dir) = &self.workflow_dir
+        {
+            let beside = dir.join(path);
+            if beside.exists() {
+                return beside;
+            }
+        }
+        path.to_path_buf()
     }
 
     /// Whether a node may read `path` under the run's read policy: anywhere without one,

@@ -52,7 +52,7 @@ impl NodeKind for LoadLatent {
         .input(
             InputSpec::new("path", DataType::TEXT)
                 .widget(TextWidget::Path)
-                .doc("The .safetensors file."),
+                .doc("The .safetensors file; a relative path is looked up beside the workflow file first, then in the current directory."),
         )
         .output(OutputSpec::new("latent", types::LATENT, "The latent."))
     }

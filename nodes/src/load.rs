@@ -73,7 +73,7 @@ pub fn resolve_model_path(name: &str, env: &RunEnv) -> Result<PathBuf, NodeError
     if name == "tiny" {
         return builtin_tiny_dir().map_err(NodeError::msg);
     }
-    let path = PathBuf::from(name);
+    let path = env.input_path(name);
     if path.exists() {
         return Ok(path);
     }

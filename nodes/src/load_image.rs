@@ -14,6 +14,7 @@ use crate::types;
 /// [`veetance_imaging::MAX_INPUT_FILE_BYTES`], where the run's read policy allows), with the
 /// path in the error.
 pub fn read_input_file(path: &Path, env: &RunEnv) -> Result<Vec<u8>, NodeError> {
+    let path = &env.input_path(path);
     env.check_read(path)?;
     veetance_imaging::read_regular_file(path, veetance_imaging::MAX_INPUT_FILE_BYTES)
         .map_err(|err| NodeError::with_context(format!("cannot read {}", path.display()), err))
@@ -32,7 +33,7 @@ impl NodeKind for LoadImage {
         .input(
             InputSpec::new("path", DataType::TEXT)
                 .widget(TextWidget::Path)
-                .doc("The image file."),
+                .doc("The image file; a relative path is looked up beside the workflow file first, then in the current directory."),
         )
         .output(OutputSpec::new("image", types::IMAGE, "The image as RGB."))
     }

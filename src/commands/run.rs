@@ -87,7 +87,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
         },
     };
     let mut failed = false;
-    for (shown, workflow, graph, read_roots) in prepared {
+    for (path, shown, workflow, graph, read_roots) in prepared {
         if cancel.is_cancelled() {
             break;
         }
@@ -100,6 +100,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
             vram_budget_bytes: args.vram_budget,
             placed: placed.clone(),
             read_roots,
+            workflow_dir: RunEnv::folder_of(&path),
         };
         let json_events = JsonEvents::new(&shown);
         let progress = ProgressEvents::new();
@@ -152,9 +153,10 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
     })
 }
 
-/// A validated workflow: how it is shown, the workflow, its graph, and the folders it may read
+/// A validated workflow: its file, how it is shown, the workflow, its graph, and the folders it may read
 /// from (`None`: anywhere).
 type Prepared = (
+    PathBuf,
     String,
     Workflow,
     veetance_engine::Graph,
@@ -185,7 +187,7 @@ fn prepare(
     let read_roots = (is_picture(path) && !args.trust).then(|| read_roots(path, args));
     Ok(validation
         .graph
-        .map(|graph| (shown, workflow, graph, read_roots)))
+        .map(|graph| (path.to_path_buf(), shown, workflow, graph, read_roots)))
 }
 
 /// Where a workflow from the picture at `path` may read: the picture's folder, the output

@@ -33,7 +33,7 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode> {
         let n_errors = diagnostics.iter().filter(|d| d.is_error()).count();
         any_errors |= n_errors > 0;
         let plan = match (args.vram_budget, &graph) {
-            (Some(budget), Some(graph)) => Some(plan_memory(graph, budget, args)),
+            (Some(budget), Some(graph)) => Some(plan_memory(path, graph, budget, args)),
             _ => None,
         };
         if let Some(Err(_)) = &plan {
@@ -73,11 +73,13 @@ pub fn validate(args: &ValidateArgs) -> Result<ExitCode> {
 
 /// The memory plan `run` would make for `graph` under `budget_bytes` (nothing assumed cached).
 fn plan_memory(
+    path: &std::path::Path,
     graph: &veetance_engine::Graph,
     budget_bytes: u64,
     args: &ValidateArgs,
 ) -> Result<veetance_engine::MemoryPlan, veetance_engine::PlanError> {
     let env = veetance_engine::RunEnv {
+        workflow_dir: veetance_engine::RunEnv::folder_of(path),
         device: args.device.name().to_owned(),
         model_dirs: super::models::model_dirs(&args.models_dirs),
         vram_budget_bytes: Some(budget_bytes),

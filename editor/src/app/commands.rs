@@ -8,7 +8,7 @@
 use std::path::PathBuf;
 
 use egui::{Key, KeyboardShortcut, Modifiers};
-use veetance_engine::validate;
+use veetance_engine::{RunEnv, validate};
 
 use super::dialogs::Dialog;
 use super::{EditorApp, GIB, Palette};
@@ -265,6 +265,7 @@ impl EditorApp {
             .vram_budget_on
             .then_some((self.vram_budget_gib * GIB) as u64);
         self.status.clear();
+        self.runner.workflow_dir = self.path().and_then(RunEnv::folder_of);
         self.runner
             .start(graph, workflow.to_ron(), budget, self.wake());
     }
