@@ -20,7 +20,7 @@ mod windows;
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use egui::Ui;
 use veetance_engine::{
@@ -333,8 +333,9 @@ impl EditorApp {
         if changed {
             self.external_change();
         }
-        if self.telemetry.is_some() {
-            ctx.request_repaint_after(Duration::from_millis(100));
+        // The telemetry thread wakes the UI when a number it shows changes.
+        if let Some(telemetry) = &self.telemetry {
+            telemetry.set_fast(self.runner.is_running());
         }
     }
 

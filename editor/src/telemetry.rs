@@ -1,5 +1,7 @@
-//! Host telemetry at 10 Hz on its own thread: GPU stats from NVML when an NVIDIA driver is
-//! present (otherwise the reason it is not), CPU and RAM from sysinfo always.
+//! Host telemetry on its own thread: GPU stats from NVML when an NVIDIA driver is present
+//! (otherwise the reason it is not), CPU and RAM from sysinfo always. It samples at 10 Hz while
+//! a run is in flight and once a second otherwise, and wakes the UI only when a number it shows
+//! changed, so an idle editor does not redraw ten times a second.
 //!
 //! NVML is initialised once; a missing driver is a normal state, shown to the user, not an
 //! error. Every GPU field is optional because cards differ in what they report.
@@ -12,8 +14,10 @@ use std::time::Duration;
 use nvml_wrapper::Nvml;
 use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 
-/// Time between polls: 10 Hz.
+/// Time between polls while a run is in flight: 10 Hz.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
+/// Time between polls otherwise.
+const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(1);
 
 /// One GPU's numbers; `None` where the card does not report a field.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -47,6 +51,42 @@ pub struct Telemetry {
     pub samples: u64,
 }
 
+impl Telemetry {
+    /// The numbers as the panel shows them (rounded), so that a sample which would draw the
+    /// same panel does not wake the UI.
+    pub fn shown(&self) -> Vec<String> {
+        let mut shown = vec![
+            format!("{:.0}", self.cpu_percent),
+            format!("{:.1}", self.ram_used_bytes as f64 / GIB),
+            format!("{:.1}", self.ram_total_bytes as f64 / GIB),
+        ];
+        match &self.gpu {
+            Ok(gpu) => shown.extend([
+                gpu.name.clone(),
+                format!(
+                    "{:?}",
+                    gpu.vram_used_bytes.map(|b| (b as f64 / GIB * 10.0).round())
+                ),
+                format!(
+                    "{:?}",
+                    gpu.vram_total_bytes
+                        .map(|b| (b as f64 / GIB * 10.0).round())
+                ),
+                format!("{:?}", gpu.utilization_percent),
+                format!("{:?}", gpu.temperature_c),
+                format!(
+                    "{:?}",
+                    gpu.power_mw.map(|p| (f64::from(p) / 1000.0).round())
+                ),
+            ]),
+            Err(reason) => shown.push(reason.clone()),
+        }
+        shown
+    }
+}
+
+const GIB: f64 = (1u64 << 30) as f64;
+
 impl Default for Telemetry {
     fn default() -> Telemetry {
         Telemetry {
@@ -63,6 +103,7 @@ impl Default for Telemetry {
 pub struct TelemetryThread {
     latest: Arc<Mutex<Telemetry>>,
     stop: Arc<AtomicBool>,
+    fast: Arc<AtomicBool>,
     worker: Option<JoinHandle<()>>,
 }
 
@@ -74,12 +115,14 @@ impl TelemetryThread {
             ..Telemetry::default()
         }));
         let stop = Arc::new(AtomicBool::new(false));
+        let fast = Arc::new(AtomicBool::new(false));
         let worker = {
             let latest = latest.clone();
             let stop = stop.clone();
+            let fast = fast.clone();
             std::thread::Builder::new()
                 .name("veetance-telemetry".to_owned())
-                .spawn(move || poll_loop(&latest, &stop, wake.as_ref()))
+                .spawn(move || poll_loop(&latest, &stop, &fast, wake.as_ref()))
                 .ok()
         };
         if worker.is_none()
@@ -90,8 +133,14 @@ impl TelemetryThread {
         TelemetryThread {
             latest,
             stop,
+            fast,
             worker,
         }
+    }
+
+    /// Samples at 10 Hz (`true`, while a run is in flight) or once a second.
+    pub fn set_fast(&self, fast: bool) {
+        self.fast.store(fast, Ordering::Relaxed);
     }
 
     /// The latest sample.
@@ -112,7 +161,12 @@ impl Drop for TelemetryThread {
     }
 }
 
-fn poll_loop(latest: &Mutex<Telemetry>, stop: &AtomicBool, wake: &(dyn Fn() + Send + Sync)) {
+fn poll_loop(
+    latest: &Mutex<Telemetry>,
+    stop: &AtomicBool,
+    fast: &AtomicBool,
+    wake: &(dyn Fn() + Send + Sync),
+) {
     let nvml = Nvml::init().map_err(|err| format!("no NVIDIA GPU telemetry: {err}"));
     let mut system = sysinfo::System::new().ok();
     let mut samples = 0;
@@ -134,15 +188,35 @@ fn poll_loop(latest: &Mutex<Telemetry>, stop: &AtomicBool, wake: &(dyn Fn() + Se
             }
             None => (0.0, 0, 0),
         };
-        *latest.lock().unwrap_or_else(PoisonError::into_inner) = Telemetry {
+        let sample = Telemetry {
             gpu,
             cpu_percent,
             ram_used_bytes,
             ram_total_bytes,
             samples,
         };
-        wake();
-        std::thread::sleep(POLL_INTERVAL);
+        let changed = {
+            let mut latest = latest.lock().unwrap_or_else(PoisonError::into_inner);
+            let changed = latest.shown() != sample.shown();
+            *latest = sample;
+            changed
+        };
+        if changed {
+            wake();
+        }
+        // Short sleeps, so that a stop (the editor closing) or a run starting is seen quickly.
+        let sampled = std::time::Instant::now();
+        while !stop.load(Ordering::Relaxed) {
+            let interval = if fast.load(Ordering::Relaxed) {
+                POLL_INTERVAL
+            } else {
+                IDLE_POLL_INTERVAL
+            };
+            let Some(left) = interval.checked_sub(sampled.elapsed()) else {
+                break;
+            };
+            std::thread::sleep(left.min(POLL_INTERVAL));
+        }
     }
 }
 
@@ -166,6 +240,40 @@ mod tests {
     #![allow(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
     use super::*;
+
+    #[test]
+    fn a_sample_that_draws_the_same_panel_does_not_count_as_a_change() {
+        let sample = Telemetry {
+            gpu: Ok(GpuStats {
+                name: "card".to_owned(),
+                vram_used_bytes: Some(5 << 30),
+                vram_total_bytes: Some(16 << 30),
+                utilization_percent: Some(0),
+                temperature_c: Some(40),
+                power_mw: Some(20_000),
+            }),
+            cpu_percent: 3.2,
+            ram_used_bytes: 8 << 30,
+            ram_total_bytes: 32 << 30,
+            samples: 1,
+        };
+        let mut same = sample.clone();
+        same.samples = 2;
+        same.cpu_percent = 3.4;
+        same.ram_used_bytes += 1 << 20;
+        if let Ok(gpu) = &mut same.gpu {
+            gpu.power_mw = Some(20_200);
+        }
+        assert_eq!(sample.shown(), same.shown());
+        let mut changed = sample.clone();
+        changed.cpu_percent = 4.0;
+        assert_ne!(sample.shown(), changed.shown());
+        let mut changed = sample.clone();
+        if let Ok(gpu) = &mut changed.gpu {
+            gpu.vram_used_bytes = Some(6 << 30);
+        }
+        assert_ne!(sample.shown(), changed.shown());
+    }
 
     #[test]
     fn samples_host_memory_and_explains_a_missing_gpu() {

@@ -318,6 +318,11 @@ impl EditorApp {
                         }
                         ui.label(line.join(" · "));
                     }
+                    // Without a driver NVML's error names a library; people need the fact.
+                    Err(reason) if sample.samples > 0 => {
+                        ui.label(egui::RichText::new("No NVIDIA GPU found").weak())
+                            .on_hover_text(reason);
+                    }
                     Err(reason) => {
                         ui.label(egui::RichText::new(reason).small().weak());
                     }
