@@ -340,22 +340,32 @@ fn the_disk_cache_is_trimmed_to_its_limit_after_a_run() {
     );
 }
 
-#[test]
-fn an_unwritable_disk_cache_is_one_warning_and_the_run_goes_on() {
+/// txt2img with a file where the cache folder should be: every cache write fails, whoever
+/// runs the test.
+fn run_with_an_unwritable_cache(json: bool) -> std::process::Output {
     let dir = tempfile::tempdir().unwrap();
-    // A file where the cache folder should be: every write fails, whoever runs the test.
     let blocked = dir.path().join("cache");
     std::fs::write(&blocked, "not a folder").unwrap();
-    let out = veetance(&[
+    let out_dir = dir.path().join("out");
+    let mut args = vec![
         "run",
         "workflows/txt2img.ron",
-        "--json",
         "--cache-dir",
         blocked.to_str().unwrap(),
         "--out",
-        dir.path().join("out").to_str().unwrap(),
-    ]);
+        out_dir.to_str().unwrap(),
+    ];
+    if json {
+        args.push("--json");
+    }
+    let out = veetance(&args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
+    out
+}
+
+#[test]
+fn an_unwritable_disk_cache_is_one_warning_and_the_run_goes_on() {
+    let out = run_with_an_unwritable_cache(true);
     let warnings: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -486,24 +496,10 @@ fn the_summary_and_json_name_every_file_written_even_when_the_rest_is_cached() {
 
 #[test]
 fn a_piped_run_still_prints_its_warnings() {
-    let dir = tempfile::tempdir().unwrap();
-    let blocked = dir.path().join("cache");
-    std::fs::write(&blocked, "not a folder").unwrap();
     // stderr is a pipe here: indicatif draws nothing, the lines must still come.
-    let out = veetance(&[
-        "run",
-        "workflows/txt2img.ron",
-        "--cache-dir",
-        blocked.to_str().unwrap(),
-        "--out",
-        dir.path().join("out").to_str().unwrap(),
-    ]);
-    assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    assert!(
-        text(&out.stderr).contains("warning:"),
-        "{}",
-        text(&out.stderr)
-    );
+    let out = run_with_an_unwritable_cache(false);
+    let stderr = text(&out.stderr);
+    assert!(stderr.contains("warning:"), "{stderr}");
 }
 
 #[test]

@@ -1,6 +1,6 @@
 //! Host telemetry on its own thread: GPU stats from NVML when an NVIDIA driver is present
 //! (otherwise the reason it is not), CPU and RAM from sysinfo always. It samples at 10 Hz while
-//! a run is in flight and once a second otherwise, and wakes the UI only when a number it shows
+//! a run is in flight and every 3 s otherwise, and wakes the UI only when a number it shows
 //! changed, so an idle editor does not redraw ten times a second.
 //!
 //! NVML is initialised once; a missing driver is a normal state, shown to the user, not an
@@ -17,7 +17,7 @@ use nvml_wrapper::enum_wrappers::device::TemperatureSensor;
 /// Time between polls while a run is in flight: 10 Hz.
 const POLL_INTERVAL: Duration = Duration::from_millis(100);
 /// Time between polls otherwise.
-const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(1);
+const IDLE_POLL_INTERVAL: Duration = Duration::from_secs(3);
 
 /// One GPU's numbers; `None` where the card does not report a field.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -138,7 +138,7 @@ impl TelemetryThread {
         }
     }
 
-    /// Samples at 10 Hz (`true`, while a run is in flight) or once a second.
+    /// Samples at 10 Hz (`true`, while a run is in flight) or every 3 s.
     pub fn set_fast(&self, fast: bool) {
         self.fast.store(fast, Ordering::Relaxed);
     }
