@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use indicatif::{MultiProgress, ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::json;
-use veetance_engine::{Event, EventSink, MemoryPlan, Outcome, RunReport, Value};
+use veetance_engine::{Event, EventSink, MemoryPlan, Outcome, RunReport, WrittenFile};
 
 /// Writes one JSON object per event per line on stdout.
 pub struct JsonEvents {
@@ -105,43 +105,6 @@ impl JsonEvents {
         let _ = writeln!(stdout, "{object}");
         let _ = stdout.flush();
     }
-}
-
-/// A file a node's `files` output names (Export, SaveLatent, SaveConditioning).
-#[derive(Debug, Clone, PartialEq)]
-pub struct WrittenFile {
-    /// The node that wrote it.
-    pub node: Arc<str>,
-    /// Where it is.
-    pub path: String,
-    /// The node's output came from the cache: an earlier run wrote the file.
-    pub cached: bool,
-}
-
-/// Every file named by a `files` output of a node that ran or was cached, in run order.
-pub fn written_files(report: &RunReport) -> Vec<WrittenFile> {
-    report
-        .nodes
-        .iter()
-        .filter(|n| matches!(n.outcome, Outcome::Ran { .. } | Outcome::Cached))
-        .filter_map(|n| {
-            let Some(Value::Text(text)) = report.output(&n.node, "files") else {
-                return None;
-            };
-            let cached = matches!(n.outcome, Outcome::Cached);
-            Some(
-                text.lines()
-                    .filter(|line| !line.is_empty())
-                    .map(|path| WrittenFile {
-                        node: n.node.clone(),
-                        path: path.to_owned(),
-                        cached,
-                    })
-                    .collect::<Vec<_>>(),
-            )
-        })
-        .flatten()
-        .collect()
 }
 
 /// The summary's lines for written files: "wrote PATH", or "cached PATH (written by an

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use veetance_engine::{
     Budgets, CancelToken, Event, Graph, MemoryPlan, ModelPool, RunEnv, RunOptions, RunStatus,
-    Session,
+    Session, WrittenFile,
 };
 
 /// What a node is doing in the current or last run.
@@ -55,8 +55,8 @@ impl NodeRunState {
 
 enum Message {
     Event(Event),
-    /// The run was refused before starting, or the worker ended.
-    Finished(Result<RunStatus, String>),
+    /// The run was refused before starting, or the worker ended (with the files it wrote).
+    Finished(Result<(RunStatus, Vec<WrittenFile>), String>),
 }
 
 struct ActiveRun {
@@ -87,6 +87,8 @@ pub struct Runner {
     pub model_dirs: Vec<PathBuf>,
     /// The open file's folder, where the workflow's relative paths are looked up first.
     pub workflow_dir: Option<PathBuf>,
+    /// The files the last run wrote (the status bar lists them).
+    pub written: Vec<WrittenFile>,
     /// Warnings of the current or last run (the disk cache could not be written, ...).
     pub warnings: Vec<String>,
     /// The memory plan of the current or last run (with a VRAM budget).
@@ -109,6 +111,7 @@ impl Runner {
             status: None,
             model_dirs: Vec::new(),
             workflow_dir: None,
+            written: Vec::new(),
             warnings: Vec::new(),
             memory_plan: None,
         }
@@ -135,6 +138,7 @@ impl Runner {
         let cancel = CancelToken::new();
         self.states.clear();
         self.warnings.clear();
+        self.written.clear();
         self.memory_plan = None;
         for node in graph.nodes() {
             self.states
@@ -174,7 +178,7 @@ impl Runner {
                 };
                 let result = session
                     .run(&graph, &env, &options, &sink, &worker_cancel)
-                    .map(|report| report.status)
+                    .map(|report| (report.status, report.written_files()))
                     .map_err(|err| err.to_string());
                 let _ = sender.send(Message::Finished(result));
                 wake();
@@ -231,10 +235,11 @@ impl Runner {
             }
             // Nodes the plan did not need never left the queue.
             self.states.retain(|_, s| *s != NodeRunState::Queued);
-            self.status = Some(match result {
-                Ok(status) => format!("run {}", status.name()),
+            self.status = Some(match &result {
+                Ok((status, _)) => format!("run {}", status.name()),
                 Err(err) => format!("run refused: {err}"),
             });
+            self.written = result.map(|(_, files)| files).unwrap_or_default();
             changed = true;
         }
         changed

@@ -266,6 +266,12 @@ fn run_shows_progress_previews_and_cached_badges_then_png_drop_opens_it() {
         h.state().status()
     );
     assert!(h.query_all_by_label_contains("done ").count() >= 5);
+    // The status bar names the file the run wrote.
+    assert!(
+        h.query_by_label("wrote preview.png").is_some(),
+        "status: {}",
+        h.state().status()
+    );
     // The node may lie outside the visible canvas: click through AccessKit.
     h.get_by_label("preview preview").click_accesskit();
     frames(&mut h, 3);

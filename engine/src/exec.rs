@@ -139,6 +139,17 @@ pub struct NodeReport {
     pub outcome: Outcome,
 }
 
+/// A file a node's `files` output names.
+#[derive(Debug, Clone, PartialEq)]
+pub struct WrittenFile {
+    /// The node that wrote it.
+    pub node: Arc<str>,
+    /// Where it is.
+    pub path: String,
+    /// The node's output came from the cache: an earlier run wrote the file.
+    pub cached: bool,
+}
+
 /// The result of a run that was planned.
 #[derive(Debug)]
 pub struct RunReport {
@@ -163,6 +174,33 @@ impl RunReport {
             .iter()
             .position(|o| o == output)?;
         self.outputs.get(idx)?.as_ref()?.get(out_idx)
+    }
+
+    /// Every file named by a `files` output (Export, SaveLatent, SaveConditioning) of a node
+    /// that ran or was cached, in run order: what the CLI's summary and the editor's status bar
+    /// list.
+    pub fn written_files(&self) -> Vec<WrittenFile> {
+        self.nodes
+            .iter()
+            .filter(|n| matches!(n.outcome, Outcome::Ran { .. } | Outcome::Cached))
+            .filter_map(|n| {
+                let Some(Value::Text(text)) = self.output(&n.node, "files") else {
+                    return None;
+                };
+                let cached = matches!(n.outcome, Outcome::Cached);
+                Some(
+                    text.lines()
+                        .filter(|line| !line.is_empty())
+                        .map(|path| WrittenFile {
+                            node: n.node.clone(),
+                            path: path.to_owned(),
+                            cached,
+                        })
+                        .collect::<Vec<_>>(),
+                )
+            })
+            .flatten()
+            .collect()
     }
 
     /// The first failure, as (node, error).

@@ -33,7 +33,7 @@ pub use diagnostic::{Code, Diagnostic, Severity, Span};
 pub use event::{Event, EventSink, NoEvents, RunStatus};
 pub use exec::{
     Budgets, NodeReport, Outcome, PlanError, RunOptions, RunReport, Session, SessionConfig,
-    format_bytes, memory_plan,
+    WrittenFile, format_bytes, memory_plan,
 };
 pub use graph::{Graph, GraphNode, Slot, Validation, validate};
 pub use node::{

@@ -14,7 +14,7 @@ use veetance_engine::{
 
 use crate::cli::RunArgs;
 use crate::commands::validate::print_diagnostics;
-use crate::events::{JsonEvents, ProgressEvents, files_lines, summary_table, written_files};
+use crate::events::{JsonEvents, ProgressEvents, files_lines, summary_table};
 use crate::input::{is_picture, read_workflow_source};
 
 pub fn run(args: &RunArgs) -> Result<ExitCode> {
@@ -112,7 +112,7 @@ pub fn run(args: &RunArgs) -> Result<ExitCode> {
                 return Ok(ExitCode::from(2));
             }
         };
-        let files = written_files(&report);
+        let files = report.written_files();
         if args.json {
             json_events.files(&files);
         } else {

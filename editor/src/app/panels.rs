@@ -116,6 +116,28 @@ impl EditorApp {
                 ui.label(status);
                 ui.separator();
             }
+            if !self.runner.written.is_empty() {
+                // File names here, full paths on hover: the out folder is the same for all.
+                let names: Vec<String> = self
+                    .runner
+                    .written
+                    .iter()
+                    .map(|f| {
+                        std::path::Path::new(&f.path)
+                            .file_name()
+                            .map_or_else(|| f.path.clone(), |n| n.to_string_lossy().into_owned())
+                    })
+                    .collect();
+                let paths: Vec<&str> = self
+                    .runner
+                    .written
+                    .iter()
+                    .map(|f| f.path.as_str())
+                    .collect();
+                ui.label(format!("wrote {}", names.join(", ")))
+                    .on_hover_text(paths.join("\n"));
+                ui.separator();
+            }
             for warning in &self.runner.warnings {
                 ui.colored_label(ui.visuals().warn_fg_color, format!("⚠ {warning}"));
                 ui.separator();
