@@ -151,6 +151,13 @@ def peak_rss_kib(pid: int) -> int:
     return 0
 
 
+def shown_command(cmd, args) -> str:
+    """The command as recorded: the scratch folders of the machine it ran on become CKPT and
+    OUT, the binary `veetance`, so results name no machine's paths."""
+    text = " ".join(["veetance"] + cmd[1:])
+    return text.replace(args.dir.rstrip("/"), "CKPT").replace(args.out_dir.rstrip("/"), "OUT")
+
+
 def ours(args) -> None:
     out = open(args.out, "a") if args.out else None
     model_file = os.path.join(args.dir, f"flux-2-{args.model}.safetensors")
@@ -166,7 +173,7 @@ def ours(args) -> None:
         if budget != "unlimited":
             cmd += ["--vram-budget", budget]
         rec = {"bench": "memory_plan", "impl": "veetance", "model": args.model, "budget": budget,
-               "res": args.res, "steps": 4, "images": args.images, "command": " ".join(cmd)}
+               "res": args.res, "steps": 4, "images": args.images, "command": shown_command(cmd, args)}
         log(f"veetance {args.model} budget {budget}")
         t0 = time.perf_counter()
         rss = 0

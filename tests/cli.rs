@@ -316,19 +316,7 @@ fn the_disk_cache_is_trimmed_to_its_limit_after_a_run() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let out_dir = dir.path().join("out");
-    let run = |cache_max: &str| {
-        let out = veetance(&[
-            "run",
-            "workflows/txt2img.ron",
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-            "--cache-max",
-            cache_max,
-        ]);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-    };
+    let run = |cache_max: &str| run_txt2img(&cache, &out_dir, &["--cache-max", cache_max]);
     run("10GiB");
     let kept = cache_bytes(&cache);
     assert!(kept > 0, "a run caches its outputs on disk");
@@ -340,32 +328,34 @@ fn the_disk_cache_is_trimmed_to_its_limit_after_a_run() {
     );
 }
 
-/// txt2img with a file where the cache folder should be: every cache write fails, whoever
-/// runs the test.
-fn run_with_an_unwritable_cache(json: bool) -> std::process::Output {
-    let dir = tempfile::tempdir().unwrap();
-    let blocked = dir.path().join("cache");
-    std::fs::write(&blocked, "not a folder").unwrap();
-    let out_dir = dir.path().join("out");
+/// Runs txt2img with its cache and output folders and `extra` flags; it must succeed.
+fn run_txt2img(cache: &Path, out_dir: &Path, extra: &[&str]) -> std::process::Output {
     let mut args = vec![
         "run",
         "workflows/txt2img.ron",
         "--cache-dir",
-        blocked.to_str().unwrap(),
+        cache.to_str().unwrap(),
         "--out",
         out_dir.to_str().unwrap(),
     ];
-    if json {
-        args.push("--json");
-    }
+    args.extend_from_slice(extra);
     let out = veetance(&args);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
     out
 }
 
+/// txt2img with a file where the cache folder should be: every cache write fails, whoever
+/// runs the test.
+fn run_with_an_unwritable_cache(extra: &[&str]) -> std::process::Output {
+    let dir = tempfile::tempdir().unwrap();
+    let blocked = dir.path().join("cache");
+    std::fs::write(&blocked, "not a folder").unwrap();
+    run_txt2img(&blocked, &dir.path().join("out"), extra)
+}
+
 #[test]
 fn an_unwritable_disk_cache_is_one_warning_and_the_run_goes_on() {
-    let out = run_with_an_unwritable_cache(true);
+    let out = run_with_an_unwritable_cache(&["--json"]);
     let warnings: Vec<serde_json::Value> = text(&out.stdout)
         .lines()
         .map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap())
@@ -454,30 +444,15 @@ fn the_summary_and_json_name_every_file_written_even_when_the_rest_is_cached() {
     let dir = tempfile::tempdir().unwrap();
     let cache = dir.path().join("cache");
     let out_dir = dir.path().join("out");
-    let run = |json: bool| {
-        let mut args = vec![
-            "run",
-            "workflows/txt2img.ron",
-            "--cache-dir",
-            cache.to_str().unwrap(),
-            "--out",
-            out_dir.to_str().unwrap(),
-        ];
-        if json {
-            args.push("--json");
-        }
-        let out = veetance(&args);
-        assert_eq!(out.status.code(), Some(0), "{}", text(&out.stderr));
-        text(&out.stdout)
-    };
+    let run = |extra: &[&str]| text(&run_txt2img(&cache, &out_dir, extra).stdout);
     let picture = out_dir.join("txt2img.png");
-    let first = run(false);
+    let first = run(&[]);
     assert!(
         first.contains(&format!("wrote {}", picture.display())),
         "{first}"
     );
     assert!(picture.exists());
-    let second = run(true);
+    let second = run(&["--json"]);
     let files = second
         .lines()
         .map(|line| serde_json::from_str::<serde_json::Value>(line).unwrap())
@@ -497,7 +472,7 @@ fn the_summary_and_json_name_every_file_written_even_when_the_rest_is_cached() {
 #[test]
 fn a_piped_run_still_prints_its_warnings() {
     // stderr is a pipe here: indicatif draws nothing, the lines must still come.
-    let out = run_with_an_unwritable_cache(false);
+    let out = run_with_an_unwritable_cache(&[]);
     let stderr = text(&out.stderr);
     assert!(stderr.contains("warning:"), "{stderr}");
 }

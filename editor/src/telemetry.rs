@@ -51,34 +51,54 @@ pub struct Telemetry {
     pub samples: u64,
 }
 
+impl GpuStats {
+    /// "VRAM 5.0 / 16.0 GiB", when the card reports both.
+    pub fn vram_line(&self) -> Option<String> {
+        let (used, total) = (self.vram_used_bytes?, self.vram_total_bytes?);
+        Some(format!(
+            "VRAM {:.1} / {:.1} GiB",
+            used as f64 / GIB,
+            total as f64 / GIB
+        ))
+    }
+
+    /// "util 3 % · 40 °C · 20 W", with the fields the card reports.
+    pub fn state_line(&self) -> String {
+        let mut line = Vec::new();
+        if let Some(u) = self.utilization_percent {
+            line.push(format!("util {u} %"));
+        }
+        if let Some(t) = self.temperature_c {
+            line.push(format!("{t} °C"));
+        }
+        if let Some(p) = self.power_mw {
+            line.push(format!("{:.0} W", f64::from(p) / 1000.0));
+        }
+        line.join(" · ")
+    }
+}
+
 impl Telemetry {
-    /// The numbers as the panel shows them (rounded), so that a sample which would draw the
-    /// same panel does not wake the UI.
+    /// "CPU 3 % · RAM 8.0 / 32.0 GiB".
+    pub fn host_line(&self) -> String {
+        format!(
+            "CPU {:.0} % · RAM {:.1} / {:.1} GiB",
+            self.cpu_percent,
+            self.ram_used_bytes as f64 / GIB,
+            self.ram_total_bytes as f64 / GIB
+        )
+    }
+
+    /// The text the panel shows for this sample, so that a sample which would draw the same
+    /// panel does not wake the UI.
     pub fn shown(&self) -> Vec<String> {
-        let mut shown = vec![
-            format!("{:.0}", self.cpu_percent),
-            format!("{:.1}", self.ram_used_bytes as f64 / GIB),
-            format!("{:.1}", self.ram_total_bytes as f64 / GIB),
-        ];
+        let mut shown = vec![self.host_line()];
         match &self.gpu {
-            Ok(gpu) => shown.extend([
-                gpu.name.clone(),
-                format!(
-                    "{:?}",
-                    gpu.vram_used_bytes.map(|b| (b as f64 / GIB * 10.0).round())
-                ),
-                format!(
-                    "{:?}",
-                    gpu.vram_total_bytes
-                        .map(|b| (b as f64 / GIB * 10.0).round())
-                ),
-                format!("{:?}", gpu.utilization_percent),
-                format!("{:?}", gpu.temperature_c),
-                format!(
-                    "{:?}",
-                    gpu.power_mw.map(|p| (f64::from(p) / 1000.0).round())
-                ),
-            ]),
+            Ok(gpu) => {
+                shown.push(gpu.name.clone());
+                shown.extend(gpu.vram_line());
+                shown.push(gpu.state_line());
+            }
             Err(reason) => shown.push(reason.clone()),
         }
         shown

@@ -305,15 +305,11 @@ impl EditorApp {
                 match &sample.gpu {
                     Ok(gpu) => {
                         ui.label(format!("GPU: {}", gpu.name));
-                        if let (Some(used), Some(total)) =
-                            (gpu.vram_used_bytes, gpu.vram_total_bytes)
+                        if let (Some(used), Some(total), Some(line)) =
+                            (gpu.vram_used_bytes, gpu.vram_total_bytes, gpu.vram_line())
                         {
                             vram_total_gib = Some(total as f64 / GIB);
-                            ui.label(format!(
-                                "VRAM {:.1} / {:.1} GiB",
-                                used as f64 / GIB,
-                                total as f64 / GIB
-                            ));
+                            ui.label(line);
                             if self.vram_budget_on {
                                 // Live use against the budget the run is held to.
                                 let fraction = used as f64 / (self.vram_budget_gib * GIB);
@@ -328,17 +324,7 @@ impl EditorApp {
                                 );
                             }
                         }
-                        let mut line = Vec::new();
-                        if let Some(u) = gpu.utilization_percent {
-                            line.push(format!("util {u} %"));
-                        }
-                        if let Some(t) = gpu.temperature_c {
-                            line.push(format!("{t} °C"));
-                        }
-                        if let Some(p) = gpu.power_mw {
-                            line.push(format!("{:.0} W", f64::from(p) / 1000.0));
-                        }
-                        ui.label(line.join(" · "));
+                        ui.label(gpu.state_line());
                     }
                     // Without a driver NVML's error names a library; people need the fact.
                     Err(reason) if sample.samples > 0 => {
@@ -349,12 +335,7 @@ impl EditorApp {
                         ui.label(egui::RichText::new(reason).small().weak());
                     }
                 }
-                ui.label(format!(
-                    "CPU {:.0} % · RAM {:.1} / {:.1} GiB",
-                    sample.cpu_percent,
-                    sample.ram_used_bytes as f64 / GIB,
-                    sample.ram_total_bytes as f64 / GIB
-                ));
+                ui.label(sample.host_line());
             }
         }
         ui.checkbox(&mut self.vram_budget_on, "VRAM budget")
